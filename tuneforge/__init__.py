@@ -1,0 +1,7 @@
+"""Tuneforge: self-hosted fine-tuning for open language models.
+
+The pipeline has four stages, one package each: `data` (files in, canonical examples out),
+`train`, `evaluate` and `serve`. The CLI (`tuneforge ...`) is a thin door into them.
+"""
+
+__version__ = "0.1.0"

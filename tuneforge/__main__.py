@@ -1,0 +1,5 @@
+"""`python -m tuneforge` is the same as the `tuneforge` command."""
+
+from tuneforge.cli import main
+
+main()

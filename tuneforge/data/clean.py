@@ -1,0 +1,172 @@
+"""Text hygiene: normalisation, personal-data scan and redaction, and the per-text style checks.
+
+`normalize` is what `tuneforge data prepare` applies to every piece of text: Unicode NFC, curly
+quotes to straight ones, odd spaces to plain spaces, zero-width characters removed, CRLF to LF,
+leading and trailing whitespace trimmed. Code indentation and line breaks inside a text are kept.
+
+`find_personal_data` looks for emails, phone numbers, credit-card numbers (Luhn-checked), IBANs
+(mod-97-checked), IP addresses and API keys or secrets; `redact` replaces each with a typed
+placeholder such as `[EMAIL]`.
+"""
+
+import ipaddress
+import re
+import unicodedata
+from dataclasses import dataclass
+
+SMART_QUOTES = {
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
+    "\u00ab": '"', "\u00bb": '"',
+}
+# Spaces that look like a space but are not U+0020; tabs stay (they can be meaningful in code).
+ODD_SPACES = {c: " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"}
+ZERO_WIDTH = {c: "" for c in "\u200b\u2060\ufeff\u00ad"}  # not U+200C/U+200D: they shape scripts and emoji
+NORMALIZE_TABLE = str.maketrans({**SMART_QUOTES, **ODD_SPACES, **ZERO_WIDTH})
+
+SMART_QUOTE_RE = re.compile("[" + "".join(SMART_QUOTES) + "]")
+ODD_WHITESPACE_RE = re.compile("[" + "".join(ODD_SPACES) + "".join(ZERO_WIDTH) + "\r\t]")
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    text = text.translate(NORMALIZE_TABLE).replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip()
+
+
+def count_smart_quotes(text: str) -> int:
+    return len(SMART_QUOTE_RE.findall(text))
+
+
+def describe_odd_whitespace(text: str) -> str | None:
+    found = sorted({f"U+{ord(c):04X}" for c in ODD_WHITESPACE_RE.findall(text)})
+    return ", ".join(found) if found else None
+
+
+def is_untrimmed(text: str) -> bool:
+    return bool(text) and text != text.strip()
+
+
+UPPER_RE = re.compile(r"[A-Z\u00c0-\u00de]")
+LOWER_RE = re.compile(r"[a-z\u00df-\u00ff]")
+MAYBE_PERSONAL_RE = re.compile(r"[0-9@]|-----BEGIN")
+
+
+def is_mostly_uppercase(text: str, min_letters: int = 20, share: float = 0.7) -> bool:
+    # Latin letters only, counted by the regex engine: a per-character Python loop is too slow here.
+    upper = len(UPPER_RE.findall(text))
+    letters = upper + len(LOWER_RE.findall(text))
+    return letters >= min_letters and upper >= share * letters
+
+
+# ------------------------------------------------------------------------------- personal data
+@dataclass(frozen=True, slots=True)
+class PersonalData:
+    kind: str  # email | phone | credit_card | iban | ip_address | secret
+    start: int
+    end: int
+    text: str
+
+    @property
+    def placeholder(self) -> str:
+        return f"[{self.kind.upper()}]"
+
+    def masked(self) -> str:
+        """Enough of the match to find it in the file, not enough to leak it into a report."""
+        return self.text[:3] + "***" if len(self.text) > 6 else "***"
+
+
+EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# Phone numbers need separators or a leading +: bare digit runs are more often ids than phones.
+PHONE_RE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?![\w-])"
+    r"|(?<![\w+])\+\d{8,14}\b"
+)
+CARD_RE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")
+IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4})?(?![\w:])")
+SECRET_RE = re.compile(
+    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"  # OpenAI / Anthropic style keys
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
+    r"|\bgh[pousr]_[A-Za-z0-9]{36,}\b"  # GitHub tokens
+    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"  # Slack tokens
+    r"|\bAIza[0-9A-Za-z_-]{35}\b"  # Google API keys
+    r"|\bhf_[A-Za-z0-9]{30,}\b"  # Hugging Face tokens
+    r"|\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"  # JWTs
+    r"|-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"
+    r"|(?i:\b(?:api[_-]?key|secret|access[_-]?token|password|passwd)\b\s*[:=]\s*[\"']?)[^\s\"']{8,}"
+)
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        value = int(char)
+        if i % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def iban_valid(candidate: str) -> bool:
+    compact = candidate.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _ip_valid(candidate: str) -> bool:
+    try:
+        address = ipaddress.ip_address(candidate)
+    except ValueError:
+        return False
+    # 0.0.0.0, 127.0.0.1 and friends are configuration, not somebody's address.
+    return not (address.is_loopback or address.is_unspecified)
+
+
+def find_personal_data(text: str) -> list[PersonalData]:
+    """Every match, in text order, overlapping matches resolved in favour of the earlier, longer one."""
+    if not MAYBE_PERSONAL_RE.search(text):
+        # Every pattern needs a digit or an '@' except the private-key header: skip most prose fast.
+        return []
+    found: list[PersonalData] = []
+    for match in SECRET_RE.finditer(text):
+        found.append(PersonalData("secret", match.start(), match.end(), match.group()))
+    for match in EMAIL_RE.finditer(text):
+        found.append(PersonalData("email", match.start(), match.end(), match.group()))
+    for match in IBAN_RE.finditer(text):
+        if iban_valid(match.group()):
+            found.append(PersonalData("iban", match.start(), match.end(), match.group()))
+    for match in CARD_RE.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            found.append(PersonalData("credit_card", match.start(), match.end(), match.group()))
+    for pattern in (IPV4_RE, IPV6_RE):
+        for match in pattern.finditer(text):
+            if _ip_valid(match.group()):
+                found.append(PersonalData("ip_address", match.start(), match.end(), match.group()))
+    for match in PHONE_RE.finditer(text):
+        digits = sum(c.isdigit() for c in match.group())
+        if 8 <= digits <= 15:
+            found.append(PersonalData("phone", match.start(), match.end(), match.group()))
+    found.sort(key=lambda p: (p.start, -(p.end - p.start)))
+    kept: list[PersonalData] = []
+    for item in found:
+        if not kept or item.start >= kept[-1].end:
+            kept.append(item)
+    return kept
+
+
+def redact(text: str) -> tuple[str, list[PersonalData]]:
+    found = find_personal_data(text)
+    if not found:
+        return text, found
+    pieces, cursor = [], 0
+    for item in found:
+        pieces.append(text[cursor:item.start])
+        pieces.append(item.placeholder)
+        cursor = item.end
+    pieces.append(text[cursor:])
+    return "".join(pieces), found

@@ -1,0 +1,26 @@
+"""Errors users can act on: what was wrong, where, and how to fix it.
+
+Every error a user can cause is a `TuneforgeError`; the CLI prints it without a traceback and
+exits with its `exit_code` (2 for usage errors such as a missing file, 1 otherwise).
+"""
+
+
+class TuneforgeError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+class UsageError(TuneforgeError):
+    """The command line itself is wrong: a missing file, a malformed option."""
+
+    exit_code = 2
+
+
+class ModelNotAvailable(TuneforgeError):
+    """A model name resolves to nothing this machine can load."""
+
+    exit_code = 2

@@ -1,0 +1,20 @@
+"""Where things live: the Tuneforge home (TUNEFORGE_HOME, default ~/.tuneforge) and what is under it.
+
+The home holds the converted model cache (`models/`), measured hardware facts (`hardware.json`) and,
+from the training stage on, the registry database and run directories.
+"""
+
+import os
+from pathlib import Path
+
+
+def tuneforge_home() -> Path:
+    home = Path(os.environ.get("TUNEFORGE_HOME", Path.home() / ".tuneforge")).expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def model_cache_dir() -> Path:
+    path = tuneforge_home() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
