@@ -15,6 +15,8 @@ def tuneforge_home() -> Path:
 
 
 def model_cache_dir() -> Path:
-    path = tuneforge_home() / "models"
+    """Converted base models. TUNEFORGE_MODEL_CACHE moves it out of the home, so that test runs with a
+    throw-away home still convert the bundled model only once."""
+    path = Path(os.environ.get("TUNEFORGE_MODEL_CACHE", tuneforge_home() / "models")).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path

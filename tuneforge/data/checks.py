@@ -189,7 +189,8 @@ class DatasetChecker:
         for (line, _), group in zip(batch, parts):
             sides = [next(encoded) for _ in group]
             length = max(side.full_length for side in sides)
-            trainable = sum(side.trainable_tokens for side in sides)
+            # What training will see: the first `context_length` tokens of each side.
+            trainable = sum(float(side.loss_weights[1:self.context_length].sum()) for side in sides)
             self.tokens.add(length)
             self.total_tokens += length
             self.trainable_tokens += trainable

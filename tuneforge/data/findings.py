@@ -27,7 +27,6 @@ CATALOG: dict[str, Code] = {
     "invalid_json": Code("error", "the line is not valid JSON", "Each line must be one complete JSON object; check quotes, commas and brackets."),
     "not_object": Code("error", "the line is JSON but not an object", "Wrap each example in {...} with the keys of one supported format."),
     "blank_line": Code("info", "blank line skipped", "Remove blank lines between examples."),
-    "unsupported_file_type": Code("error", "the file type is not supported", "Use .jsonl, .csv, .tsv or .txt."),
     # Shape of one example.
     "unknown_format": Code("error", "no supported format matches the keys", "Use one of: messages; prompt/completion; prompt/response; instruction/input/output; input/preferred_output/non_preferred_output; prompt/chosen/rejected; text."),
     "mixed_formats": Code("error", "the file mixes example kinds", "Keep chat, preference and raw-text examples in separate files."),

@@ -369,9 +369,13 @@ def detect_format(keys: set[str]) -> Format | None:
     for candidate in FORMATS:
         if not candidate.missing(keys):
             return candidate
-    overlap = [(len(keys & f.known_keys()), -i, f) for i, f in enumerate(FORMATS)]
-    best, _, candidate = max(overlap)
-    return candidate if best else None
+    def closeness(i_format):
+        i, candidate = i_format
+        required = sum(bool(keys.intersection(alternatives)) for alternatives in candidate.required)
+        return required, len(keys & candidate.known_keys()), -i
+
+    i, candidate = max(enumerate(FORMATS), key=closeness)
+    return candidate if closeness((i, candidate))[1] else None
 
 
 def parse_record(value: Any, line: int) -> tuple[Format | None, ParsedExample | None, list[Finding]]:

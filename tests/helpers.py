@@ -1,0 +1,30 @@
+"""Small builders of test data, shared by the test modules."""
+
+import json
+from pathlib import Path
+
+
+def chat(user: str, assistant: str, **assistant_extra) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant, **assistant_extra}]}
+
+
+def filler(n: int, start: int = 0) -> list[dict]:
+    """`n` distinct, valid, unremarkable chat examples."""
+    topics = ["invoices", "refunds", "payouts", "reminders", "exports", "branding", "taxes", "clients"]
+    return [
+        chat(f"How do {topics[i % 8]} work for case {i}?", f"Open the Ledger tab and look under {topics[i % 8]}, case {i}.")
+        for i in range(start, start + n)
+    ]
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    """Records are dicts (dumped as JSON), str (written as the line) or bytes (written raw)."""
+    with path.open("wb") as out:
+        for record in records:
+            if isinstance(record, bytes):
+                out.write(record + b"\n")
+            elif isinstance(record, str):
+                out.write(record.encode() + b"\n")
+            else:
+                out.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
+    return path
