@@ -49,7 +49,8 @@ def is_untrimmed(text: str) -> bool:
 
 UPPER_RE = re.compile(r"[A-Z\u00c0-\u00de]")
 LOWER_RE = re.compile(r"[a-z\u00df-\u00ff]")
-MAYBE_PERSONAL_RE = re.compile(r"[0-9@]|-----BEGIN")
+# Cheap pre-filter: every pattern below needs one of these; most prose has none and is skipped.
+MAYBE_PERSONAL_RE = re.compile(r"[0-9@]|-----BEGIN|AKIA|ASIA|gh[pousr]_|xox|sk-|AIza|hf_|eyJ|(?i:pass|secret|token|api.?key)")
 
 
 def is_mostly_uppercase(text: str, min_letters: int = 20, share: float = 0.7) -> bool:
@@ -79,13 +80,17 @@ class PersonalData:
 EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 # Phone numbers need separators or a leading +: bare digit runs are more often ids than phones.
 PHONE_RE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?![\w-])"
-    r"|(?<![\w+])\+\d{8,14}\b"
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{2,4}(?:[ .-]\d{2,4}){1,3}(?![\w-])"  # (555) 123-4567
+    r"|(?<![\w+])(?:\+\d{1,3}[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}(?![\w-])"  # 555-123-4567, +44 20 7946 0958
+    r"|(?<![\w+])\+\d{8,14}\b"  # +14155552671
 )
+# Dates look like phone numbers to the pattern above: 2024-01-15, 2024.01.15 10:30.
+DATE_RE = re.compile(r"(?:19|20)\d{2}[-./](?:0?[1-9]|1[0-2])[-./](?:0?[1-9]|[12]\d|3[01])(?!\d)")
 CARD_RE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
 IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]*\d)")
-IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4})?(?![\w:])")
+# Any run of hex groups and colons; ipaddress decides whether it really is an IPv6 address.
+IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 SECRET_RE = re.compile(
     r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"  # OpenAI / Anthropic style keys
     r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
@@ -129,7 +134,6 @@ def _ip_valid(candidate: str) -> bool:
 def find_personal_data(text: str) -> list[PersonalData]:
     """Every match, in text order, overlapping matches resolved in favour of the earlier, longer one."""
     if not MAYBE_PERSONAL_RE.search(text):
-        # Every pattern needs a digit or an '@' except the private-key header: skip most prose fast.
         return []
     found: list[PersonalData] = []
     for match in SECRET_RE.finditer(text):
@@ -149,7 +153,7 @@ def find_personal_data(text: str) -> list[PersonalData]:
                 found.append(PersonalData("ip_address", match.start(), match.end(), match.group()))
     for match in PHONE_RE.finditer(text):
         digits = sum(c.isdigit() for c in match.group())
-        if 8 <= digits <= 15:
+        if 8 <= digits <= 15 and not DATE_RE.match(match.group()):
             found.append(PersonalData("phone", match.start(), match.end(), match.group()))
     found.sort(key=lambda p: (p.start, -(p.end - p.start)))
     kept: list[PersonalData] = []
