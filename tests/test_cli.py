@@ -1,0 +1,111 @@
+"""The real `tuneforge` command, run as a subprocess: exit codes, JSON output, no tracebacks."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import filler, write_jsonl
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BROKEN = EXAMPLES / "broken"
+
+
+def tuneforge(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_check_clean_file_exits_zero_with_token_statistics():
+    result = tuneforge("data", "check", str(EXAMPLES / "support_chat.jsonl"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["format"] == "openai_chat" and report["examples"] == 320
+    assert set(report) >= {"ok", "format", "examples", "findings", "stats"}
+    assert report["stats"]["tokens_per_example"]["max"] >= report["stats"]["tokens_per_example"]["p95"]
+    assert 0 < report["stats"]["trainable_tokens"] < report["stats"]["total_tokens"]
+
+
+def test_check_file_with_errors_exits_one_and_names_line_and_field(tmp_path):
+    source = write_jsonl(tmp_path / "bad.jsonl", filler(12) + [{"messages": [{"role": "human", "content": "hi"}]}])
+    result = tuneforge("data", "check", str(source), "--json", "--model", "none")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    finding = next(f for f in report["findings"] if f["code"] == "unknown_role")
+    assert (finding["line"], finding["field"], finding["severity"]) == (13, "messages[0].role", "error")
+    assert "user" in finding["fix"]
+
+
+def test_check_tables_name_the_problem_for_people(tmp_path):
+    source = write_jsonl(tmp_path / "bad.jsonl", filler(12) + ["{oops"])
+    result = tuneforge("data", "check", str(source), "--model", "none")
+    assert result.returncode == 1
+    assert "invalid_json" in result.stdout and "line 13" in result.stdout and "fix:" in result.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("data", "check", "does-not-exist.jsonl"),
+    ("data", "check", "."),
+    ("data", "check", "data.parquet"),
+    ("data", "prepare", "x.jsonl", "--out", "o", "--split", "0.5,0.6"),
+    ("models", "show", "no-such-model"),
+    ("data", "check"),
+])
+def test_usage_errors_exit_two_without_traceback(tmp_path, args):
+    (tmp_path / "data.parquet").write_bytes(b"PAR1")
+    (tmp_path / "x.jsonl").write_text("{}\n")
+    result = tuneforge(*args, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BROKEN.iterdir()))
+def test_broken_example_files_fail_with_findings_not_tracebacks(name):
+    result = tuneforge("data", "check", str(BROKEN / name), "--json", "--model", "none")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["errors"] > 0 and "Traceback" not in result.stderr
+
+
+def test_binary_garbage_is_reported_line_by_line(tmp_path):
+    path = tmp_path / "garbage.jsonl"
+    path.write_bytes(bytes(range(256)) * 40)
+    result = tuneforge("data", "check", str(path), "--json", "--model", "none")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["finding_counts"]["not_utf8"] >= 1
+
+
+def test_prepare_then_verify(tmp_path):
+    out = tmp_path / "prepared"
+    result = tuneforge("data", "prepare", str(EXAMPLES / "ticket_classifier.jsonl"), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    assert manifest["outputs"]["train"]["examples"] == 270
+    assert tuneforge("data", "verify", str(out)).returncode == 0
+    (out / "train.jsonl").write_text("tampered\n")
+    verify = tuneforge("data", "verify", str(out))
+    assert verify.returncode == 1 and "train.jsonl" in verify.stdout
+
+
+def test_prepare_refuses_data_with_errors(tmp_path):
+    source = write_jsonl(tmp_path / "bad.jsonl", filler(12) + ["{oops"])
+    result = tuneforge("data", "prepare", str(source), "--out", str(tmp_path / "out"), "--model", "none")
+    assert result.returncode == 1
+    assert "--drop-invalid" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_models_list_shows_the_bundled_model():
+    result = tuneforge("models", "list", "--json")
+    assert result.returncode == 0
+    names = {row["name"]: row for row in json.loads(result.stdout)}
+    assert names["smollm2-135m-instruct"]["source"] == "bundled"
+    assert names["smollm2-135m-instruct"]["license"] == "Apache-2.0"
+
+
+def test_models_show_reads_facts_from_the_config():
+    result = tuneforge("models", "show", "smollm2-135m-instruct")
+    assert result.returncode == 0, result.stderr
+    assert "134.5 M parameters" in result.stdout and "context 8192" in result.stdout
