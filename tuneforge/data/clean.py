@@ -50,12 +50,16 @@ def is_untrimmed(text: str) -> bool:
 UPPER_RE = re.compile(r"[A-Z\u00c0-\u00de]")
 LOWER_RE = re.compile(r"[a-z\u00df-\u00ff]")
 # Cheap pre-filter: every pattern below needs one of these; most prose has none and is skipped.
-MAYBE_PERSONAL_RE = re.compile(r"[0-9@]|-----BEGIN|AKIA|ASIA|gh[pousr]_|xox|sk-|AIza|hf_|eyJ|(?i:pass|secret|token|api.?key)")
+DIGIT_RUN_RE = re.compile(r"\d[ .()-]{0,2}\d[ .()-]{0,2}\d[ .()-]{0,2}\d")  # cards, IBANs, phones need 4+ close digits
+SECRET_HINT_RE = re.compile(r"-----BEGIN|AKIA|ASIA|gh[pousr]_|xox|sk-|AIza|hf_|eyJ|(?i:pass|secret|token|api.?key)")
+MAYBE_PERSONAL_RE = re.compile(r"[0-9@]|" + SECRET_HINT_RE.pattern)
 
 
 def is_mostly_uppercase(text: str, min_letters: int = 20, share: float = 0.7) -> bool:
     # Latin letters only, counted by the regex engine: a per-character Python loop is too slow here.
     upper = len(UPPER_RE.findall(text))
+    if upper < share * min_letters:  # the common case, decided without counting lowercase letters
+        return False
     letters = upper + len(LOWER_RE.findall(text))
     return letters >= min_letters and upper >= share * letters
 
@@ -131,30 +135,34 @@ def _ip_valid(candidate: str) -> bool:
     return not (address.is_loopback or address.is_unspecified)
 
 
+def _card_valid(candidate: str) -> bool:
+    digits = re.sub(r"\D", "", candidate)
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def _phone_valid(candidate: str) -> bool:
+    return 8 <= sum(c.isdigit() for c in candidate) <= 15 and not DATE_RE.match(candidate)
+
+
 def find_personal_data(text: str) -> list[PersonalData]:
     """Every match, in text order, overlapping matches resolved in favour of the earlier, longer one."""
     if not MAYBE_PERSONAL_RE.search(text):
         return []
     found: list[PersonalData] = []
-    for match in SECRET_RE.finditer(text):
-        found.append(PersonalData("secret", match.start(), match.end(), match.group()))
-    for match in EMAIL_RE.finditer(text):
-        found.append(PersonalData("email", match.start(), match.end(), match.group()))
-    for match in IBAN_RE.finditer(text):
-        if iban_valid(match.group()):
-            found.append(PersonalData("iban", match.start(), match.end(), match.group()))
-    for match in CARD_RE.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            found.append(PersonalData("credit_card", match.start(), match.end(), match.group()))
-    for pattern in (IPV4_RE, IPV6_RE):
+    # Each pattern runs only where its cheapest necessary character is present.
+    patterns = [("secret", SECRET_RE, None)] if SECRET_HINT_RE.search(text) else []
+    if "@" in text:
+        patterns.append(("email", EMAIL_RE, None))
+    if DIGIT_RUN_RE.search(text):
+        patterns += [("iban", IBAN_RE, iban_valid), ("credit_card", CARD_RE, _card_valid), ("phone", PHONE_RE, _phone_valid)]
+    if "." in text:
+        patterns.append(("ip_address", IPV4_RE, _ip_valid))
+    if "::" in text or text.count(":") >= 2:
+        patterns.append(("ip_address", IPV6_RE, _ip_valid))
+    for kind, pattern, valid in patterns:
         for match in pattern.finditer(text):
-            if _ip_valid(match.group()):
-                found.append(PersonalData("ip_address", match.start(), match.end(), match.group()))
-    for match in PHONE_RE.finditer(text):
-        digits = sum(c.isdigit() for c in match.group())
-        if 8 <= digits <= 15 and not DATE_RE.match(match.group()):
-            found.append(PersonalData("phone", match.start(), match.end(), match.group()))
+            if valid is None or valid(match.group()):
+                found.append(PersonalData(kind, match.start(), match.end(), match.group()))
     found.sort(key=lambda p: (p.start, -(p.end - p.start)))
     kept: list[PersonalData] = []
     for item in found:

@@ -105,9 +105,14 @@ class ChatTokenizer:
                 found = text.find(content, cursor) if content else -1
                 cursor = found + len(content) if found >= 0 else cursor
                 continue
-            prefix = self.render(dicts[:i], conversation.tools, add_generation_prompt=True)
-            search_from = len(prefix) if text.startswith(prefix) else cursor
-            start = text.find(content, search_from) if content else -1
+            # Fast path: the reply follows the template's assistant header right after the previous turn.
+            start = text.find(self.assistant_header + content, cursor) if content else -1
+            if start >= 0:
+                start += len(self.assistant_header)
+            else:  # slower, for templates whose header varies by turn: render the prompt up to this reply
+                prefix = self.render(dicts[:i], conversation.tools, add_generation_prompt=True)
+                search_from = len(prefix) if text.startswith(prefix) else cursor
+                start = text.find(content, search_from) if content else -1
             if start < 0 and content.strip():
                 content = content.strip()  # some templates trim message content
                 start = text.find(content, search_from)
@@ -119,6 +124,13 @@ class ChatTokenizer:
             spans.append((start, start + len(content), message.weight))
             cursor = start + len(content)
         return text, spans
+
+    @cached_property
+    def assistant_header(self) -> str:
+        """What the template writes between a user turn and the assistant's reply ("<|im_start|>assistant\n")."""
+        probe = [{"role": "user", "content": "Hello"}]
+        prompt, plain = self.render(probe, add_generation_prompt=True), self.render(probe)
+        return prompt[len(plain):] if prompt.startswith(plain) else ""
 
     # ---------------------------------------------------------------------------- end of turn
     @cached_property
@@ -160,10 +172,12 @@ class ChatTokenizer:
                 text, spans = self.render_with_spans(example)
                 texts.append(text)
                 all_spans.append(spans)
-        encoded = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        # The Rust tokenizer directly: transformers' per-example conversion to Python lists costs as
+        # much as the encoding itself here (measured: 1.0 s of 2.7 s for 20 000 chats).
+        encodings = self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
         return [
-            self._weigh(ids, offsets, spans, isinstance(example, Text))
-            for ids, offsets, spans, example in zip(encoded["input_ids"], encoded["offset_mapping"], all_spans, examples)
+            self._weigh(encoding.ids, encoding.offsets, spans, isinstance(example, Text))
+            for encoding, spans, example in zip(encodings, all_spans, examples)
         ]
 
     def _weigh(self, ids: list[int], offsets, spans, is_text: bool) -> TokenizedExample:

@@ -1,0 +1,1 @@
+"""Speed and memory measurements, run by hand (`python -m benchmarks.NAME`); results in RESULTS.md."""
