@@ -8,6 +8,7 @@ prints a traceback unless TUNEFORGE_DEBUG=1.
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,9 @@ app = typer.Typer(help="Tuneforge: fine-tune open language models on your own ma
 data_app = typer.Typer(help="Stage 1: check and prepare training data.", no_args_is_help=True)
 models_app = typer.Typer(help="Base models: the bundled catalog, local directories, hub ids.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+runs_app = typer.Typer(help="Training runs in the registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(runs_app, name="runs")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,6 +35,20 @@ ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model whose tok
 
 def _model_or_none(model: str) -> str | None:
     return None if model.lower() == "none" else model
+
+
+@contextmanager
+def _file_progress(path: Path, verb: str):
+    """A progress bar over the file's bytes on an interactive terminal; nothing otherwise."""
+    if not err_console.is_terminal or not path.is_file():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(f"{verb} {path.name}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task(verb, total=path.stat().st_size)
+        yield lambda done: progress.update(task, completed=done)
 
 
 @app.callback(invoke_without_command=True)
@@ -51,7 +68,8 @@ def data_check(
     """Find everything wrong with a data file, with line, field and a suggested fix."""
     from tuneforge.data.checks import check_with_model
 
-    report = check_with_model(file, _model_or_none(model), keep_per_code=max_findings)
+    with _file_progress(file, "checking") as on_progress:
+        report = check_with_model(file, _model_or_none(model), keep_per_code=max_findings, on_progress=on_progress)
     if as_json:
         print(json.dumps(report.as_json(), ensure_ascii=False))
     else:
@@ -80,7 +98,8 @@ def data_prepare(
 
     ratios = parse_ratios(split)
     model_name = _model_or_none(model)
-    report = check_with_model(file, model_name)
+    with _file_progress(file, "checking") as on_progress:
+        report = check_with_model(file, model_name, on_progress=on_progress)
     options = PrepareOptions(ratios, seed, redact_pii, not no_dedupe, drop_invalid, model_name)
     try:
         result = prepare(file, out, report, options)
@@ -158,6 +177,204 @@ def models_show(name: Annotated[str, typer.Argument(help="Catalog name, local di
     console.print(f"  architecture {facts['architecture']}, {facts['parameters'] / 1e6:.1f} M parameters, "
                   f"context {facts['context_length']}, vocabulary {facts['vocab_size']:,}")
     console.print(f"  licence: {ref.license or 'see the model card'}; chat template: {'yes' if tokenizer.chat_template else 'no'}")
+
+
+# ------------------------------------------------------------------------------------ training
+def _train(config_file: Path | None = None, resume: str | None = None, **fields):
+    from tuneforge.train.config import TrainConfig, load_config
+    from tuneforge.train.progress import ConsoleReporter
+    from tuneforge.train.sft import train_sft
+
+    reporter = ConsoleReporter(console)
+    try:
+        if resume:
+            from tuneforge.registry import store
+
+            run = store.get_run(resume)
+            if run is None:
+                raise UsageError(f"no run '{resume}'", fix="See `tuneforge runs list`.")
+            config = TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.model_fields})
+            result = train_sft(config, reporter, run_id=resume, resume=True)
+        else:
+            if fields.get("data") is None and config_file is None:
+                raise UsageError("name the training data with --data (a prepared directory or a JSONL file)")
+            result = train_sft(load_config(config_file, fields), reporter)
+    finally:
+        reporter.close()
+    _print_run_summary(result.run_id)
+
+
+def _train_signature():
+    """`tuneforge train`'s options are TrainConfig's fields: one --flag per field, its description as help."""
+    import inspect
+
+    from tuneforge.train.config import TrainConfig
+
+    parameters = [
+        inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of TrainConfig fields; flags override it.")]),
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[str | None, typer.Option("--resume", help="Resume RUN_ID from its newest complete checkpoint.")]),
+    ]
+    for name, field in TrainConfig.model_fields.items():
+        default = field.default if field.default is not None and not field.is_required() else None
+        help_text = field.description + (f" (default: {default})" if default is not None else "")
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[str | None, typer.Option(f"--{name.replace('_', '-')}", help=help_text, show_default=False)]))
+    return inspect.Signature(parameters)
+
+
+_train.__signature__ = _train_signature()
+app.command("train", help="Fine-tune a model (LoRA or full) on chat data; every option is a TrainConfig field.")(_train)
+
+
+def _print_run_summary(run_id: str) -> None:
+    from tuneforge.registry import store
+    from tuneforge.train.report import read_metrics
+
+    run = store.get_run(run_id)
+    metrics = run.metrics or {}
+    _, valid = read_metrics(Path(run.run_dir) / "metrics.csv")
+    console.print(f"\n[bold green]{run.id} {run.status}[/bold green]: {run.models[0].name if run.models else ''}")
+    if valid:
+        console.print("  validation loss by step: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in valid))
+    console.print(f"  trained tokens {run.trained_tokens:,} in {metrics.get('wall_seconds', 0):.0f} s; "
+                  f"run directory {run.run_dir}")
+
+
+@runs_app.command("list")
+def runs_list(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Every training run in the registry, newest first."""
+    from rich.table import Table
+
+    from tuneforge.registry import store
+
+    runs = store.list_runs()
+    rows = [{"id": r.id, "status": r.status if Path(r.run_dir).exists() else f"{r.status} (directory missing)",
+             "method": r.method, "base_model": r.base_model, "trained_tokens": r.trained_tokens,
+             "valid_loss": (r.metrics or {}).get("valid_loss"), "created_at": r.created_at.isoformat(timespec="seconds")}
+            for r in runs]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="Runs")
+    for column in ("id", "status", "method", "base_model", "trained_tokens", "valid_loss", "created_at"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v if v is not None else "") for v in row.values()))
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="A run id from `tuneforge runs list`.")]):
+    """A run's config, data lineage, checkpoints, models and final metrics, as JSON."""
+    from tuneforge.registry import store
+
+    run = store.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run '{run_id}'", fix="See `tuneforge runs list`.")
+    print(json.dumps({
+        "id": run.id, "status": run.status, "run_dir": run.run_dir, "base_model": run.base_model, "method": run.method,
+        "train_dataset": run.train_dataset, "validation_dataset": run.validation_dataset, "config": run.config,
+        "trained_tokens": run.trained_tokens, "metrics": run.metrics, "error": run.error,
+        "checkpoints": [{"step": c.step, "path": c.path, "metrics": c.metrics} for c in run.checkpoints],
+        "models": [m.name for m in run.models],
+        "created_at": run.created_at.isoformat(), "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }, indent=2))
+
+
+@runs_app.command("rm")
+def runs_rm(run_id: Annotated[str, typer.Argument(help="The run to delete, with its directory and models.")]):
+    """Delete a run: its registry rows and its directory, together."""
+    from tuneforge.registry import store
+
+    if not store.delete_run(run_id):
+        raise UsageError(f"no run '{run_id}'")
+    console.print(f"deleted {run_id}")
+
+
+# ------------------------------------------------------------------------------ using a model
+@app.command("chat")
+def chat(
+    model: Annotated[str, typer.Argument(help="Run id, tuned model name (ft:...) or base model.")],
+    prompt: Annotated[str | None, typer.Argument(help="One message to answer; omit for an interactive chat.")] = None,
+    system: Annotated[str | None, typer.Option(help="System message.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
+):
+    """Talk to a model: one-shot with PROMPT, or interactive (empty line or Ctrl-D to quit)."""
+    from tuneforge.data.examples import Message
+    from tuneforge.serve.engine import Engine
+
+    engine = Engine(model)
+    history = [Message("system", system)] if system else []
+    while True:
+        text = prompt if prompt is not None else _ask()
+        if not text:
+            return
+        history.append(Message("user", text))
+        [answer] = engine.generate([history], max_new_tokens=max_tokens, temperature=temperature)
+        console.print(answer.text, highlight=False, markup=False)
+        if prompt is not None:
+            return
+        history.append(Message("assistant", answer.text))
+
+
+def _ask() -> str:
+    try:
+        return console.input("[bold]you>[/bold] ").strip()
+    except EOFError:
+        return ""
+
+
+@app.command("generate")
+def generate(
+    model: Annotated[str, typer.Argument(help="Run id, tuned model name (ft:...) or base model.")],
+    data: Annotated[Path, typer.Option("--data", help="Chat JSONL: each example's messages before its last assistant turn are the prompt.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL of prompts, references and generations.")],
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+):
+    """Batch generation over a data file."""
+    from tuneforge.serve.engine import Engine
+    from tuneforge.train.inputs import load_examples
+
+    examples = load_examples(data, "generation")
+    engine = Engine(model)
+    written = 0
+    with out.open("w") as handle:
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start:start + batch_size]
+            prompts, references = [], []
+            for _, example in chunk:
+                last = max(i for i, m in enumerate(example.messages) if m.role == "assistant")
+                prompts.append(example.messages[:last])
+                references.append(example.messages[last].content)
+            for (line, _), prompt, reference, answer in zip(chunk, prompts, references, engine.generate(prompts, max_tokens, temperature)):
+                handle.write(json.dumps({"line": line, "messages": [{"role": m.role, "content": m.content} for m in prompt],
+                                         "reference": reference, "generation": answer.text,
+                                         "finish_reason": answer.finish_reason}, ensure_ascii=False) + "\n")
+                written += 1
+    console.print(f"wrote {written} generations to {out}")
+
+
+@app.command("export")
+def export(
+    run: Annotated[str, typer.Argument(help="Run id or tuned model name.")],
+    merged: Annotated[Path, typer.Option("--merged", help="Directory for merged full weights that plain transformers loads.")],
+):
+    """Write a run's model as merged full weights (adapter folded into the base) with its tokenizer."""
+    from tuneforge.serve.engine import load_for_inference, resolve_spec
+
+    spec = resolve_spec(run)
+    if spec.adapter is None and spec.weights is None:
+        raise UsageError(f"'{run}' is a base model, not a run", fix="Export a run id or an ft: model name.")
+    model, tokenizer = load_for_inference(spec)
+    model.save_pretrained(merged)
+    tokenizer.save_pretrained(merged)
+    console.print(f"merged weights written to {merged} (load with AutoModelForCausalLM.from_pretrained)")
 
 
 @app.command("quickstart")

@@ -20,3 +20,10 @@ def model_cache_dir() -> Path:
     path = Path(os.environ.get("TUNEFORGE_MODEL_CACHE", tuneforge_home() / "models")).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def runs_dir() -> Path:
+    """Run directories (`runs/<id>/`); TUNEFORGE_RUNS_DIR moves them."""
+    path = Path(os.environ.get("TUNEFORGE_RUNS_DIR", tuneforge_home() / "runs")).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,22 +1,20 @@
 """`tuneforge data check FILE`: every problem in a data file, with line, field and fix, in one pass.
 
-The file is streamed record by record. Memory stays constant except for 16 bytes per example kept
-for exact-duplicate detection (a 64-bit content hash and the line number, sorted at the end) and a
-few bounded tallies (token-length histogram, up to 50 distinct completions for label statistics,
+The file is streamed record by record, in constant memory: exact duplicates are found through
+`dedupe.DuplicateIndex` (which spills to disk past half a million examples), and the rest are
+bounded tallies (token-length histogram, up to 50 distinct completions for label statistics,
 the first 20 findings of each code). Tokenisation, when a model is given, runs in batches through
 the model's real tokenizer and chat template (see `tokenize.py`).
 """
 
 import hashlib
 import json
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from tuneforge.data import clean
+from tuneforge.data.dedupe import DuplicateIndex
 from tuneforge.data.examples import Conversation, ParsedExample, Preference, Text, to_openai_record
 from tuneforge.data.findings import Finding, FindingLog
 from tuneforge.data.formats import parse_record
@@ -112,7 +110,7 @@ class DatasetChecker:
         self.kinds: Counter[str] = Counter()
         self.first_line_of_kind: dict[str, int] = {}
         self.records = self.examples = 0
-        self.hashes, self.hash_lines = array("Q"), array("Q")
+        self.duplicates = DuplicateIndex()
         self.messages = Histogram()
         self.tokens = Histogram()
         self.total_tokens = self.trainable_tokens = 0.0
@@ -141,8 +139,7 @@ class DatasetChecker:
         self.examples += 1
         self._check_texts(parsed, item.line)
         example = parsed.example
-        self.hashes.append(content_hash(example))
-        self.hash_lines.append(item.line)
+        self.duplicates.add(content_hash(example), item.line)
         if isinstance(example, Conversation):
             self.messages.add(len(example.messages))
         elif isinstance(example, Preference):
@@ -251,15 +248,8 @@ class DatasetChecker:
         return len(self.labels) <= self.examples // 5 and max(len(label) for label in self.labels) <= 64
 
     def _duplicate_findings(self) -> None:
-        hashes = np.frombuffer(self.hashes, dtype=np.uint64)
-        lines = np.frombuffer(self.hash_lines, dtype=np.uint64)
-        order = np.lexsort((lines, hashes))  # by hash, then line: each group starts with its original
-        hashes, lines = hashes[order], lines[order]
-        is_repeat = np.r_[False, hashes[1:] == hashes[:-1]]
-        original = np.maximum.accumulate(np.where(is_repeat, 0, np.arange(len(lines))))
-        repeats = np.flatnonzero(is_repeat)
-        for i in repeats[np.argsort(lines[repeats], kind="stable")]:
-            self.log.add(Finding("duplicate", f"same as line {int(lines[original[i]])}", line=int(lines[i])))
+        total, first = self.duplicates.duplicates(keep=self.log.keep_per_code)
+        self.log.add_counted("duplicate", total, [Finding("duplicate", f"same as line {original}", line=line) for line, original in first])
 
     def _stats(self) -> dict:
         epochs = auto_epochs(self.examples)
@@ -291,19 +281,19 @@ class DatasetChecker:
 
 
 def check_file(path: Path, tokenizer: ChatTokenizer | None = None, context_length: int | None = None,
-               parameters: int | None = None, keep_per_code: int = 20) -> CheckReport:
+               parameters: int | None = None, keep_per_code: int = 20, on_progress=None) -> CheckReport:
     checker = DatasetChecker(tokenizer, context_length, parameters, keep_per_code)
-    for item in iter_records(path):
+    for item in iter_records(path, on_progress):
         checker.add(item)
     return checker.finish(path)
 
 
-def check_with_model(path: Path, model: str | None, keep_per_code: int = 20) -> CheckReport:
+def check_with_model(path: Path, model: str | None, keep_per_code: int = 20, on_progress=None) -> CheckReport:
     """`check_file` with token statistics from `model`'s tokenizer and chat template (None: no tokens)."""
     if model is None:
-        return check_file(path, keep_per_code=keep_per_code)
+        return check_file(path, keep_per_code=keep_per_code, on_progress=on_progress)
     from tuneforge.models.catalog import load_tokenizer, model_facts
 
     facts = model_facts(model)
     tokenizer = ChatTokenizer(load_tokenizer(model))
-    return check_file(path, tokenizer, facts["context_length"], facts["parameters"], keep_per_code)
+    return check_file(path, tokenizer, facts["context_length"], facts["parameters"], keep_per_code, on_progress)

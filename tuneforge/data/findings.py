@@ -99,6 +99,15 @@ class FindingLog:
         if len(kept) < self.keep_per_code:
             kept.append(finding)
 
+    def add_counted(self, code: str, total: int, first: list[Finding]) -> None:
+        """`total` findings of one code, of which only `first` were built (the rest are only counted)."""
+        for finding in first:
+            self.add(finding)
+        extra = total - len(first)
+        if extra > 0:
+            self.counts[code] += extra
+            self.severity_counts[CATALOG[code].severity] += extra
+
     def extend(self, findings) -> None:
         for finding in findings:
             self.add(finding)

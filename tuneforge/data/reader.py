@@ -10,7 +10,7 @@ JSON becomes a `Finding` instead of stopping the read.
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,15 +54,32 @@ def open_data_file(path: Path):
     return path.open("rb")
 
 
-def iter_records(path: Path) -> Iterator[Record | Finding]:
+def iter_records(path: Path, on_progress: Callable[[int], None] | None = None) -> Iterator[Record | Finding]:
+    """`on_progress(bytes_read)` is called every few thousand records, for a progress bar."""
     kind = file_kind(path)
     with open_data_file(path) as stream:
+        if on_progress is not None:
+            stream = _ReportingStream(stream, on_progress)
         if kind == "jsonl":
             yield from _jsonl_records(stream)
         elif kind in ("csv", "tsv"):
             yield from _delimited_records(stream, DELIMITED_SUFFIXES["." + kind])
         else:
             yield from _text_records(stream)
+
+
+class _ReportingStream:
+    """Iterates a binary file's lines like the file itself, reporting the bytes read now and then."""
+
+    def __init__(self, stream, on_progress: Callable[[int], None], every: int = 4096):
+        self.stream, self.on_progress, self.every = stream, on_progress, every
+
+    def __iter__(self):
+        for number, line in enumerate(self.stream, start=1):
+            if number % self.every == 0:
+                self.on_progress(self.stream.tell())
+            yield line
+        self.on_progress(self.stream.tell())
 
 
 def _decode(raw: bytes, line: int) -> tuple[str, Finding | None]:

@@ -155,6 +155,17 @@ def load_tokenizer(name: str):
         raise ModelNotAvailable(f"cannot load the tokenizer of '{name}': {error}") from error
 
 
+def load_model(name: str, dtype=None):
+    """The base model's weights, fp32 by default (bf16 on CPU is for autocast, never for master weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_path(resolve_model(name)), dtype=dtype or torch.float32)
+    except OSError as error:
+        raise ModelNotAvailable(f"cannot load the weights of '{name}': {error}") from error
+
+
 def model_facts(name: str) -> dict:
     """Architecture facts from the config alone (no weights loaded): context length and parameter count."""
     import torch

@@ -1,0 +1,169 @@
+"""The registry: what exists and what came from what, shared by the CLI, the worker and the server.
+
+SQLAlchemy over SQLite in `$TUNEFORGE_HOME/registry.db` by default; `TUNEFORGE_DATABASE_URL` (e.g.
+`postgresql+psycopg://...`) points it elsewhere. A run is a directory plus a row: `delete_run`
+removes both, and `runs list` flags rows whose directory has gone missing.
+"""
+
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from tuneforge.settings import tuneforge_home
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON}
+
+
+class Dataset(Base):
+    """A data file, identified by the sha256 of its bytes."""
+
+    __tablename__ = "datasets"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str | None] = mapped_column(String(16))
+    examples: Mapped[int | None] = mapped_column(Integer)
+    manifest: Mapped[dict | None] = mapped_column(JSON)  # the data stage's manifest, when it came from `prepare`
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | succeeded | failed | interrupted
+    method: Mapped[str] = mapped_column(String(16))
+    base_model: Mapped[str] = mapped_column(Text)
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    run_dir: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict] = mapped_column(JSON)
+    train_dataset: Mapped[str | None] = mapped_column(ForeignKey("datasets.sha256"))
+    validation_dataset: Mapped[str | None] = mapped_column(ForeignKey("datasets.sha256"))
+    trained_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict | None] = mapped_column(JSON)  # final metrics
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    checkpoints: Mapped[list["Checkpoint"]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="Checkpoint.step")
+    models: Mapped[list["Model"]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[float] = mapped_column(Float)
+    path: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    run: Mapped[Run] = relationship(back_populates="checkpoints")
+
+
+class Model(Base):
+    """A tuned model users can name: `ft:<base>:<suffix>:<run id>`."""
+
+    __tablename__ = "models"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    base_model: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # adapter | full
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    run: Mapped[Run] = relationship(back_populates="models")
+
+
+def database_url() -> str:
+    return os.environ.get("TUNEFORGE_DATABASE_URL") or f"sqlite:///{tuneforge_home() / 'registry.db'}"
+
+
+@lru_cache(maxsize=4)
+def _sessionmaker(url: str) -> sessionmaker:
+    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    Base.metadata.create_all(engine)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def session() -> Session:
+    return _sessionmaker(database_url())()
+
+
+# -------------------------------------------------------------------------------- operations
+def record_dataset(path: Path, sha256: str, kind: str | None, examples: int | None, manifest: dict | None) -> str:
+    with session() as db, db.begin():
+        if db.get(Dataset, sha256) is None:
+            db.add(Dataset(sha256=sha256, path=str(path), kind=kind, examples=examples, manifest=manifest))
+    return sha256
+
+
+def create_run(run_id: str, config: dict, run_dir: Path, train_sha: str | None, validation_sha: str | None) -> None:
+    with session() as db, db.begin():
+        db.add(Run(id=run_id, method=config["method"], base_model=config["model"], suffix=config.get("suffix"),
+                   run_dir=str(run_dir), config=json.loads(json.dumps(config, default=str)),
+                   train_dataset=train_sha, validation_dataset=validation_sha))
+
+
+def update_run(run_id: str, **values) -> None:
+    with session() as db, db.begin():
+        run = db.get(Run, run_id)
+        for key, value in values.items():
+            setattr(run, key, value)
+        if values.get("status") in ("succeeded", "failed", "interrupted"):
+            run.finished_at = now()
+
+
+def sync_checkpoints(run_id: str, checkpoints: list[dict]) -> None:
+    """Make the checkpoint rows equal the checkpoints on disk (after saving or pruning)."""
+    with session() as db, db.begin():
+        run = db.get(Run, run_id)
+        run.checkpoints = [Checkpoint(step=c["step"], epoch=c["epoch"], path=c["path"], metrics=c.get("metrics")) for c in checkpoints]
+
+
+def register_model(name: str, run_id: str, base_model: str, kind: str, path: Path) -> None:
+    with session() as db, db.begin():
+        db.merge(Model(name=name, run_id=run_id, base_model=base_model, kind=kind, path=str(path)))
+
+
+def list_runs() -> list[Run]:
+    with session() as db:
+        return list(db.scalars(select(Run).order_by(Run.created_at.desc())))
+
+
+def get_run(run_id: str) -> Run | None:
+    with session() as db:
+        run = db.get(Run, run_id)
+        if run is not None:
+            run.checkpoints, run.models  # load relationships before the session closes
+        return run
+
+
+def list_models() -> list[Model]:
+    with session() as db:
+        return list(db.scalars(select(Model).order_by(Model.created_at.desc())))
+
+
+def find_model(name: str) -> Model | None:
+    with session() as db:
+        return db.get(Model, name)
+
+
+def delete_run(run_id: str) -> bool:
+    """Remove the run's row (with its checkpoints and models) and its directory."""
+    with session() as db, db.begin():
+        run = db.get(Run, run_id)
+        if run is None:
+            return False
+        run_dir = Path(run.run_dir)
+        db.delete(run)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True

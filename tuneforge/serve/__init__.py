@@ -1,0 +1,1 @@
+"""Stage 4: inference (engine.py) and, later, the OpenAI-compatible server."""

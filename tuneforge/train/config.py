@@ -1,0 +1,130 @@
+"""`TrainConfig`: one typed, validated config per run. CLI flags, YAML files and the jobs API are views of it.
+
+Each field's description is its help text (`tuneforge train --help` shows them). Fields that accept
+"auto" are resolved against the dataset by `resolve`, and the resolved config is what the run
+directory records (`config.json`), so a run can always be repeated exactly.
+"""
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuneforge.errors import UsageError
+from tuneforge.train.estimate import auto_epochs
+
+Auto = Literal["auto"]
+# Peak learning rate at multiplier 1.0, per method: OpenAI's multiplier scales a base rate the same way.
+BASE_LEARNING_RATE = {"lora": 2e-3, "full": 1e-4}
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # What to train, on what.
+    model: str = Field("smollm2-135m-instruct", description="Base model: catalog name, local model directory or hub id.")
+    data: Path = Field(..., description="Training data: a directory from `tuneforge data prepare` (train/validation.jsonl) or a JSONL file.")
+    validation_data: Path | None = Field(None, description="Validation JSONL; default: validation.jsonl beside the training data, if any.")
+    method: Literal["lora", "full"] = Field("lora", description="lora: train small adapter matrices (fast, small files); full: train every weight.")
+    suffix: str | None = Field(None, max_length=64, description="A name for the tuned model, like OpenAI's suffix (ft:<base>:<suffix>:<id>).")
+
+    # The controls users know from hosted fine-tuning.
+    n_epochs: int | Auto = Field("auto", description="Passes over the training data; auto: 3, more for tiny datasets, fewer for huge ones.")
+    batch_size: int | Auto = Field("auto", description="Examples per optimiser step; auto grows with the dataset (~0.2 %), between 4 and 32.")
+    learning_rate_multiplier: float | Auto = Field("auto", description="Scales the method's base learning rate (lora 2e-3, full 1e-4); auto: 0.1.")
+    prompt_loss_weight: float = Field(0.0, ge=0.0, le=1.0, description="Loss weight of prompt tokens: 0 learns only the assistant's replies; weight-0 turns never count.")
+
+    # Optimiser and schedule.
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming the learning rate up from 0.")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate decay after warm-up.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches summed per optimiser step (same result, less memory).")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+    max_seq_length: int | Auto = Field("auto", description="Tokens per example before truncation; auto: the model's context, at most 2048.")
+    seed: int = Field(42, description="Seed for data order, initialisation and dropout: same seed, same run.")
+
+    # LoRA.
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    lora_target_modules: str = Field("all-linear", description="Comma-separated module names to adapt, or all-linear.")
+
+    # Validation, early stopping, checkpoints.
+    eval_every_steps: int | None = Field(None, ge=1, description="Also validate every N steps (always at each epoch's end).")
+    max_eval_examples: int = Field(200, ge=1, description="Validation examples used at most (the first N, in file order).")
+    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many validations without improvement; the best checkpoint is kept.")
+    keep_checkpoints: int = Field(3, ge=1, description="Newest epoch checkpoints kept (the best one is always kept too).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps (for smoke tests and benchmarks).")
+
+    @field_validator("lora_target_modules")
+    @classmethod
+    def _modules(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("name at least one module, or all-linear")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for name in ("n_epochs", "batch_size"):
+            value = getattr(self, name)
+            if value != "auto" and value < 1:
+                raise ValueError(f"{name} must be at least 1 or auto")
+        multiplier = self.learning_rate_multiplier
+        if multiplier != "auto" and not 0 < multiplier <= 100:
+            raise ValueError("learning_rate_multiplier must be in (0, 100] or auto")
+        if self.max_seq_length != "auto" and self.max_seq_length < 16:
+            raise ValueError("max_seq_length must be at least 16 tokens or auto")
+        return self
+
+    # ------------------------------------------------------------------------------ resolution
+    def resolve(self, n_train_examples: int, context_length: int | None) -> "ResolvedConfig":
+        batch = self.batch_size if self.batch_size != "auto" else auto_batch_size(n_train_examples)
+        multiplier = self.learning_rate_multiplier if self.learning_rate_multiplier != "auto" else 0.1
+        values = self.model_dump()
+        values.update(
+            n_epochs=self.n_epochs if self.n_epochs != "auto" else auto_epochs(n_train_examples),
+            batch_size=batch,
+            learning_rate_multiplier=multiplier,
+            max_seq_length=self.max_seq_length if self.max_seq_length != "auto" else min(context_length or 2048, 2048),
+        )
+        return ResolvedConfig(**values, learning_rate=BASE_LEARNING_RATE[self.method] * multiplier)
+
+
+class ResolvedConfig(TrainConfig):
+    """A TrainConfig with every "auto" filled in, plus the learning rate it implies."""
+
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    max_seq_length: int
+    learning_rate: float = Field(..., description="Peak learning rate: base rate x multiplier.")
+
+
+def auto_batch_size(n_examples: int) -> int:
+    """About 0.2 % of the examples, as a power of two, kept between 4 and 32 so each step has enough
+    tokens to use a CPU's matrix units and few enough to take many steps on small data."""
+    target = max(1.0, 0.002 * n_examples)
+    return int(min(32, max(4, 2 ** round(math.log2(target)))))
+
+
+def load_config(path: Path | None, overrides: dict) -> TrainConfig:
+    """A YAML file's values, then the command line's on top; errors name the field."""
+    values: dict = {}
+    if path is not None:
+        if not path.exists():
+            raise UsageError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise UsageError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise UsageError(f"{path}: expected a mapping of TrainConfig fields")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig(**values)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors())
+        source = f"{path} + command line" if path else "command line"
+        raise UsageError(f"invalid training config ({source}): {problems}", fix="See `tuneforge train --help`.") from None

@@ -1,0 +1,93 @@
+"""The training inputs of a run: which files, their examples, their token ids and loss weights.
+
+Everything that can be wrong with the data is found here, before the model is loaded: records with
+errors (reported as `tuneforge data check` would, with line and field), examples with nothing to
+train on after truncation, and a chat template whose end-of-turn token would never be learned.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneforge.data.checks import check_file
+from tuneforge.data.examples import Example, Preference
+from tuneforge.data.formats import parse_record
+from tuneforge.data.reader import Record, iter_records
+from tuneforge.data.split import MANIFEST, sha256_file
+from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
+from tuneforge.errors import TuneforgeError, UsageError
+
+
+class TrainingDataError(TuneforgeError):
+    """The data cannot be trained on; `code`, `line` and `field` say where (the jobs API reports them)."""
+
+    def __init__(self, message: str, *, code: str, line: int | None = None, field: str | None = None, fix: str | None = None):
+        super().__init__(message, fix=fix)
+        self.code, self.line, self.field = code, line, field
+
+
+@dataclass
+class DataFile:
+    path: Path
+    sha256: str
+    manifest: dict | None  # the data stage's manifest, when the file came from `tuneforge data prepare`
+
+
+def locate_data(data: Path, validation: Path | None) -> tuple[DataFile, DataFile | None]:
+    """A prepared directory gives train.jsonl (+ validation.jsonl); a file is the training file itself."""
+    manifest = None
+    if data.is_dir():
+        if (data / MANIFEST).exists():
+            manifest = json.loads((data / MANIFEST).read_text())
+        train_path = data / "train.jsonl"
+        if not train_path.exists():
+            raise UsageError(f"{data}: no train.jsonl", fix="Point --data at a directory from `tuneforge data prepare`, or at a JSONL file.")
+        if validation is None and (data / "validation.jsonl").exists() and (data / "validation.jsonl").stat().st_size:
+            validation = data / "validation.jsonl"
+    elif data.exists():
+        train_path = data
+    else:
+        raise UsageError(f"{data}: no such file or directory")
+    if validation is not None and not validation.exists():
+        raise UsageError(f"{validation}: no such file")
+    train = DataFile(train_path, sha256_file(train_path), manifest)
+    return train, (DataFile(validation, sha256_file(validation), manifest) if validation else None)
+
+
+def load_examples(path: Path, purpose: str = "training") -> list[tuple[int, Example]]:
+    """Every example of the file with its line; the first error stops with a data-check style message."""
+    report = check_file(path, keep_per_code=1)
+    # A validation set may be small: only the training set must hold the minimum of 10 examples.
+    ignored = {"too_few_examples"} if purpose == "validation" else set()
+    errors = [f for f in report.findings.findings() if f.severity == "error" and f.code not in ignored]
+    if errors:
+        first = errors[0]
+        where = ", ".join(p for p in (f"line {first.line}" if first.line else "", first.field or "") if p)
+        raise TrainingDataError(
+            f"{path}: {len(errors)} kind(s) of error in the {purpose} data; first: {where + ': ' if where else ''}{first.message}",
+            code=first.code, line=first.line, field=first.field,
+            fix=f"Run `tuneforge data check {path}` for every finding. {first.fix}",
+        )
+    examples = []
+    for item in iter_records(path):
+        if isinstance(item, Record):
+            _, parsed, _ = parse_record(item.value, item.line)
+            if parsed is not None:
+                examples.append((item.line, parsed.example))
+    return examples
+
+
+def tokenize_for_sft(examples: list[tuple[int, Example]], tokenizer: ChatTokenizer, path: Path) -> list[TokenizedExample]:
+    """Token ids and loss weights; fails fast where training would silently learn nothing or never stop."""
+    if any(isinstance(example, Preference) for _, example in examples):
+        raise TrainingDataError(f"{path}: preference pairs need the DPO method, not supervised fine-tuning",
+                                code="wrong_method", fix="Train on chat examples, or use method dpo.")
+    tokenizer.end_of_turn_ids  # raises when the template never closes a reply with a special token
+    encoded = tokenizer.encode([example for _, example in examples])
+    for (line, _), item in zip(examples, encoded):
+        if item.trainable_tokens == 0:
+            raise TrainingDataError(
+                f"{path}: line {line} has no trainable token after truncation to {tokenizer.max_length} tokens "
+                f"({item.full_length} tokens in all)",
+                code="too_long", line=line, fix="Raise max_seq_length, or shorten the example's prompt.")
+    return encoded

@@ -1,0 +1,89 @@
+"""What a finished run tells people: the loss curve (loss.png) and the model card (README.md)."""
+
+import csv
+from pathlib import Path
+
+
+def read_metrics(path: Path) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(step, train_loss) and (step, valid_loss) series from metrics.csv."""
+    train, valid = [], []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("train_loss"):
+                train.append((int(row["step"]), float(row["train_loss"])))
+            if row.get("valid_loss"):
+                valid.append((int(row["step"]), float(row["valid_loss"])))
+    return train, valid
+
+
+def plot_loss(metrics_csv: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    train, valid = read_metrics(metrics_csv)
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        axes.plot(*zip(*train), label="training loss", color="#4C72B0", alpha=0.8)
+    if valid:
+        axes.plot(*zip(*valid), label="validation loss", color="#DD8452", marker="o")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (weighted cross-entropy per token)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out)
+    plt.close(figure)
+
+
+def _fmt(value, digits=4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_model_card(run_dir: Path, config, model_name: str, final: dict, manifest: dict) -> None:
+    from tuneforge.models.catalog import BUNDLED, resolve_model
+
+    ref = resolve_model(config.model)
+    licence = ref.license or "see the base model's card"
+    upstream = ref.upstream or config.model
+    prepared = manifest["data"].get("prepared_manifest") or {}
+    counts = prepared.get("counts", {})
+    hyper = ["n_epochs", "batch_size", "learning_rate_multiplier", "learning_rate", "prompt_loss_weight", "lr_scheduler",
+             "warmup_ratio", "weight_decay", "max_seq_length", "seed"]
+    if config.method == "lora":
+        hyper += ["lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"]
+    metrics = [(k, final[k]) for k in ("valid_loss", "valid_perplexity", "valid_mean_token_accuracy") if k in final]
+    lines = [
+        f"# {model_name}",
+        "",
+        f"Fine-tuned by Tuneforge from **{config.model}** ({upstream}) with **{config.method}** "
+        f"{'(LoRA adapter; load it onto the base model)' if config.method == 'lora' else '(full weights)'}.",
+        "",
+        "## Base model and licence",
+        f"- Base: {ref.description or config.model}",
+        f"- Licence: {licence} (the tuned weights inherit the base model's licence terms).",
+        "",
+        "## Data",
+        f"- Training file: `{manifest['data']['train']['file']}` (sha256 `{manifest['data']['train']['sha256'][:16]}...`)",
+    ]
+    if manifest["data"]["validation"]:
+        lines.append(f"- Validation file: `{manifest['data']['validation']['file']}` (sha256 `{manifest['data']['validation']['sha256'][:16]}...`)")
+    if counts:
+        lines.append(f"- Prepared by `tuneforge data prepare`: {counts.get('examples_out')} examples, "
+                     f"{counts.get('duplicates_removed')} duplicates removed, redactions {counts.get('redactions') or 'none'}.")
+    lines += [f"- Trained tokens (loss-weighted): {final['trained_tokens']:,}", "",
+              "## Hyperparameters", "", "| name | value |", "|---|---|"]
+    lines += [f"| {name} | {_fmt(getattr(config, name), 6)} |" for name in hyper]
+    lines += ["", "## Results", "", f"Steps: {final['step']}, wall time {final['wall_seconds']} s"
+              + (", stopped early" if final.get("stopped_early") else "") + ".", ""]
+    if metrics:
+        lines += ["| metric (validation) | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in metrics]
+    lines += ["", "![loss curve](loss.png)", "", "## Intended use",
+              "Answers in the style and format of the training data, for the task that data describes. "
+              "It has not been evaluated for safety or factual accuracy beyond the metrics above; "
+              "evaluate it on your own test set (`tuneforge eval`) before deploying it.", ""]
+    if config.model in BUNDLED:
+        lines += ["The bundled base model is small (135 M parameters): expect style and format to transfer "
+                  "better than knowledge.", ""]
+    (run_dir / "README.md").write_text("\n".join(lines))

@@ -1,0 +1,269 @@
+"""The supervised fine-tuning recipe: LoRA (default) or full fine-tuning, in one flat loop.
+
+Run: `tuneforge train --data prepared/support_chat` (see `tuneforge train --help`).
+
+data -> token ids with loss weights (inputs.py) -> model (+ LoRA adapters via peft) -> AdamW with
+warm-up and decay -> per step: weighted cross-entropy, clipping, metrics.csv row -> validation every
+N steps and at each epoch's end -> checkpoint per epoch (and at each new best) -> early stopping ->
+final adapter/weights, model card, loss curve, manifest, registry rows (artifacts.py).
+
+Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and stops; `--resume RUN_ID`
+continues from the newest complete checkpoint with the same result as an uninterrupted run.
+"""
+
+import csv
+import secrets
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from tuneforge.data.tokenize import ChatTokenizer
+from tuneforge.errors import TuneforgeError, UsageError
+from tuneforge.models.catalog import load_model, load_tokenizer, model_facts
+from tuneforge.registry import store
+from tuneforge.settings import runs_dir
+from tuneforge.train import artifacts
+from tuneforge.train.config import ResolvedConfig, TrainConfig
+from tuneforge.train.inputs import load_examples, locate_data, tokenize_for_sft
+from tuneforge.train.loop import (
+    Batch,
+    TrainerState,
+    build_optimizer,
+    build_schedule,
+    collate,
+    epoch_order,
+    evaluate,
+    load_training_state,
+    newest_complete_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    weighted_token_loss,
+)
+
+METRIC_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                  "valid_perplexity", "epoch", "learning_rate", "tokens_per_second", "trained_tokens"]
+
+
+class TrainingInterrupted(TuneforgeError):
+    exit_code = 130
+
+
+class Reporter:
+    """What a recipe tells the outside world. The CLI draws a progress bar; the worker writes events."""
+
+    def start(self, run_id: str, config: ResolvedConfig, total_steps: int, first_step: int) -> None: ...
+    def step(self, row: dict) -> None: ...
+    def evaluation(self, row: dict) -> None: ...
+    def checkpoint(self, step: int, path: Path) -> None: ...
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    model_name: str
+    config: ResolvedConfig
+    metrics: dict
+    stopped_early: bool
+
+
+def display_name(model: str) -> str:
+    """The base model as it appears in a tuned model's name: a local directory by its folder name."""
+    return Path(model).name if Path(model).expanduser().is_dir() else model
+
+
+def new_run_id() -> str:
+    return f"run-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+@contextmanager
+def stop_requests():
+    """Turn the first Ctrl-C/SIGTERM into a flag checked between steps (a step is never left half
+    done); a second Ctrl-C stops at once."""
+    requested = {"stop": False}
+
+    def handler(signum, frame):
+        if requested["stop"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested["stop"] = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str | None = None,
+              resume: bool = False, org: str = "tuneforge") -> RunResult:
+    reporter = reporter or Reporter()
+    # ---- data: everything that can be wrong is found before the model loads
+    train_file, validation_file = locate_data(config.data, config.validation_data)
+    train_examples = load_examples(train_file.path)
+    validation_examples = load_examples(validation_file.path, "validation")[: config.max_eval_examples] if validation_file else []
+    hf_tokenizer = load_tokenizer(config.model)
+    facts = model_facts(config.model)
+    resolved = config.resolve(len(train_examples), facts["context_length"])
+    tokenizer = ChatTokenizer(hf_tokenizer, resolved.prompt_loss_weight, resolved.max_seq_length)
+    train_set = tokenize_for_sft(train_examples, tokenizer, train_file.path)
+    validation_set = tokenize_for_sft(validation_examples, tokenizer, validation_file.path) if validation_file else []
+    pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
+
+    # ---- the run: a directory plus a row
+    run_id = run_id or new_run_id()
+    run_dir = runs_dir() / run_id
+    checkpoints_dir = run_dir / "checkpoints"
+    if resume:
+        if not run_dir.exists():
+            raise UsageError(f"no run directory for '{run_id}' under {runs_dir()}")
+    else:
+        checkpoints_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(resolved.model_dump_json(indent=2))
+        train_sha = store.record_dataset(train_file.path, train_file.sha256, "conversation", len(train_set), train_file.manifest)
+        valid_sha = (store.record_dataset(validation_file.path, validation_file.sha256, "conversation", len(validation_set), None)
+                     if validation_file else None)
+        store.create_run(run_id, resolved.model_dump(mode="json"), run_dir, train_sha, valid_sha)
+
+    # ---- model, optimiser, schedule
+    seed_everything(resolved.seed)
+    model = load_model(config.model)
+    if resolved.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets = resolved.lora_target_modules
+        model = get_peft_model(model, LoraConfig(
+            r=resolved.lora_rank, lora_alpha=resolved.lora_alpha, lora_dropout=resolved.lora_dropout,
+            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+            task_type="CAUSAL_LM"))
+    model.train()
+    steps_per_epoch = -(-len(train_set) // resolved.batch_size)
+    total_steps = steps_per_epoch * resolved.n_epochs
+    if resolved.max_steps:
+        total_steps = min(total_steps, resolved.max_steps)
+    optimizer = build_optimizer(model, resolved.learning_rate, resolved.weight_decay)
+    scheduler = build_schedule(optimizer, resolved.lr_scheduler, int(resolved.warmup_ratio * total_steps), total_steps)
+    state = TrainerState()
+    if resume:
+        checkpoint = newest_complete_checkpoint(checkpoints_dir)
+        if checkpoint is None:
+            raise UsageError(f"run '{run_id}' has no complete checkpoint to resume from")
+        artifacts.load_weights(model, checkpoint, resolved.method)
+        state = load_training_state(checkpoint, optimizer, scheduler)
+        artifacts.truncate_metrics(run_dir / "metrics.csv", state.step)
+        store.update_run(run_id, status="running", error=None)
+
+    validation_batches = _validation_batches(validation_set, resolved.batch_size, pad_id)
+    metrics_file = (run_dir / "metrics.csv").open("a", newline="")
+    writer = csv.DictWriter(metrics_file, METRIC_COLUMNS)
+    if metrics_file.tell() == 0:
+        writer.writeheader()
+    reporter.start(run_id, resolved, total_steps, state.step)
+    started, stopped_early, interrupted = time.perf_counter(), False, False
+    last_evaluation: dict = {}
+
+    def validate(row: dict) -> bool:
+        """Add validation metrics to this step's row; True when they are the best so far."""
+        nonlocal last_evaluation
+        last_evaluation = evaluate(model, validation_batches)
+        row.update({name: round(value, 6) for name, value in last_evaluation.items()})
+        improved = state.best_valid_loss is None or last_evaluation["valid_loss"] < state.best_valid_loss - 1e-6
+        if improved:
+            state.best_valid_loss, state.best_step, state.evaluations_without_improvement = last_evaluation["valid_loss"], state.step, 0
+        else:
+            state.evaluations_without_improvement += 1
+        reporter.evaluation(row)
+        return improved
+
+    def checkpoint(epoch_end: bool) -> None:
+        path = save_checkpoint(checkpoints_dir / f"step-{state.step}", model, optimizer, scheduler, state,
+                               last_evaluation or None, epoch_end)
+        store.sync_checkpoints(run_id, artifacts.prune_checkpoints(checkpoints_dir, resolved.keep_checkpoints, state.best_step))
+        reporter.checkpoint(state.step, path)
+
+    batches, batches_epoch = [], None
+    with stop_requests() as stop:
+        while state.epoch < resolved.n_epochs:
+            if batches_epoch != state.epoch:
+                batches, batches_epoch = epoch_order(len(train_set), resolved.batch_size, resolved.seed, state.epoch), state.epoch
+            step_started = time.perf_counter()
+            loss, accuracy, tokens, trained = _train_step(model, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], resolved.max_grad_norm)
+            learning_rate = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step, state.batch_in_epoch, state.trained_tokens = state.step + 1, state.batch_in_epoch + 1, state.trained_tokens + trained
+            epoch_progress = state.epoch + state.batch_in_epoch / len(batches)
+            epoch_end = state.batch_in_epoch == len(batches)
+            if epoch_end:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            row = {"step": state.step, "train_loss": round(loss, 6), "train_accuracy": round(accuracy, 6),
+                   "epoch": round(epoch_progress, 4), "learning_rate": learning_rate,
+                   "tokens_per_second": round(tokens / (time.perf_counter() - step_started), 1),
+                   "trained_tokens": int(state.trained_tokens)}
+            due = epoch_end or (resolved.eval_every_steps and state.step % resolved.eval_every_steps == 0)
+            improved = validate(row) if validation_batches and due else False
+            writer.writerow(row)
+            metrics_file.flush()
+            reporter.step(row)
+            if epoch_end or improved:
+                checkpoint(epoch_end)
+            if stop["stop"] or reporter.should_stop():
+                interrupted = True
+                if not (epoch_end or improved):
+                    checkpoint(False)  # mid-epoch: save exactly where we are
+                break
+            if resolved.max_steps and state.step >= resolved.max_steps:
+                break
+            if resolved.early_stopping_patience and state.evaluations_without_improvement >= resolved.early_stopping_patience:
+                stopped_early = True
+                break
+    metrics_file.close()
+    wall = time.perf_counter() - started
+
+    if interrupted:
+        store.update_run(run_id, status="interrupted", trained_tokens=int(state.trained_tokens))
+        raise TrainingInterrupted(f"run {run_id} stopped at step {state.step}; a checkpoint was saved",
+                                  fix=f"Resume with: tuneforge train --resume {run_id}")
+    if resolved.early_stopping_patience and state.best_step is not None and state.best_step != state.step:
+        artifacts.load_weights(model, checkpoints_dir / f"step-{state.best_step}", resolved.method)
+    model_name = f"ft:{display_name(resolved.model)}:{org}:{resolved.suffix or ''}:{run_id}"
+    final = {"step": state.step, "trained_tokens": int(state.trained_tokens), "wall_seconds": round(wall, 1),
+             "best_step": state.best_step, "stopped_early": stopped_early, **last_evaluation}
+    artifacts.write_run(run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file)
+    store.update_run(run_id, status="succeeded", trained_tokens=int(state.trained_tokens), metrics=final)
+    store.register_model(model_name, run_id, resolved.model, "adapter" if resolved.method == "lora" else "full",
+                         artifacts.weights_dir(run_dir, resolved.method))
+    return RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
+
+
+def _train_step(model, examples, config: ResolvedConfig, pad_id: int) -> tuple[float, float, int, float]:
+    """One optimiser step's forward and backward passes, in `gradient_accumulation_steps` micro-batches.
+
+    Each micro-batch's weighted loss is divided by the whole step's loss weight, so accumulating
+    micro-batches gives the same gradient as one big batch."""
+    total_weight = sum(float(e.loss_weights[1:].sum()) for e in examples)
+    parts = config.gradient_accumulation_steps
+    size = -(-len(examples) // parts)
+    loss_sum, correct, counted, tokens = 0.0, 0, 0, 0
+    for start in range(0, len(examples), size):
+        batch = collate(examples[start:start + size], pad_id)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        weighted, right, n = weighted_token_loss(logits, batch)
+        (weighted / total_weight).backward()
+        loss_sum, correct, counted, tokens = loss_sum + weighted.item(), correct + right, counted + n, tokens + batch.tokens
+    return loss_sum / total_weight, correct / max(counted, 1), tokens, total_weight
+
+
+def _validation_batches(validation_set, batch_size: int, pad_id: int) -> list[Batch]:
+    # Sorted by length, so each batch pads little; the order does not change the weighted mean.
+    ordered = sorted(validation_set, key=lambda e: len(e.input_ids))
+    return [collate(ordered[i:i + batch_size], pad_id) for i in range(0, len(ordered), batch_size)]
