@@ -1,0 +1,174 @@
+"""The SFT recipe on tiny random models: it learns, resumes exactly, stops early, and its artifacts
+reload with peft and plain transformers."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import chat, write_jsonl
+
+from tuneforge.registry import store
+from tuneforge.train.config import TrainConfig
+from tuneforge.train.inputs import TrainingDataError
+from tuneforge.train.sft import Reporter, TrainingInterrupted, train_sft
+
+ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel", "yak", "emu"]
+
+
+# A random 2-layer model's frozen output layer caps its logits far below what a confident answer
+# needs (measured: LoRA on all-linear stalls at loss ~5); adapting lm_head too lifts that cap.
+# With it, multiplier 10 and 40 epochs reached loss < 0.005 for all 6 seeds tried (25 diverged for 3 of 5).
+WITH_HEAD = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head"
+
+
+def learnable(tmp_path: Path, answer="hello there friend", name="train.jsonl") -> Path:
+    """A tiny task a 2-layer model can learn: whatever the animal, the same polite phrase back."""
+    return write_jsonl(tmp_path / name, [chat(f"Say hi as the {animal}", answer) for animal in ANIMALS])
+
+
+def config(model_dir, data, **overrides) -> TrainConfig:
+    values = dict(model=str(model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0, seed=3)
+    return TrainConfig(**{**values, **overrides})
+
+
+def losses(run_dir: Path) -> list[float]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return [float(row["train_loss"]) for row in csv.DictReader(handle)]
+
+
+class StopAt(Reporter):
+    """Asks the recipe to stop after a given step, as Ctrl-C or a cancel would."""
+
+    def __init__(self, step: int):
+        self.stop_step, self.current = step, 0
+
+    def step(self, row):
+        self.current = row["step"]
+
+    def should_stop(self) -> bool:
+        return self.current >= self.stop_step
+
+
+def test_lora_learns_a_tiny_task_to_near_zero_loss(tmp_path, tiny_model_dir):
+    result = train_sft(config(tiny_model_dir, learnable(tmp_path), n_epochs=40, learning_rate_multiplier=10,
+                              lora_target_modules=WITH_HEAD))
+    trace = losses(result.run_dir)
+    assert trace[0] > 5 and trace[-1] < 0.05, (trace[0], trace[-1])
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, tiny_model_dir):
+    data = learnable(tmp_path)
+    settings = dict(n_epochs=3, lora_dropout=0.1, learning_rate_multiplier=5)  # dropout: RNG state must resume too
+    whole = train_sft(config(tiny_model_dir, data, **settings))
+    with pytest.raises(TrainingInterrupted):
+        train_sft(config(tiny_model_dir, data, **settings), StopAt(4), run_id="run-interrupted")
+    assert store.get_run("run-interrupted").status == "interrupted"
+    resumed = train_sft(config(tiny_model_dir, data, **settings), run_id="run-interrupted", resume=True)
+    assert len(losses(resumed.run_dir)) == len(losses(whole.run_dir)) == 9
+    assert losses(resumed.run_dir) == pytest.approx(losses(whole.run_dir), abs=1e-5)
+    assert resumed.metrics["valid_loss" if "valid_loss" in resumed.metrics else "trained_tokens"] == pytest.approx(
+        whole.metrics["valid_loss" if "valid_loss" in whole.metrics else "trained_tokens"], abs=1e-5)
+
+
+def test_gradient_accumulation_gives_the_same_losses_as_one_batch(tmp_path, tiny_model_dir):
+    data = learnable(tmp_path)
+    one = train_sft(config(tiny_model_dir, data, learning_rate_multiplier=5))
+    accumulated = train_sft(config(tiny_model_dir, data, learning_rate_multiplier=5, gradient_accumulation_steps=2))
+    assert losses(accumulated.run_dir) == pytest.approx(losses(one.run_dir), abs=1e-5)
+
+
+def test_early_stopping_stops_and_keeps_the_best_checkpoint(tmp_path, tiny_model_dir):
+    train = learnable(tmp_path)
+    # Validation wants the opposite answers: it improves while the format is learned, then gets worse.
+    validation = learnable(tmp_path, answer="goodbye now", name="validation.jsonl")
+    result = train_sft(config(tiny_model_dir, train, validation_data=validation, n_epochs=40, eval_every_steps=1,
+                              early_stopping_patience=3, learning_rate_multiplier=10, lora_target_modules=WITH_HEAD))
+    assert result.stopped_early and result.metrics["step"] < 40 * 3
+    best = result.metrics["best_step"]
+    assert result.metrics["step"] == best + 3
+    checkpoint = result.run_dir / "checkpoints" / f"step-{best}" / "adapter_model.safetensors"
+    final = result.run_dir / "adapter" / "adapter_model.safetensors"
+    from safetensors.torch import load_file
+
+    kept, saved = load_file(checkpoint), load_file(final)
+    assert kept.keys() == saved.keys() and all(torch.equal(kept[k], saved[k]) for k in kept)
+
+
+def test_adapter_reloads_with_peft_and_merged_export_matches(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    result = train_sft(config(tiny_model_dir, learnable(tmp_path), learning_rate_multiplier=25))
+    adapter = result.run_dir / "adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    tokens = torch.tensor([[1, 200, 300, 400, 500]])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        base_logits = base(tokens).logits
+        tuned = PeftModel.from_pretrained(base, adapter).eval()
+        tuned_logits = tuned(tokens).logits
+    assert not torch.allclose(base_logits, tuned_logits, atol=1e-4), "the adapter changed nothing"
+
+    from tuneforge.serve.engine import load_for_inference, resolve_spec
+
+    merged_dir = tmp_path / "merged"
+    model, tokenizer = load_for_inference(resolve_spec(result.run_id))
+    model.save_pretrained(merged_dir)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(tokens).logits, tuned_logits, atol=1e-5)
+
+
+def test_full_fine_tuning_saves_loadable_weights(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    result = train_sft(config(tiny_model_dir, learnable(tmp_path), method="full", learning_rate_multiplier=10))
+    weights = result.run_dir / "model"
+    assert (weights / "model.safetensors").exists() and (weights / "chat_template.jinja").exists()
+    loaded = AutoModelForCausalLM.from_pretrained(weights)
+    assert losses(result.run_dir)[-1] < losses(result.run_dir)[0]
+    assert loaded.config.num_hidden_layers == 2
+
+
+def test_run_directory_and_registry_agree_and_are_removed_together(tmp_path, tiny_model_dir):
+    result = train_sft(config(tiny_model_dir, learnable(tmp_path), suffix="animals"))
+    run = store.get_run(result.run_id)
+    assert run.status == "succeeded" and Path(run.run_dir) == result.run_dir
+    assert result.model_name == f"ft:{Path(tiny_model_dir).name}:tuneforge:animals:{result.run_id}"
+    assert [m.name for m in run.models] == [result.model_name]
+    assert {Path(c.path).name for c in run.checkpoints} == {p.name for p in (result.run_dir / "checkpoints").iterdir()}
+    for name in ("metrics.csv", "config.json", "manifest.json", "README.md", "loss.png"):
+        assert (result.run_dir / name).exists(), name
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["data"]["train"]["sha256"] == run.train_dataset
+    assert json.loads((result.run_dir / "config.json").read_text())["n_epochs"] == 2
+    assert store.delete_run(result.run_id)
+    assert store.get_run(result.run_id) is None and not result.run_dir.exists()
+    assert store.find_model(result.model_name) is None
+
+
+def test_an_example_with_nothing_left_after_truncation_fails_before_training(tmp_path, tiny_model_dir):
+    records = [chat(f"Say hi as the {a}", "hi") for a in ANIMALS[:11]] + [chat("word " * 100, "cut off")]
+    data = write_jsonl(tmp_path / "train.jsonl", records)
+    with pytest.raises(TrainingDataError) as caught:
+        train_sft(config(tiny_model_dir, data, max_seq_length=64))
+    assert caught.value.line == 12 and caught.value.code == "too_long"
+
+
+def test_data_errors_fail_before_the_model_loads(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "train.jsonl", [chat(f"q{a}", "a") for a in ANIMALS[:11]] + [{"messages": [{"role": "robot", "content": "x"}]}])
+    with pytest.raises(TrainingDataError) as caught:
+        train_sft(config(tiny_model_dir, data))
+    assert (caught.value.code, caught.value.line, caught.value.field) == ("unknown_role", 12, "messages[0].role")
+
+
+def test_auto_values_resolve_like_openai():
+    resolved = TrainConfig(data="x.jsonl").resolve(n_train_examples=288, context_length=8192)
+    assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (3, 4, 0.1)
+    assert resolved.learning_rate == pytest.approx(2e-4) and resolved.max_seq_length == 2048
+    assert TrainConfig(data="x.jsonl").resolve(20, 512).n_epochs == 5  # tiny data: ~100 examples seen
+    assert TrainConfig(data="x.jsonl").resolve(50_000, 512).n_epochs == 1
+    with pytest.raises(ValueError):
+        TrainConfig(data="x.jsonl", prompt_loss_weight=1.5)
