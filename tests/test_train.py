@@ -19,7 +19,7 @@ ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel",
 
 # A random 2-layer model's frozen output layer caps its logits far below what a confident answer
 # needs (measured: LoRA on all-linear stalls at loss ~5); adapting lm_head too lifts that cap.
-# With it, multiplier 10 and 40 epochs reached loss < 0.005 for all 6 seeds tried (25 diverged for 3 of 5).
+# With it, multiplier 5 and 40 epochs reached loss < 0.005 for seeds 1-5 (multiplier 10 stalled at 0.35 for one).
 WITH_HEAD = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head"
 
 
@@ -29,7 +29,7 @@ def learnable(tmp_path: Path, answer="hello there friend", name="train.jsonl") -
 
 
 def config(model_dir, data, **overrides) -> TrainConfig:
-    values = dict(model=str(model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0, seed=3)
+    values = dict(model=str(model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0, seed=3, precision="fp32")
     return TrainConfig(**{**values, **overrides})
 
 
@@ -52,7 +52,7 @@ class StopAt(Reporter):
 
 
 def test_lora_learns_a_tiny_task_to_near_zero_loss(tmp_path, tiny_model_dir):
-    result = train_sft(config(tiny_model_dir, learnable(tmp_path), n_epochs=40, learning_rate_multiplier=10,
+    result = train_sft(config(tiny_model_dir, learnable(tmp_path), n_epochs=40, learning_rate_multiplier=5,
                               lora_target_modules=WITH_HEAD))
     trace = losses(result.run_dir)
     assert trace[0] > 5 and trace[-1] < 0.05, (trace[0], trace[-1])
@@ -84,7 +84,7 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(tmp_path, tiny_model
     # Validation wants the opposite answers: it improves while the format is learned, then gets worse.
     validation = learnable(tmp_path, answer="goodbye now", name="validation.jsonl")
     result = train_sft(config(tiny_model_dir, train, validation_data=validation, n_epochs=40, eval_every_steps=1,
-                              early_stopping_patience=3, learning_rate_multiplier=10, lora_target_modules=WITH_HEAD))
+                              early_stopping_patience=3, learning_rate_multiplier=5, lora_target_modules=WITH_HEAD))
     assert result.stopped_early and result.metrics["step"] < 40 * 3
     best = result.metrics["best_step"]
     assert result.metrics["step"] == best + 3

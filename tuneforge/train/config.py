@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.errors import UsageError
-from tuneforge.train.estimate import auto_epochs
+from tuneforge.train.estimate import auto_epochs, bf16_is_fast
 
 Auto = Literal["auto"]
 # Peak learning rate at multiplier 1.0, per method: OpenAI's multiplier scales a base rate the same way.
@@ -44,6 +44,11 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
     max_seq_length: int | Auto = Field("auto", description="Tokens per example before truncation; auto: the model's context, at most 2048.")
     seed: int = Field(42, description="Seed for data order, initialisation and dropout: same seed, same run.")
+
+    # Speed (each gives the same result as the plain path, to within bf16 rounding for precision).
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Matmul precision: bf16 autocast keeps fp32 master weights; auto picks bf16 where the hardware runs it natively.")
+    sparse_output_layer: bool = Field(True, description="Compute the output layer and softmax only on tokens that carry loss weight.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length together, so less compute goes to padding.")
 
     # LoRA.
     lora_rank: int = Field(16, ge=1, description="LoRA rank r.")
@@ -88,6 +93,7 @@ class TrainConfig(BaseModel):
             batch_size=batch,
             learning_rate_multiplier=multiplier,
             max_seq_length=self.max_seq_length if self.max_seq_length != "auto" else min(context_length or 2048, 2048),
+            precision=self.precision if self.precision != "auto" else ("bf16" if bf16_is_fast() else "fp32"),
         )
         return ResolvedConfig(**values, learning_rate=BASE_LEARNING_RATE[self.method] * multiplier)
 
@@ -99,6 +105,7 @@ class ResolvedConfig(TrainConfig):
     batch_size: int
     learning_rate_multiplier: float
     max_seq_length: int
+    precision: Literal["fp32", "bf16"]
     learning_rate: float = Field(..., description="Peak learning rate: base rate x multiplier.")
 
 

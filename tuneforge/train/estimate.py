@@ -66,3 +66,17 @@ def hardware() -> dict:
 def estimated_tokens_per_second(parameters: int, method: str = "lora") -> float:
     flops = hardware()["fp32_matmul_gflops"] * 1e9 * TRAINING_EFFICIENCY
     return flops / (FLOPS_PER_TOKEN[method] * parameters)
+
+
+def bf16_is_fast() -> bool:
+    """Whether bf16 matmuls run natively here: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX.
+    (Without them PyTorch emulates bf16 on CPU, slower than fp32; fp16 on CPU is slower still.)"""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -54,39 +54,78 @@ def collate(examples: list[TokenizedExample], pad_id: int) -> Batch:
     return Batch(ids, mask, weights, int(mask.sum()))
 
 
-def epoch_order(n_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches of one epoch: a permutation seeded by (seed, epoch), cut into batches."""
+GROUP_SPAN = 50  # batches per length-sorted group: enough to pad little, few enough to stay shuffled
+
+
+def epoch_order(n_examples: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None) -> list[list[int]]:
+    """The batches of one epoch: a permutation seeded by (seed, epoch), cut into batches.
+
+    With `lengths`, examples of similar length share a batch (less padding): the permutation is cut
+    into groups of GROUP_SPAN batches, each group sorted by length and cut into batches, and the
+    batches shuffled again. Every example is still seen exactly once per epoch."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n_examples, generator=generator).tolist()
-    return [order[i:i + batch_size] for i in range(0, n_examples, batch_size)]
+    if lengths is not None:
+        span = batch_size * GROUP_SPAN
+        order = [i for start in range(0, n_examples, span) for i in sorted(order[start:start + span], key=lengths.__getitem__)]
+    batches = [order[i:i + batch_size] for i in range(0, n_examples, batch_size)]
+    if lengths is not None:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return batches
 
 
 # --------------------------------------------------------------------------------------- loss
-def weighted_token_loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, float, int]:
+def autocast(dtype: torch.dtype | None, device: str = "cpu"):
+    """bf16 autocast for the matmuls (weights stay fp32); a no-op context when dtype is None."""
+    return torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def _output_layer_parts(model):
+    """(decoder, output layer) of a causal LM, unwrapping peft; None where the model post-processes
+    its logits (soft-capping) and the output layer cannot be applied on its own."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(causal_lm.config, "final_logit_softcapping", None):
+        return None
+    decoder, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+    return (decoder, head) if decoder is not None and head is not None else None
+
+
+def weighted_token_loss(model, batch: Batch, sparse_head: bool = True, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, int, int]:
     """Sum over tokens of weight x cross-entropy (not yet divided), correct predictions, counted tokens.
 
-    logits: (batch, seq, vocab); position t predicts token t+1, so targets and weights shift by one.
+    Position t predicts token t+1, so targets and weights shift by one. With `sparse_head`, the
+    output layer (a 49 k-wide matmul for SmolLM2, a fifth of the model's FLOPs) and the softmax run
+    only on positions whose loss weight is non-zero: prompt tokens with weight 0 need no logits.
     """
     targets = batch.input_ids[:, 1:]
     weights = batch.loss_weights[:, 1:]
-    logits = logits[:, :-1].float()
-    losses = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
-    weighted_sum = (losses * weights.reshape(-1)).sum()
-    counted = weights > 0
-    correct = ((logits.argmax(-1) == targets) & counted).sum().item()
-    return weighted_sum, correct, int(counted.sum())
+    parts = _output_layer_parts(model) if sparse_head else None
+    with autocast(dtype):
+        if parts is None:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # (batch, seq-1, vocab)
+            selected = weights > 0
+            logits, targets, weights = logits[selected], targets[selected], weights[selected]
+        else:
+            decoder, head = parts
+            hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # (batch, seq, hidden)
+            selected = weights > 0
+            logits = head(hidden[:, :-1][selected])  # (trained tokens, vocab)
+            targets, weights = targets[selected], weights[selected]
+    logits = logits.float()
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    correct = int((logits.argmax(-1) == targets).sum())
+    return (losses * weights).sum(), correct, int(targets.numel())
 
 
 @torch.no_grad()
-def evaluate(model, batches: list[Batch]) -> dict:
+def evaluate(model, batches: list[Batch], sparse_head: bool = True, dtype: torch.dtype | None = None) -> dict:
     """Validation loss (weighted mean per token), perplexity and mean token accuracy."""
     was_training = model.training
     model.eval()
     loss_sum = weight_sum = 0.0
     correct = counted = 0
     for batch in batches:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        weighted, right, n = weighted_token_loss(logits, batch)
+        weighted, right, n = weighted_token_loss(model, batch, sparse_head, dtype)
         loss_sum += weighted.item()
         weight_sum += batch.trained_tokens
         correct, counted = correct + right, counted + n

@@ -161,6 +161,7 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
         store.update_run(run_id, status="running", error=None)
 
     validation_batches = _validation_batches(validation_set, resolved.batch_size, pad_id)
+    dtype = torch.bfloat16 if resolved.precision == "bf16" else None
     metrics_file = (run_dir / "metrics.csv").open("a", newline="")
     writer = csv.DictWriter(metrics_file, METRIC_COLUMNS)
     if metrics_file.tell() == 0:
@@ -172,7 +173,7 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
     def validate(row: dict) -> bool:
         """Add validation metrics to this step's row; True when they are the best so far."""
         nonlocal last_evaluation
-        last_evaluation = evaluate(model, validation_batches)
+        last_evaluation = evaluate(model, validation_batches, resolved.sparse_output_layer, dtype)
         row.update({name: round(value, 6) for name, value in last_evaluation.items()})
         improved = state.best_valid_loss is None or last_evaluation["valid_loss"] < state.best_valid_loss - 1e-6
         if improved:
@@ -189,12 +190,13 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
         reporter.checkpoint(state.step, path)
 
     batches, batches_epoch = [], None
+    lengths = [len(e.input_ids) for e in train_set] if resolved.group_by_length else None
     with stop_requests() as stop:
         while state.epoch < resolved.n_epochs:
             if batches_epoch != state.epoch:
-                batches, batches_epoch = epoch_order(len(train_set), resolved.batch_size, resolved.seed, state.epoch), state.epoch
+                batches, batches_epoch = epoch_order(len(train_set), resolved.batch_size, resolved.seed, state.epoch, lengths), state.epoch
             step_started = time.perf_counter()
-            loss, accuracy, tokens, trained = _train_step(model, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id)
+            loss, accuracy, tokens, trained = _train_step(model, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id, dtype)
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], resolved.max_grad_norm)
             learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -245,7 +247,7 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
     return RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
 
 
-def _train_step(model, examples, config: ResolvedConfig, pad_id: int) -> tuple[float, float, int, float]:
+def _train_step(model, examples, config: ResolvedConfig, pad_id: int, dtype) -> tuple[float, float, int, float]:
     """One optimiser step's forward and backward passes, in `gradient_accumulation_steps` micro-batches.
 
     Each micro-batch's weighted loss is divided by the whole step's loss weight, so accumulating
@@ -256,8 +258,7 @@ def _train_step(model, examples, config: ResolvedConfig, pad_id: int) -> tuple[f
     loss_sum, correct, counted, tokens = 0.0, 0, 0, 0
     for start in range(0, len(examples), size):
         batch = collate(examples[start:start + size], pad_id)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        weighted, right, n = weighted_token_loss(logits, batch)
+        weighted, right, n = weighted_token_loss(model, batch, config.sparse_output_layer, dtype)
         (weighted / total_weight).backward()
         loss_sum, correct, counted, tokens = loss_sum + weighted.item(), correct + right, counted + n, tokens + batch.tokens
     return loss_sum / total_weight, correct / max(counted, 1), tokens, total_weight
