@@ -140,7 +140,7 @@ def data_codes():
 
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False):
-    """Bundled models and hub models in the local Hugging Face cache."""
+    """Bundled models, hub models in the local Hugging Face cache, and tuned models from the registry."""
     from rich.table import Table
 
     from tuneforge.models.catalog import bundled_installed, list_models
@@ -153,6 +153,11 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False):
         else:
             state = "cached"
         rows.append({"name": ref.name, "source": ref.source, "state": state, "license": ref.license, "description": ref.description})
+    from tuneforge.registry import store
+
+    for tuned in store.list_models():
+        rows.append({"name": tuned.name, "source": "tuned", "state": "ready" if Path(tuned.path).exists() else "missing",
+                     "license": None, "description": f"{tuned.kind} from run {tuned.run_id} on {tuned.base_model}"})
     if as_json:
         print(json.dumps(rows))
         return
@@ -381,21 +386,11 @@ def export(
 def quickstart(
     out: Annotated[Path, typer.Option(help="Where the prepared example data goes.")] = Path("prepared"),
 ):
-    """The main job: check and prepare the bundled example data with the bundled model's tokenizer."""
-    from tuneforge.data.checks import check_with_model
-    from tuneforge.data.prepare import PrepareOptions, prepare
-    from tuneforge.data.render import render_check, render_prepare
-    from tuneforge.models.catalog import DEFAULT_MODEL
+    """The main job: prepare the example data, LoRA-tune the bundled model on it, show before/after."""
+    from tuneforge.quickstart import run_quickstart
+    from tuneforge.train.progress import ConsoleReporter
 
-    examples = Path(__file__).resolve().parent.parent / "examples"
-    if not (examples / "support_chat.jsonl").exists():
-        raise UsageError(f"{examples}: example data not found", fix="Run quickstart from a checkout of the Tuneforge repository.")
-    for name in ("support_chat", "ticket_classifier"):
-        console.rule(f"[bold]{name}.jsonl: check and prepare")
-        report = check_with_model(examples / f"{name}.jsonl", DEFAULT_MODEL)
-        render_check(report, console)
-        result = prepare(examples / f"{name}.jsonl", out / name, report, PrepareOptions(model=DEFAULT_MODEL))
-        render_prepare(result, console)
+    run_quickstart(console, out, ConsoleReporter(console))
 
 
 def main() -> None:
@@ -403,8 +398,14 @@ def main() -> None:
 
     from rich.logging import RichHandler
 
+    import warnings
+
     # Tokenizers warn about fork-after-parallelism in subprocesses; the CLI is single-process.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    # Library progress bars and deprecation notices would drown our own output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*ensure_weight_tying.*")
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
     logging.getLogger("tuneforge").addHandler(handler)
     logging.getLogger("tuneforge").setLevel(logging.INFO)

@@ -175,12 +175,14 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
         nonlocal last_evaluation
         last_evaluation = evaluate(model, validation_batches, resolved.sparse_output_layer, dtype)
         row.update({name: round(value, 6) for name, value in last_evaluation.items()})
+        reporter.evaluation(row)
+        if state.step == 0:
+            return False  # the base model: a reference point, not a checkpoint to keep
         improved = state.best_valid_loss is None or last_evaluation["valid_loss"] < state.best_valid_loss - 1e-6
         if improved:
             state.best_valid_loss, state.best_step, state.evaluations_without_improvement = last_evaluation["valid_loss"], state.step, 0
         else:
             state.evaluations_without_improvement += 1
-        reporter.evaluation(row)
         return improved
 
     def checkpoint(epoch_end: bool) -> None:
@@ -189,6 +191,11 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
         store.sync_checkpoints(run_id, artifacts.prune_checkpoints(checkpoints_dir, resolved.keep_checkpoints, state.best_step))
         reporter.checkpoint(state.step, path)
 
+    if validation_batches and state.step == 0:
+        # The base model's validation loss: where the curve starts, and what tuning must beat.
+        row = {"step": 0, "epoch": 0.0}
+        validate(row)
+        writer.writerow(row)
     batches, batches_epoch = [], None
     lengths = [len(e.input_ids) for e in train_set] if resolved.group_by_length else None
     with stop_requests() as stop:

@@ -1,0 +1,95 @@
+"""The training stage through the real CLI on a tiny model: train, runs list/show/rm, chat, generate, export."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import chat, write_jsonl
+
+ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel", "yak", "emu"]
+
+
+def tuneforge(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "120", "TUNEFORGE_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """One LoRA run through `tuneforge train`, shared by the tests below."""
+    home = tmp_path_factory.mktemp("cli-home")
+    data = write_jsonl(home / "train.jsonl", [chat(f"Say hi as the {a}", "hello there friend") for a in ANIMALS])
+    config = home / "run.yaml"
+    config.write_text(f"model: {tiny_model_dir}\ndata: {data}\nn_epochs: 2\nbatch_size: 4\nsuffix: animals\n")
+    result = tuneforge(home, "train", "--config", str(config), "--learning-rate-multiplier", "5", "--precision", "fp32")
+    assert result.returncode == 0, result.stderr + result.stdout
+    runs = json.loads(tuneforge(home, "runs", "list", "--json").stdout)
+    return home, runs[0], data
+
+
+def test_train_records_the_run_with_yaml_values_and_flag_overrides(trained):
+    home, run, _ = trained
+    assert run["status"] == "succeeded" and run["method"] == "lora"
+    shown = json.loads(tuneforge(home, "runs", "show", run["id"]).stdout)
+    assert shown["config"]["suffix"] == "animals" and shown["config"]["learning_rate_multiplier"] == 5
+    assert shown["config"]["n_epochs"] == 2 and shown["models"][0].endswith(f":animals:{run['id']}")
+    assert Path(shown["run_dir"], "adapter", "adapter_model.safetensors").exists()
+
+
+def test_models_list_includes_the_tuned_model(trained):
+    home, run, _ = trained
+    names = [row["name"] for row in json.loads(tuneforge(home, "models", "list", "--json").stdout)]
+    assert any(name.startswith("ft:") and name.endswith(run["id"]) for name in names)
+
+
+def test_chat_one_shot_answers(trained):
+    home, run, _ = trained
+    result = tuneforge(home, "chat", run["id"], "Say hi as the cat", "--max-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+
+
+def test_generate_writes_one_line_per_example(trained, tmp_path):
+    home, run, data = trained
+    out = tmp_path / "generations.jsonl"
+    result = tuneforge(home, "generate", run["id"], "--data", str(data), "--out", str(out), "--max-tokens", "6")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 12 and rows[0]["reference"] == "hello there friend" and "generation" in rows[0]
+
+
+def test_export_merged_loads_with_plain_transformers(trained, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    home, run, _ = trained
+    result = tuneforge(home, "export", run["id"], "--merged", str(tmp_path / "merged"))
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert AutoTokenizer.from_pretrained(tmp_path / "merged").chat_template
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("args,message", [
+    (("train",), "--data"),
+    (("train", "--data", "nowhere.jsonl"), "no such file"),
+    (("train", "--data", "x.jsonl", "--n-epochs", "zero"), "n_epochs"),
+    (("train", "--data", "x.jsonl", "--prompt-loss-weight", "2"), "prompt_loss_weight"),
+    (("train", "--resume", "run-missing"), "no run"),
+    (("chat", "ft:nothing:here::run-0", "hi"), "no tuned model"),
+])
+def test_training_usage_errors_are_clear(tmp_path, args, message):
+    result = tuneforge(tmp_path, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_runs_rm_deletes_row_and_directory(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "train.jsonl", [chat(f"Say hi as the {a}", "hello") for a in ANIMALS])
+    assert tuneforge(tmp_path, "train", "--model", str(tiny_model_dir), "--data", str(data), "--n-epochs", "1").returncode == 0
+    [run] = json.loads(tuneforge(tmp_path, "runs", "list", "--json").stdout)
+    run_dir = Path(json.loads(tuneforge(tmp_path, "runs", "show", run["id"]).stdout)["run_dir"])
+    assert tuneforge(tmp_path, "runs", "rm", run["id"]).returncode == 0
+    assert not run_dir.exists() and json.loads(tuneforge(tmp_path, "runs", "list", "--json").stdout) == []
