@@ -52,6 +52,37 @@ def test_chat_one_shot_answers(trained):
     assert result.stdout.strip()
 
 
+def test_interactive_chat_reads_turns_until_an_empty_line(trained):
+    home, run, _ = trained
+    env = {**os.environ, "TUNEFORGE_HOME": str(home)}
+    result = subprocess.run([sys.executable, "-m", "tuneforge", "chat", run["id"], "--max-tokens", "4"],
+                            input="Say hi as the cat\nAnd as the dog?\n\n", capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("you>") == 3  # two questions answered, then the empty line ends the chat
+
+
+def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_resumable(tmp_path, tiny_model_dir):
+    import signal
+    import time
+
+    data = write_jsonl(tmp_path / "train.jsonl", [chat(f"Say hi as the {a}", "hello") for a in ANIMALS])
+    env = {**os.environ, "TUNEFORGE_HOME": str(tmp_path)}
+    process = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", "--model", str(tiny_model_dir), "--data", str(data),
+                                "--n-epochs", "400", "--batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    runs = tmp_path / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(runs.glob("*/metrics.csv")):
+        time.sleep(0.2)
+    time.sleep(2)  # some steps in
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    [run_dir] = runs.iterdir()
+    assert any((p / "COMPLETE").exists() for p in (run_dir / "checkpoints").iterdir())
+    assert json.loads(tuneforge(tmp_path, "runs", "show", run_dir.name).stdout)["status"] == "interrupted"
+
+
 def test_generate_writes_one_line_per_example(trained, tmp_path):
     home, run, data = trained
     out = tmp_path / "generations.jsonl"

@@ -96,6 +96,23 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(tmp_path, tiny_model
     assert kept.keys() == saved.keys() and all(torch.equal(kept[k], saved[k]) for k in kept)
 
 
+def test_reloaded_adapter_reproduces_the_final_validation_loss(tmp_path, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.data.tokenize import ChatTokenizer
+    from tuneforge.train.inputs import load_examples, tokenize_for_sft
+    from tuneforge.train.loop import collate, evaluate
+
+    validation = learnable(tmp_path, answer="goodbye now", name="validation.jsonl")
+    result = train_sft(config(tiny_model_dir, learnable(tmp_path), validation_data=validation, learning_rate_multiplier=5))
+    tokenizer = AutoTokenizer.from_pretrained(result.run_dir / "adapter")
+    encoded = tokenize_for_sft(load_examples(validation, "validation"), ChatTokenizer(tokenizer), validation)
+    batches = [collate(encoded[i:i + 4], tokenizer.pad_token_id) for i in range(0, len(encoded), 4)]
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), result.run_dir / "adapter")
+    assert evaluate(reloaded, batches)["valid_loss"] == pytest.approx(result.metrics["valid_loss"], abs=1e-5)
+
+
 def test_adapter_reloads_with_peft_and_merged_export_matches(tmp_path, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -46,7 +46,7 @@ from tuneforge.train.loop import (
 )
 
 METRIC_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
-                  "valid_perplexity", "epoch", "learning_rate", "tokens_per_second", "trained_tokens"]
+                  "valid_perplexity", "epoch", "learning_rate", "tokens", "tokens_per_second", "trained_tokens"]
 
 
 class TrainingInterrupted(TuneforgeError):
@@ -215,7 +215,7 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
             if epoch_end:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             row = {"step": state.step, "train_loss": round(loss, 6), "train_accuracy": round(accuracy, 6),
-                   "epoch": round(epoch_progress, 4), "learning_rate": learning_rate,
+                   "epoch": round(epoch_progress, 4), "learning_rate": learning_rate, "tokens": tokens,
                    "tokens_per_second": round(tokens / (time.perf_counter() - step_started), 1),
                    "trained_tokens": int(state.trained_tokens)}
             due = epoch_end or (resolved.eval_every_steps and state.step % resolved.eval_every_steps == 0)
