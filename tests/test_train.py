@@ -189,3 +189,12 @@ def test_auto_values_resolve_like_openai():
     assert TrainConfig(data="x.jsonl").resolve(50_000, 512).n_epochs == 1
     with pytest.raises(ValueError):
         TrainConfig(data="x.jsonl", prompt_loss_weight=1.5)
+
+
+def test_a_run_that_fails_is_recorded_as_failed_with_its_error(tmp_path, tiny_model_dir):
+    from tuneforge.errors import UsageError
+
+    with pytest.raises(UsageError, match="lora_target_modules"):
+        train_sft(config(tiny_model_dir, learnable(tmp_path), lora_target_modules="no_such_proj"), run_id="run-failing")
+    run = store.get_run("run-failing")
+    assert run.status == "failed" and "no_such_proj" in run.error

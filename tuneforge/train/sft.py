@@ -104,7 +104,23 @@ def stop_requests():
 
 def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str | None = None,
               resume: bool = False, org: str = "tuneforge") -> RunResult:
-    reporter = reporter or Reporter()
+    """Train; the registry row says `failed` (with the error) if anything goes wrong after it exists."""
+    run_id = run_id or new_run_id()
+    try:
+        return _train_sft(config, reporter or Reporter(), run_id, resume, org)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: no new checkpoint, but the last complete one resumes
+        if store.get_run(run_id) is not None:
+            store.update_run(run_id, status="interrupted")
+        raise
+    except Exception as error:
+        if store.get_run(run_id) is not None:
+            store.update_run(run_id, status="failed", error=f"{type(error).__name__}: {error}")
+        raise
+
+
+def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: bool, org: str) -> RunResult:
     # ---- data: everything that can be wrong is found before the model loads
     train_file, validation_file = locate_data(config.data, config.validation_data)
     train_examples = load_examples(train_file.path)
@@ -118,7 +134,6 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
     pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
 
     # ---- the run: a directory plus a row
-    run_id = run_id or new_run_id()
     run_dir = runs_dir() / run_id
     checkpoints_dir = run_dir / "checkpoints"
     if resume:
@@ -139,10 +154,13 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
         from peft import LoraConfig, get_peft_model
 
         targets = resolved.lora_target_modules
-        model = get_peft_model(model, LoraConfig(
-            r=resolved.lora_rank, lora_alpha=resolved.lora_alpha, lora_dropout=resolved.lora_dropout,
-            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-            task_type="CAUSAL_LM"))
+        try:
+            model = get_peft_model(model, LoraConfig(
+                r=resolved.lora_rank, lora_alpha=resolved.lora_alpha, lora_dropout=resolved.lora_dropout,
+                target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                task_type="CAUSAL_LM"))
+        except ValueError as error:  # peft's word for target modules the model does not have
+            raise UsageError(f"lora_target_modules '{targets}': {error}", fix="Use all-linear, or names such as q_proj,v_proj.") from None
     model.train()
     steps_per_epoch = -(-len(train_set) // resolved.batch_size)
     total_steps = steps_per_epoch * resolved.n_epochs
