@@ -50,8 +50,9 @@ def locate_data(data: Path, validation: Path | None) -> tuple[DataFile, DataFile
         raise UsageError(f"{data}: no such file or directory")
     if validation is not None and not validation.exists():
         raise UsageError(f"{validation}: no such file")
-    train = DataFile(train_path, sha256_file(train_path), manifest)
-    return train, (DataFile(validation, sha256_file(validation), manifest) if validation else None)
+    # Absolute paths: the run's lineage must still point at the files from any working directory.
+    train = DataFile(train_path.resolve(), sha256_file(train_path), manifest)
+    return train, (DataFile(validation.resolve(), sha256_file(validation), manifest) if validation else None)
 
 
 def load_examples(path: Path, purpose: str = "training") -> list[tuple[int, Example]]:
