@@ -198,3 +198,20 @@ def test_a_run_that_fails_is_recorded_as_failed_with_its_error(tmp_path, tiny_mo
         train_sft(config(tiny_model_dir, learnable(tmp_path), lora_target_modules="no_such_proj"), run_id="run-failing")
     run = store.get_run("run-failing")
     assert run.status == "failed" and "no_such_proj" in run.error
+
+
+def test_continued_pretraining_on_a_text_file(tmp_path, tiny_model_dir):
+    notes = tmp_path / "handbook.txt"
+    notes.write_text("\n\n".join(f"Payouts for workspace {i} arrive in two business days." for i in range(12)) + "\n")
+    result = train_sft(config(tiny_model_dir, notes, learning_rate_multiplier=5))
+    assert store.get_run(result.run_id).status == "succeeded"
+    with store.session() as db:
+        assert db.get(store.Dataset, store.get_run(result.run_id).train_dataset).kind == "text"
+    assert losses(result.run_dir)[-1] < losses(result.run_dir)[0]
+
+
+def test_early_stopping_without_validation_data_is_refused(tmp_path, tiny_model_dir):
+    from tuneforge.errors import UsageError
+
+    with pytest.raises(UsageError, match="validation"):
+        train_sft(config(tiny_model_dir, learnable(tmp_path), early_stopping_patience=2))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from tuneforge.data.examples import Text
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.models.catalog import load_model, load_tokenizer, model_facts
@@ -125,6 +126,8 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     train_file, validation_file = locate_data(config.data, config.validation_data)
     train_examples = load_examples(train_file.path)
     validation_examples = load_examples(validation_file.path, "validation")[: config.max_eval_examples] if validation_file else []
+    if config.early_stopping_patience and not validation_file:
+        raise UsageError("early stopping needs validation data", fix="Pass --validation-data, or prepare the data with a validation split.")
     hf_tokenizer = load_tokenizer(config.model)
     facts = model_facts(config.model)
     resolved = config.resolve(len(train_examples), facts["context_length"])
@@ -142,8 +145,9 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     else:
         checkpoints_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text(resolved.model_dump_json(indent=2))
-        train_sha = store.record_dataset(train_file.path, train_file.sha256, "conversation", len(train_set), train_file.manifest)
-        valid_sha = (store.record_dataset(validation_file.path, validation_file.sha256, "conversation", len(validation_set), None)
+        kind = "text" if all(isinstance(e, Text) for _, e in train_examples) else "conversation"
+        train_sha = store.record_dataset(train_file.path, train_file.sha256, kind, len(train_set), train_file.manifest)
+        valid_sha = (store.record_dataset(validation_file.path, validation_file.sha256, kind, len(validation_set), None)
                      if validation_file else None)
         store.create_run(run_id, resolved.model_dump(mode="json"), run_dir, train_sha, valid_sha)
 
