@@ -124,3 +124,14 @@ def test_runs_rm_deletes_row_and_directory(tmp_path, tiny_model_dir):
     run_dir = Path(json.loads(tuneforge(tmp_path, "runs", "show", run["id"]).stdout)["run_dir"])
     assert tuneforge(tmp_path, "runs", "rm", run["id"]).returncode == 0
     assert not run_dir.exists() and json.loads(tuneforge(tmp_path, "runs", "list", "--json").stdout) == []
+
+
+def test_eval_compares_a_run_with_its_base_model_by_default(trained, tmp_path):
+    home, run, data = trained
+    result = tuneforge(home, "eval", run["id"], "--data", str(data), "--max-examples", "4", "--max-tokens", "3",
+                       "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["against"] == run["base_model"] and results["examples"] == 4
+    assert set(results["comparison"]) == set(results["metrics"])
+    assert "| rouge_l |" in result.stdout

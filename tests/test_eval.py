@@ -1,0 +1,47 @@
+"""`tuneforge eval`: a tuned tiny model against its base on classification-like data."""
+
+import json
+
+import pytest
+from helpers import chat, write_jsonl
+
+from tuneforge.evaluate.run import run_eval
+from tuneforge.train.config import TrainConfig
+from tuneforge.train.sft import train_sft
+
+LABELS = ["billing", "bug"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory, tiny_model_dir):
+    directory = tmp_path_factory.mktemp("eval")
+    records = [chat(f"Ticket {i}: my {'invoice' if i % 2 else 'screen'} problem", LABELS[i % 2]) for i in range(40)]
+    data = write_jsonl(directory / "tickets.jsonl", records)
+    run = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=3, batch_size=8, precision="fp32",
+                                learning_rate_multiplier=5, lora_target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head"))
+    return directory, data, run
+
+
+def test_eval_compares_tuned_and_base_with_classification_metrics(classifier, tiny_model_dir):
+    directory, data, run = classifier
+    results = run_eval(run.run_id, data, str(tiny_model_dir), None, directory / "out", max_new_tokens=4)
+    assert results["task"] == "classification" and results["metrics"] == ["accuracy", "exact_match"]
+    tuned, base = results["scores"]["model"], results["scores"]["against"]
+    assert (results["model"], results["against"]) == (run.run_id, str(tiny_model_dir))
+    assert tuned["classification"]["accuracy"] == pytest.approx(tuned["means"]["accuracy"])
+    assert set(tuned["classification"]["confusion"]) == set(LABELS)
+    comparison = results["comparison"]["accuracy"]
+    assert comparison["delta"] == pytest.approx(tuned["means"]["accuracy"] - base["means"]["accuracy"])
+    assert comparison["wins"] + comparison["ties"] + comparison["losses"] == 40
+    assert tuned["loss"] < base["loss"]  # the references are what the run trained on
+    rows = [json.loads(line) for line in (directory / "out" / "examples.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and set(rows[0]) == {"line", "prompt", "reference", "model", "against"}
+    assert "| accuracy |" in (directory / "out" / "report.md").read_text()
+
+
+def test_eval_rejects_unknown_metrics(classifier):
+    from tuneforge.errors import UsageError
+
+    directory, data, run = classifier
+    with pytest.raises(UsageError, match="unknown metric"):
+        run_eval(run.run_id, data, None, ["perplexity_of_doom"], directory / "bad", max_new_tokens=2)

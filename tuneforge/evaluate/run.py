@@ -1,0 +1,159 @@
+"""`tuneforge eval MODEL --data FILE [--against BASE]`: the tuned model against the base on the same prompts.
+
+For each model: generate an answer to every example's prompt (everything before its last assistant
+turn) with the same greedy decoding, score it against the reference (the last assistant turn),
+and measure the teacher-forced loss, perplexity and token accuracy on the references. Then compare
+the two per metric: means, delta, paired-bootstrap 95 % interval, wins/ties/losses.
+
+Default metrics follow the data: classification-like references -> accuracy and macro-F1; JSON
+references -> JSON validity and exact match; free text -> ROUGE-L, BLEU and exact match.
+Writes `results.json` (everything), `examples.jsonl` (per example, both models) and `report.md`.
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuneforge.data.checks import check_file
+from tuneforge.data.examples import Conversation, Message
+from tuneforge.data.tokenize import ChatTokenizer
+from tuneforge.errors import UsageError
+from tuneforge.evaluate import metrics
+from tuneforge.train.inputs import load_examples
+
+PER_EXAMPLE = {
+    "exact_match": metrics.exact_match,
+    "normalized_exact_match": metrics.normalized_exact_match,
+    "rouge_l": metrics.rouge_l,
+    "bleu": metrics.sentence_bleu,
+    "json_valid": lambda prediction, reference: metrics.json_valid(prediction),
+    "accuracy": lambda prediction, reference: float(prediction.strip() == reference.strip()),
+}
+DEFAULT_METRICS = {
+    "classification": ["accuracy", "exact_match"],
+    "json": ["json_valid", "exact_match"],
+    "text": ["rouge_l", "bleu", "exact_match"],
+}
+
+
+@dataclass
+class Case:
+    line: int
+    prompt: list[Message]
+    reference: str
+    conversation: Conversation  # prompt + reference, for the teacher-forced loss
+
+
+def load_cases(path: Path, max_examples: int | None) -> list[Case]:
+    cases = []
+    for line, example in load_examples(path, "evaluation"):
+        if not isinstance(example, Conversation):
+            raise UsageError(f"{path}: evaluation needs chat examples (line {line} is not one)")
+        last = max(i for i, m in enumerate(example.messages) if m.role == "assistant")
+        prompt = example.messages[:last]
+        reference = example.messages[last]
+        cases.append(Case(line, prompt, reference.content or "", Conversation(prompt + [Message("assistant", reference.content)])))
+    return cases[:max_examples] if max_examples else cases
+
+
+def task_kind(path: Path, references: list[str]) -> str:
+    if check_file(path).labels is not None:
+        return "classification"
+    if references and all(metrics.json_valid(r) for r in references):
+        return "json"
+    return "text"
+
+
+def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int) -> dict:
+    """Generate, score and measure the loss of one model on every case."""
+    from tuneforge.serve.engine import Engine
+    from tuneforge.train.loop import collate, evaluate
+
+    engine = Engine(name)
+    generations, seconds = [], 0.0
+    for start in range(0, len(cases), batch_size):
+        chunk = cases[start:start + batch_size]
+        began = time.perf_counter()
+        generations += engine.generate([c.prompt for c in chunk], max_new_tokens=max_new_tokens)
+        seconds += time.perf_counter() - began
+    per_example = {m: [PER_EXAMPLE[m](g.text, c.reference) for g, c in zip(generations, cases)] for m in metric_names}
+    encoded = ChatTokenizer(engine.tokenizer).encode([c.conversation for c in cases])
+    pad = engine.tokenizer.pad_token_id
+    teacher_forced = evaluate(engine.model, [collate(encoded[i:i + batch_size], pad) for i in range(0, len(encoded), batch_size)])
+    completion_tokens = sum(g.completion_tokens for g in generations)
+    return {
+        "model": name,
+        "generations": [g.text for g in generations],
+        "per_example": per_example,
+        "means": {m: sum(v) / len(v) for m, v in per_example.items()},
+        "corpus_bleu": metrics.corpus_bleu([g.text for g in generations], [c.reference for c in cases]),
+        "loss": teacher_forced["valid_loss"],
+        "perplexity": teacher_forced["valid_perplexity"],
+        "token_accuracy": teacher_forced["valid_mean_token_accuracy"],
+        "generation_seconds": seconds,
+        "latency_seconds_per_example": seconds / len(cases),
+        "completion_tokens": completion_tokens,
+        "tokens_per_second": completion_tokens / seconds if seconds else 0.0,
+        "mean_output_tokens": completion_tokens / len(cases),
+    }
+
+
+def run_eval(model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path,
+             max_examples: int | None = None, max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0) -> dict:
+    cases = load_cases(data, max_examples)
+    references = [c.reference for c in cases]
+    kind = task_kind(data, references)
+    chosen = metric_names or DEFAULT_METRICS[kind]
+    unknown = [m for m in chosen if m not in PER_EXAMPLE]
+    if unknown:
+        raise UsageError(f"unknown metric(s) {', '.join(unknown)}", fix=f"Choose from {', '.join(PER_EXAMPLE)}.")
+    sides = {"model": score_model(model, cases, chosen, max_new_tokens, batch_size)}
+    if against:
+        sides["against"] = score_model(against, cases, chosen, max_new_tokens, batch_size)
+    results = {"model": model, "against": against, "data": str(data.resolve()), "examples": len(cases),
+               "task": kind, "metrics": chosen, "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens},
+               "scores": {}}
+    for side, scored in sides.items():
+        summary = {k: v for k, v in scored.items() if k not in ("generations", "per_example")}
+        if kind == "classification":
+            report = metrics.classification(scored["generations"], references)
+            summary["classification"] = {"accuracy": report.accuracy, "macro_f1": report.macro_f1,
+                                         "confusion": report.confusion, "per_label_f1": report.per_label_f1}
+        results["scores"][side] = summary
+    if against:
+        results["comparison"] = {
+            m: metrics.paired_bootstrap(sides["against"]["per_example"][m], sides["model"]["per_example"][m], seed=seed).__dict__
+            for m in chosen
+        }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    with (out_dir / "examples.jsonl").open("w") as handle:
+        for i, case in enumerate(cases):
+            row = {"line": case.line, "prompt": case.prompt[-1].content, "reference": case.reference}
+            for side, scored in sides.items():
+                row[side] = {"answer": scored["generations"][i], **{m: scored["per_example"][m][i] for m in chosen}}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (out_dir / "report.md").write_text(markdown_report(results))
+    return results
+
+
+def markdown_report(results: dict) -> str:
+    model, against = results["model"], results["against"]
+    lines = [f"# Evaluation of {model}", "", f"Data: `{results['data']}` ({results['examples']} examples, task: {results['task']}); "
+             f"greedy decoding, at most {results['decoding']['max_new_tokens']} new tokens.", ""]
+    header = "| metric | " + (f"{against} (against) | {model} | delta | 95 % interval | wins/ties/losses |" if against else f"{model} |")
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    scores = results["scores"]
+    rows = [(m, scores["model"]["means"][m]) for m in results["metrics"]]
+    for metric, value in rows:
+        if against:
+            c = results["comparison"][metric]
+            lines.append(f"| {metric} | {c['mean_a']:.3f} | {c['mean_b']:.3f} | {c['delta']:+.3f} | "
+                         f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['wins']}/{c['ties']}/{c['losses']} |")
+        else:
+            lines.append(f"| {metric} | {value:.3f} |")
+    for name in ("loss", "perplexity", "token_accuracy", "corpus_bleu", "latency_seconds_per_example", "tokens_per_second"):
+        values = [scores[side][name] for side in ("against", "model") if side in scores]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + (" | | | |" if against else " |"))
+    return "\n".join(lines) + "\n"
