@@ -135,3 +135,17 @@ def test_eval_compares_a_run_with_its_base_model_by_default(trained, tmp_path):
     assert results["against"] == run["base_model"] and results["examples"] == 4
     assert set(results["comparison"]) == set(results["metrics"])
     assert "| rouge_l |" in result.stdout
+
+
+def test_quickstart_before_after_panels_show_both_models(trained, tiny_model_dir, monkeypatch):
+    from rich.console import Console
+
+    from tuneforge.quickstart import show_before_after
+
+    home, run, data = trained
+    monkeypatch.setenv("TUNEFORGE_HOME", str(home))
+    console = Console(record=True, width=100)
+    show_before_after(console, data, run["id"], base_model=str(tiny_model_dir), max_new_tokens=3)
+    text = console.export_text()
+    assert text.count("before (base model)") == 3 and text.count("after (tuned)") == 3
+    assert "Say hi as the cat" in text

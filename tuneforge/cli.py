@@ -343,25 +343,9 @@ def generate(
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
 ):
     """Batch generation over a data file."""
-    from tuneforge.serve.engine import Engine
-    from tuneforge.train.inputs import load_examples
+    from tuneforge.evaluate.run import generate_file
 
-    examples = load_examples(data, "generation")
-    engine = Engine(model)
-    written = 0
-    with out.open("w") as handle:
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start:start + batch_size]
-            prompts, references = [], []
-            for _, example in chunk:
-                last = max(i for i, m in enumerate(example.messages) if m.role == "assistant")
-                prompts.append(example.messages[:last])
-                references.append(example.messages[last].content)
-            for (line, _), prompt, reference, answer in zip(chunk, prompts, references, engine.generate(prompts, max_tokens, temperature)):
-                handle.write(json.dumps({"line": line, "messages": [{"role": m.role, "content": m.content} for m in prompt],
-                                         "reference": reference, "generation": answer.text,
-                                         "finish_reason": answer.finish_reason}, ensure_ascii=False) + "\n")
-                written += 1
+    written = generate_file(model, data, out, max_tokens, temperature, batch_size)
     console.print(f"wrote {written} generations to {out}")
 
 
@@ -371,14 +355,9 @@ def export(
     merged: Annotated[Path, typer.Option("--merged", help="Directory for merged full weights that plain transformers loads.")],
 ):
     """Write a run's model as merged full weights (adapter folded into the base) with its tokenizer."""
-    from tuneforge.serve.engine import load_for_inference, resolve_spec
+    from tuneforge.serve.engine import export_merged
 
-    spec = resolve_spec(run)
-    if spec.adapter is None and spec.weights is None:
-        raise UsageError(f"'{run}' is a base model, not a run", fix="Export a run id or an ft: model name.")
-    model, tokenizer = load_for_inference(spec)
-    model.save_pretrained(merged)
-    tokenizer.save_pretrained(merged)
+    export_merged(run, merged)
     console.print(f"merged weights written to {merged} (load with AutoModelForCausalLM.from_pretrained)")
 
 

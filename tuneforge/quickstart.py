@@ -7,7 +7,6 @@ bundled model and the bundled example data, in a few minutes on a laptop CPU.
 3. print the validation curve and three held-out prompts answered before and after tuning.
 """
 
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -15,7 +14,6 @@ from rich.panel import Panel
 from rich.table import Table
 
 from tuneforge.data.checks import check_with_model
-from tuneforge.data.examples import Message
 from tuneforge.data.prepare import PrepareOptions, prepare
 from tuneforge.data.render import render_check, render_prepare
 from tuneforge.errors import UsageError
@@ -62,18 +60,16 @@ def run_quickstart(console: Console, out: Path, reporter) -> str:
     return result.run_id
 
 
-def show_before_after(console: Console, test_file: Path, tuned_model: str) -> None:
+def show_before_after(console: Console, test_file: Path, tuned_model: str, base_model: str = DEFAULT_MODEL,
+                      max_new_tokens: int = 120) -> None:
     from tuneforge.serve.engine import Engine
 
-    records = [json.loads(line) for line in test_file.read_text().splitlines()][:SHOWN_PROMPTS]
-    prompts = []
-    for record in records:
-        messages = [Message(m["role"], m["content"]) for m in record["messages"]]
-        last = max(i for i, m in enumerate(messages) if m.role == "assistant")
-        prompts.append(messages[:last])
+    from tuneforge.evaluate.run import load_cases
+
+    prompts = [case.prompt for case in load_cases(test_file, SHOWN_PROMPTS)]
     answers = {}
-    for label, name in (("before (base model)", DEFAULT_MODEL), ("after (tuned)", tuned_model)):
-        answers[label] = Engine(name).generate(prompts, max_new_tokens=120)
+    for label, name in (("before (base model)", base_model), ("after (tuned)", tuned_model)):
+        answers[label] = Engine(name).generate(prompts, max_new_tokens=max_new_tokens)
     for i, prompt in enumerate(prompts):
         body = Table.grid(padding=(0, 1))
         body.add_column(style="bold", no_wrap=True)

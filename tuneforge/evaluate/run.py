@@ -57,6 +57,24 @@ def load_cases(path: Path, max_examples: int | None) -> list[Case]:
     return cases[:max_examples] if max_examples else cases
 
 
+def generate_file(model: str, data: Path, out: Path, max_new_tokens: int = 256, temperature: float = 0.0,
+                  batch_size: int = 8) -> int:
+    """`tuneforge generate`: answer every example's prompt; write prompt, reference and answer per line."""
+    from tuneforge.serve.engine import Engine
+
+    cases = load_cases(data, None)
+    engine = Engine(model)
+    with out.open("w") as handle:
+        for start in range(0, len(cases), batch_size):
+            chunk = cases[start:start + batch_size]
+            answers = engine.generate([c.prompt for c in chunk], max_new_tokens, temperature)
+            for case, answer in zip(chunk, answers):
+                handle.write(json.dumps({"line": case.line, "messages": [{"role": m.role, "content": m.content} for m in case.prompt],
+                                         "reference": case.reference, "generation": answer.text,
+                                         "finish_reason": answer.finish_reason}, ensure_ascii=False) + "\n")
+    return len(cases)
+
+
 def task_kind(path: Path, references: list[str]) -> str:
     if check_file(path).labels is not None:
         return "classification"

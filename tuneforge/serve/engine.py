@@ -12,7 +12,7 @@ import torch
 
 from tuneforge.data.examples import Message
 from tuneforge.data.tokenize import ChatTokenizer
-from tuneforge.errors import ModelNotAvailable
+from tuneforge.errors import ModelNotAvailable, UsageError
 from tuneforge.registry import store
 
 
@@ -68,6 +68,16 @@ def load_for_inference(spec: ModelSpec):
             model = PeftModel.from_pretrained(model, spec.adapter).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_source) if spec.tokenizer_source else load_tokenizer(spec.base_model)
     return model.eval(), tokenizer
+
+
+def export_merged(name: str, directory: Path) -> None:
+    """A run's weights with any adapter folded in, saved with its tokenizer: loads with plain transformers."""
+    spec = resolve_spec(name)
+    if spec.adapter is None and spec.weights is None:
+        raise UsageError(f"'{name}' is a base model, not a run", fix="Export a run id or an ft: model name.")
+    model, tokenizer = load_for_inference(spec)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
 
 
 @dataclass
