@@ -105,6 +105,7 @@ def test_drop_invalid_sets_bad_records_aside_with_their_findings(tmp_path):
     rejected = read_jsonl(tmp_path / "out" / "rejected.jsonl")
     assert [(r["line"], r["findings"][0]["code"]) for r in rejected] == [(13, "invalid_json"), (14, "unknown_role")]
     assert rejected[1]["record"] == bad
+    assert rejected[0]["raw"].strip() == "{broken"  # an unreadable line keeps its text
     assert manifest["counts"]["examples_out"] + manifest["counts"]["invalid_set_aside"] == 14
     assert verify_manifest(tmp_path / "out") == []
 

@@ -7,6 +7,7 @@ rest, so checking a multi-gigabyte broken file stays in constant memory.
 
 from collections import Counter
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field  # Finding has a field named "field"
 from typing import Literal
 
 Severity = Literal["error", "warning", "info"]
@@ -71,6 +72,7 @@ class Finding:
     field: str | None = None
     fix: str | None = None
     severity: Severity | None = None  # from the catalog unless a check overrides it
+    raw: str | None = dataclass_field(default=None, repr=False)  # an unreadable line's text, so `prepare` can set it aside
 
     def __post_init__(self):
         entry = CATALOG[self.code]  # a KeyError here is a bug: every code must be catalogued
@@ -80,7 +82,9 @@ class Finding:
             self.fix = entry.fix
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        del values["raw"]
+        return values
 
 
 class FindingLog:

@@ -7,7 +7,7 @@ records the sha256 of the input and of every output, the counts and the findings
 every run's lineage. Same input, options and seed give byte-identical outputs.
 
 Records with errors stop the command, unless `drop_invalid` is set; then they go, with their
-findings, to `rejected.jsonl` (never silently lost).
+findings, to `rejected.jsonl` (never silently lost: an unreadable line keeps its text in "raw").
 """
 
 import hashlib
@@ -88,7 +88,7 @@ def prepare(path: Path, out_dir: Path, report: CheckReport, options: PrepareOpti
             if not isinstance(item, Record):
                 if item.severity == "error":  # unreadable line: keep the finding so the line is accounted for
                     counts["invalid"] += 1
-                    rejected.write(_json_line({"line": item.line, "findings": [item.as_dict()], "record": None}))
+                    rejected.write(_json_line({"line": item.line, "findings": [item.as_dict()], "record": None, "raw": item.raw}))
                 continue
             _, parsed, findings = parse_record(item.value, item.line)
             if parsed is None:

@@ -103,15 +103,16 @@ def _jsonl_records(stream) -> Iterator[Record | Finding]:
             continue
         text, not_utf8 = _decode(raw, number)
         if not_utf8:
+            not_utf8.raw = text
             yield not_utf8
             continue
         try:
             value = json.loads(text)
         except json.JSONDecodeError as error:
-            yield Finding("invalid_json", f"{error.msg} at column {error.colno}", line=number)
+            yield Finding("invalid_json", f"{error.msg} at column {error.colno}", line=number, raw=text)
             continue
         if not isinstance(value, dict):
-            yield Finding("not_object", f"found a JSON {json_type(value)}, expected an object", line=number)
+            yield Finding("not_object", f"found a JSON {json_type(value)}, expected an object", line=number, raw=text)
             continue
         yield Record(number, value)
 
