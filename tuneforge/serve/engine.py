@@ -102,8 +102,9 @@ class Engine:
     def generate(self, conversations: list[list[Message]], max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, seed: int | None = None) -> list[Generation]:
         prompts = [self.chat.render_prompt(messages) for messages in conversations]
-        self.tokenizer.padding_side = "left"  # generation continues every row from its last real token
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        # Left padding: generation continues every row from its last real token. Per call, because a
+        # base model's tokenizer object is shared (cached) with the rest of the process.
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         if seed is not None:
             torch.manual_seed(seed)
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
