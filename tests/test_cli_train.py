@@ -135,6 +135,8 @@ def test_eval_compares_a_run_with_its_base_model_by_default(trained, tmp_path):
     assert results["against"] == run["base_model"] and results["examples"] == 4
     assert set(results["comparison"]) == set(results["metrics"])
     assert "| rouge_l |" in result.stdout
+    shown = json.loads(tuneforge(home, "runs", "show", run["id"]).stdout)
+    assert shown["evaluations"][0]["report_dir"] == str((tmp_path / "eval").resolve())
 
 
 def test_quickstart_before_after_panels_show_both_models(trained, tiny_model_dir, monkeypatch):

@@ -39,6 +39,19 @@ def test_eval_compares_tuned_and_base_with_classification_metrics(classifier, ti
     assert "| accuracy |" in (directory / "out" / "report.md").read_text()
 
 
+def test_eval_is_recorded_and_linked_from_the_model_card(classifier, tiny_model_dir):
+    from tuneforge.registry import store
+
+    directory, data, run = classifier
+    for attempt in ("first", "second"):
+        run_eval(run.run_id, data, str(tiny_model_dir), ["exact_match"], directory / attempt, max_new_tokens=2)
+    [latest, _] = store.list_evaluations(run.run_id)[:2]
+    assert latest.report_dir.endswith("second") and latest.task == "classification"
+    assert "exact_match" in latest.metrics["comparison"]
+    card = (run.run_dir / "README.md").read_text()
+    assert card.count("## Latest evaluation") == 1 and str(directory / "second" / "report.md") in card
+
+
 def test_eval_rejects_unknown_metrics(classifier):
     from tuneforge.errors import UsageError
 

@@ -285,6 +285,8 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="A run id from `tunefor
         "trained_tokens": run.trained_tokens, "metrics": run.metrics, "error": run.error,
         "checkpoints": [{"step": c.step, "path": c.path, "metrics": c.metrics} for c in run.checkpoints],
         "models": [m.name for m in run.models],
+        "evaluations": [{"id": e.id, "against": e.against, "task": e.task, "report_dir": e.report_dir,
+                         "created_at": e.created_at.isoformat()} for e in store.list_evaluations(run.id)],
         "created_at": run.created_at.isoformat(), "finished_at": run.finished_at.isoformat() if run.finished_at else None,
     }, indent=2))
 

@@ -153,7 +153,25 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
                 row[side] = {"answer": scored["generations"][i], **{m: scored["per_example"][m][i] for m in chosen}}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     (out_dir / "report.md").write_text(markdown_report(results))
+    _record(model, against, data, results, out_dir)
     return results
+
+
+def _record(model: str, against: str | None, data: Path, results: dict, out_dir: Path) -> None:
+    """A registry row for the evaluation, and, for a run, a link from its model card to the report."""
+    from tuneforge.data.split import sha256_file
+    from tuneforge.registry import store
+    from tuneforge.train.report import link_evaluation
+
+    tuned = store.find_model(model)
+    run = store.get_run(tuned.run_id if tuned else model)
+    headline = {side: {k: scores[k] for k in ("means", "loss", "perplexity", "token_accuracy")}
+                for side, scores in results["scores"].items()}
+    if "comparison" in results:
+        headline["comparison"] = results["comparison"]
+    store.record_evaluation(model, against, run.id if run else None, sha256_file(data), results["task"], headline, out_dir.resolve())
+    if run is not None and Path(run.run_dir, "README.md").exists():
+        link_evaluation(Path(run.run_dir), out_dir.resolve(), markdown_report(results))
 
 
 def markdown_report(results: dict) -> str:

@@ -83,6 +83,21 @@ class Model(Base):
     run: Mapped[Run] = relationship(back_populates="models")
 
 
+class Evaluation(Base):
+    """One `tuneforge eval`: which model on which data, the headline metrics, where the report is."""
+
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(Text)
+    against: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[str | None] = mapped_column(String(64))  # set when the model is a run of the registry
+    data_sha256: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(32))
+    metrics: Mapped[dict] = mapped_column(JSON)  # per side: metric means, loss, perplexity; and the comparison
+    report_dir: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 def database_url() -> str:
     return os.environ.get("TUNEFORGE_DATABASE_URL") or f"sqlite:///{tuneforge_home() / 'registry.db'}"
 
@@ -167,3 +182,21 @@ def delete_run(run_id: str) -> bool:
         db.delete(run)
     shutil.rmtree(run_dir, ignore_errors=True)
     return True
+
+
+def record_evaluation(model: str, against: str | None, run_id: str | None, data_sha256: str, task: str,
+                      metrics: dict, report_dir: Path) -> int:
+    with session() as db, db.begin():
+        row = Evaluation(model=model, against=against, run_id=run_id, data_sha256=data_sha256, task=task,
+                         metrics=json.loads(json.dumps(metrics)), report_dir=str(report_dir))
+        db.add(row)
+        db.flush()
+        return row.id
+
+
+def list_evaluations(run_id: str | None = None) -> list[Evaluation]:
+    with session() as db:
+        query = select(Evaluation).order_by(Evaluation.created_at.desc())
+        if run_id is not None:
+            query = query.where(Evaluation.run_id == run_id)
+        return list(db.scalars(query))

@@ -87,3 +87,17 @@ def write_model_card(run_dir: Path, config, model_name: str, final: dict, manife
         lines += ["The bundled base model is small (135 M parameters): expect style and format to transfer "
                   "better than knowledge.", ""]
     (run_dir / "README.md").write_text("\n".join(lines))
+
+
+EVALUATION_HEADING = "## Latest evaluation"
+
+
+def link_evaluation(run_dir: Path, report_dir: Path, report_markdown: str) -> None:
+    """Put (or replace) the model card's "Latest evaluation" section: the table and a link to the report."""
+    card_path = run_dir / "README.md"
+    card = card_path.read_text()
+    if EVALUATION_HEADING in card:
+        card = card[: card.index(EVALUATION_HEADING)].rstrip() + "\n"
+    table = "\n".join(line for line in report_markdown.splitlines() if line.startswith("|"))
+    card += f"\n{EVALUATION_HEADING}\n\nFull report: `{report_dir / 'report.md'}`\n\n{table}\n"
+    card_path.write_text(card)
