@@ -69,3 +69,11 @@ def test_paired_bootstrap_is_deterministic_and_brackets_the_delta():
     assert (first.wins, first.ties, first.losses) == (25, 25, 0)
     with pytest.raises(ValueError):
         metrics.paired_bootstrap([1, 0], [1])
+
+
+def test_label_sets_are_recognised_in_small_test_splits():
+    from tuneforge.evaluate.run import looks_like_labels
+
+    assert looks_like_labels(["billing", "bug", "bug", "how_to", "billing", "account", "bug", "billing"])
+    assert not looks_like_labels(["Hi there! Open the Ledger tab.", "Hi there! Click Resend.", "Hi there! Go to Settings."])
+    assert not looks_like_labels(["yes", "no"])  # too few to tell

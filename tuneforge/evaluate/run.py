@@ -75,8 +75,15 @@ def generate_file(model: str, data: Path, out: Path, max_new_tokens: int = 256, 
     return len(cases)
 
 
+def looks_like_labels(references: list[str]) -> bool:
+    """A few short answers repeated across many examples: a label set, even in a small test split
+    (the data check's own rule wants 20 examples, too many for a 5 % test split)."""
+    distinct = {r.strip() for r in references}
+    return len(references) >= 4 and 2 <= len(distinct) <= min(50, len(references) // 2) and max(map(len, distinct)) <= 64
+
+
 def task_kind(path: Path, references: list[str]) -> str:
-    if check_file(path).labels is not None:
+    if check_file(path).labels is not None or looks_like_labels(references):
         return "classification"
     if references and all(metrics.json_valid(r) for r in references):
         return "json"
@@ -189,7 +196,11 @@ def markdown_report(results: dict) -> str:
                          f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['wins']}/{c['ties']}/{c['losses']} |")
         else:
             lines.append(f"| {metric} | {value:.3f} |")
-    for name in ("loss", "perplexity", "token_accuracy", "corpus_bleu", "latency_seconds_per_example", "tokens_per_second"):
-        values = [scores[side][name] for side in ("against", "model") if side in scores]
+    extra = ["loss", "perplexity", "token_accuracy"] + (["corpus_bleu"] if "bleu" in results["metrics"] else [])
+    if results["task"] == "classification":
+        extra.insert(0, "macro_f1")
+    for name in extra + ["latency_seconds_per_example", "tokens_per_second"]:
+        values = [scores[side]["classification"][name] if name == "macro_f1" else scores[side][name]
+                  for side in ("against", "model") if side in scores]
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + (" | | | |" if against else " |"))
     return "\n".join(lines) + "\n"
