@@ -58,3 +58,10 @@ def test_eval_rejects_unknown_metrics(classifier):
     directory, data, run = classifier
     with pytest.raises(UsageError, match="unknown metric"):
         run_eval(run.run_id, data, None, ["perplexity_of_doom"], directory / "bad", max_new_tokens=2)
+
+
+def test_a_small_test_set_is_enough_for_evaluation(classifier, tiny_model_dir, tmp_path):
+    _, _, run = classifier
+    small = write_jsonl(tmp_path / "five.jsonl", [chat(f"Ticket {i}: my invoice problem", "billing") for i in range(5)])
+    results = run_eval(run.run_id, small, None, ["exact_match"], tmp_path / "out", max_new_tokens=2)
+    assert results["examples"] == 5 and "comparison" not in results

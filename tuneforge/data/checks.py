@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tuneforge.data import clean
 from tuneforge.data.dedupe import DuplicateIndex
-from tuneforge.data.examples import Conversation, ParsedExample, Preference, Text, to_openai_record
+from tuneforge.data.examples import Conversation, Example, ParsedExample, Preference, Text, to_openai_record
 from tuneforge.data.findings import Finding, FindingLog
 from tuneforge.data.formats import parse_record
 from tuneforge.data.reader import Record, iter_records
@@ -121,12 +121,13 @@ class DatasetChecker:
         self.pii: Counter[str] = Counter()
 
     # ------------------------------------------------------------------------------ per record
-    def add(self, item: Record | Finding) -> None:
+    def add(self, item: Record | Finding) -> Example | None:
+        """Check one record; return its canonical example when it is usable."""
         if isinstance(item, Finding):
             self.log.add(item)
             if item.code != "blank_line":
                 self.records += 1
-            return
+            return None
         self.records += 1
         fmt, parsed, findings = parse_record(item.value, item.line)
         self.log.extend(findings)
@@ -135,7 +136,7 @@ class DatasetChecker:
             self.kinds[fmt.kind] += 1
             self.first_line_of_kind.setdefault(fmt.kind, item.line)
         if parsed is None:
-            return
+            return None
         self.examples += 1
         self._check_texts(parsed, item.line)
         example = parsed.example
@@ -149,6 +150,7 @@ class DatasetChecker:
             self.pending.append((item.line, example))
             if len(self.pending) >= TOKENIZE_BATCH:
                 self._flush_tokens()
+        return example
 
     def _check_texts(self, parsed: ParsedExample, line: int) -> None:
         for text_field in parsed.fields:

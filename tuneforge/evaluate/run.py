@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.data.checks import check_file
 from tuneforge.data.examples import Conversation, Message
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import UsageError
 from tuneforge.evaluate import metrics
-from tuneforge.train.inputs import load_examples
+from tuneforge.train.inputs import load_examples_and_report
 
 PER_EXAMPLE = {
     "exact_match": metrics.exact_match,
@@ -46,15 +45,21 @@ class Case:
 
 
 def load_cases(path: Path, max_examples: int | None) -> list[Case]:
+    return load_cases_and_labels(path, max_examples)[0]
+
+
+def load_cases_and_labels(path: Path, max_examples: int | None) -> tuple[list[Case], bool]:
+    """The cases, and whether the data check found the file classification-like."""
+    examples, report = load_examples_and_report(path, "evaluation")
     cases = []
-    for line, example in load_examples(path, "evaluation"):
+    for line, example in examples:
         if not isinstance(example, Conversation):
             raise UsageError(f"{path}: evaluation needs chat examples (line {line} is not one)")
         last = max(i for i, m in enumerate(example.messages) if m.role == "assistant")
         prompt = example.messages[:last]
         reference = example.messages[last]
         cases.append(Case(line, prompt, reference.content or "", Conversation(prompt + [Message("assistant", reference.content)])))
-    return cases[:max_examples] if max_examples else cases
+    return (cases[:max_examples] if max_examples else cases), report.labels is not None
 
 
 def generate_file(model: str, data: Path, out: Path, max_new_tokens: int = 256, temperature: float = 0.0,
@@ -82,8 +87,8 @@ def looks_like_labels(references: list[str]) -> bool:
     return len(references) >= 4 and 2 <= len(distinct) <= min(50, len(references) // 2) and max(map(len, distinct)) <= 64
 
 
-def task_kind(path: Path, references: list[str]) -> str:
-    if check_file(path).labels is not None or looks_like_labels(references):
+def task_kind(references: list[str], classification_like: bool) -> str:
+    if classification_like or looks_like_labels(references):
         return "classification"
     if references and all(metrics.json_valid(r) for r in references):
         return "json"
@@ -126,9 +131,9 @@ def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_t
 
 def run_eval(model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path,
              max_examples: int | None = None, max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0) -> dict:
-    cases = load_cases(data, max_examples)
+    cases, classification_like = load_cases_and_labels(data, max_examples)
     references = [c.reference for c in cases]
-    kind = task_kind(data, references)
+    kind = task_kind(references, classification_like)
     chosen = metric_names or DEFAULT_METRICS[kind]
     unknown = [m for m in chosen if m not in PER_EXAMPLE]
     if unknown:

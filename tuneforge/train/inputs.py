@@ -9,10 +9,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.data.checks import check_file
+from tuneforge.data.checks import CheckReport, DatasetChecker
 from tuneforge.data.examples import Example, Preference
-from tuneforge.data.formats import parse_record
-from tuneforge.data.reader import Record, iter_records
+from tuneforge.data.reader import iter_records
 from tuneforge.data.split import MANIFEST, sha256_file
 from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
 from tuneforge.errors import TuneforgeError, UsageError
@@ -55,11 +54,18 @@ def locate_data(data: Path, validation: Path | None) -> tuple[DataFile, DataFile
     return train, (DataFile(validation.resolve(), sha256_file(validation), manifest) if validation else None)
 
 
-def load_examples(path: Path, purpose: str = "training") -> list[tuple[int, Example]]:
-    """Every example of the file with its line; the first error stops with a data-check style message."""
-    report = check_file(path, keep_per_code=1)
-    # A validation set may be small: only the training set must hold the minimum of 10 examples.
-    ignored = {"too_few_examples"} if purpose == "validation" else set()
+def load_examples_and_report(path: Path, purpose: str = "training") -> tuple[list[tuple[int, Example]], CheckReport]:
+    """Every example of the file with its line, and the data check's report, in one pass; the first
+    error stops with a data-check style message."""
+    checker = DatasetChecker(keep_per_code=1)
+    examples = []
+    for item in iter_records(path):
+        example = checker.add(item)
+        if example is not None:
+            examples.append((item.line, example))
+    report = checker.finish(path)
+    # Only a training set must hold the minimum of 10 examples; validation and test sets may be small.
+    ignored = set() if purpose == "training" else {"too_few_examples"}
     errors = [f for f in report.findings.findings() if f.severity == "error" and f.code not in ignored]
     if errors:
         first = errors[0]
@@ -69,13 +75,11 @@ def load_examples(path: Path, purpose: str = "training") -> list[tuple[int, Exam
             code=first.code, line=first.line, field=first.field,
             fix=f"Run `tuneforge data check {path}` for every finding. {first.fix}",
         )
-    examples = []
-    for item in iter_records(path):
-        if isinstance(item, Record):
-            _, parsed, _ = parse_record(item.value, item.line)
-            if parsed is not None:
-                examples.append((item.line, parsed.example))
-    return examples
+    return examples, report
+
+
+def load_examples(path: Path, purpose: str = "training") -> list[tuple[int, Example]]:
+    return load_examples_and_report(path, purpose)[0]
 
 
 def tokenize_for_sft(examples: list[tuple[int, Example]], tokenizer: ChatTokenizer, path: Path) -> list[TokenizedExample]:
