@@ -52,7 +52,7 @@ def test_openai_chat_keeps_roles_weights_names_tool_calls_and_tools():
     assert convo.messages[1].name == "ann"
     assert convo.messages[4].tool_calls == [CALL]
     assert convo.messages[5].tool_call_id == "call_1"
-    assert convo.last_assistant().content == "It is 12C."
+    assert convo.split_at_last_reply()[1].content == "It is 12C."
     # The null content of the tool-call turn is not a text field.
     assert paths(parsed) == [f"messages[{i}].content" for i in (0, 1, 2, 3, 5, 6)]
 

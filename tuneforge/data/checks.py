@@ -91,9 +91,8 @@ def content_hash(example) -> int:
 def prompt_and_completion(example) -> tuple[str | None, str | None]:
     """The prompt (everything before the answer) and the answer, for sameness and label statistics."""
     if isinstance(example, Conversation):
-        last = max(i for i, m in enumerate(example.messages) if m.role == "assistant")
-        prompt = json.dumps([(m.role, m.content) for m in example.messages[:last]], ensure_ascii=False)
-        return prompt, example.messages[last].content
+        prompt, reply = example.split_at_last_reply()
+        return json.dumps([(m.role, m.content) for m in prompt], ensure_ascii=False), reply.content
     if isinstance(example, Preference):
         return json.dumps([(m.role, m.content) for m in example.prompt], ensure_ascii=False), example.chosen[-1].content
     return None, None

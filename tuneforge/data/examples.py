@@ -31,8 +31,10 @@ class Conversation:
     tools: list[dict[str, Any]] | None = None
     kind = "conversation"
 
-    def last_assistant(self) -> Message | None:
-        return next((m for m in reversed(self.messages) if m.role == "assistant"), None)
+    def split_at_last_reply(self) -> tuple[list[Message], Message]:
+        """(the messages before the last assistant reply, that reply): a prompt and its answer."""
+        last = max(i for i, m in enumerate(self.messages) if m.role == "assistant")
+        return self.messages[:last], self.messages[last]
 
 
 @dataclass(slots=True)

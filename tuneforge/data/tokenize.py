@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from tuneforge.data.examples import Conversation, Message, Text
+from tuneforge.data.examples import Conversation, Message, Preference, Text
 from tuneforge.errors import TuneforgeError
 
 ENCODE_BATCH = 256  # texts per call into the Rust tokenizer, which encodes a batch in parallel
@@ -202,8 +202,6 @@ class ChatTokenizer:
 
 def conversations_for(example) -> list[Conversation | Text]:
     """What gets tokenized for an example: a preference pair is measured as both of its sides."""
-    from tuneforge.data.examples import Preference
-
     if isinstance(example, Preference):
         return [
             Conversation(example.prompt + example.chosen, example.tools),

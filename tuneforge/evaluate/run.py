@@ -55,9 +55,7 @@ def load_cases_and_labels(path: Path, max_examples: int | None) -> tuple[list[Ca
     for line, example in examples:
         if not isinstance(example, Conversation):
             raise UsageError(f"{path}: evaluation needs chat examples (line {line} is not one)")
-        last = max(i for i, m in enumerate(example.messages) if m.role == "assistant")
-        prompt = example.messages[:last]
-        reference = example.messages[last]
+        prompt, reference = example.split_at_last_reply()
         cases.append(Case(line, prompt, reference.content or "", Conversation(prompt + [Message("assistant", reference.content)])))
     return (cases[:max_examples] if max_examples else cases), report.labels is not None
 
