@@ -1,0 +1,84 @@
+"""`tuneforge train` (its options are TrainConfig's fields) and `tuneforge quickstart`, the main job."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuneforge.cli.common import app, console
+from tuneforge.errors import UsageError
+
+def _train(config_file: Path | None = None, resume: str | None = None, **fields):
+    from tuneforge.train.config import TrainConfig, load_config
+    from tuneforge.train.progress import ConsoleReporter
+    from tuneforge.train.sft import train_sft
+
+    reporter = ConsoleReporter(console)
+    try:
+        if resume:
+            from tuneforge.registry import store
+
+            run = store.get_run(resume)
+            if run is None:
+                raise UsageError(f"no run '{resume}'", fix="See `tuneforge runs list`.")
+            config = TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.model_fields})
+            result = train_sft(config, reporter, run_id=resume, resume=True)
+        else:
+            if fields.get("data") is None and config_file is None:
+                raise UsageError("name the training data with --data (a prepared directory or a JSONL file)")
+            result = train_sft(load_config(config_file, fields), reporter)
+    finally:
+        reporter.close()
+    _print_run_summary(result.run_id)
+
+
+def _train_signature():
+    """`tuneforge train`'s options are TrainConfig's fields: one --flag per field, its description as help."""
+    import inspect
+
+    from tuneforge.train.config import TrainConfig
+
+    parameters = [
+        inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of TrainConfig fields; flags override it.")]),
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[str | None, typer.Option("--resume", help="Resume RUN_ID from its newest complete checkpoint.")]),
+    ]
+    for name, field in TrainConfig.model_fields.items():
+        default = field.default if field.default is not None and not field.is_required() else None
+        help_text = field.description + (f" (default: {default})" if default is not None else "")
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=None,
+            annotation=Annotated[str | None, typer.Option(f"--{name.replace('_', '-')}", help=help_text, show_default=False)]))
+    return inspect.Signature(parameters)
+
+
+_train.__signature__ = _train_signature()
+app.command("train", help="Fine-tune a model (LoRA or full) on chat data; every option is a TrainConfig field.")(_train)
+
+
+
+def _print_run_summary(run_id: str) -> None:
+    from tuneforge.registry import store
+    from tuneforge.train.report import read_metrics
+
+    run = store.get_run(run_id)
+    metrics = run.metrics or {}
+    _, valid = read_metrics(Path(run.run_dir) / "metrics.csv")
+    console.print(f"\n[bold green]{run.id} {run.status}[/bold green]: {run.models[0].name if run.models else ''}")
+    if valid:
+        console.print("  validation loss by step: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in valid))
+    console.print(f"  trained tokens {run.trained_tokens:,} in {metrics.get('wall_seconds', 0):.0f} s; "
+                  f"run directory {run.run_dir}")
+
+
+
+@app.command("quickstart")
+def quickstart(
+    out: Annotated[Path, typer.Option(help="Where the prepared example data goes.")] = Path("prepared"),
+):
+    """The main job: prepare the example data, LoRA-tune the bundled model on it, show before/after."""
+    from tuneforge.quickstart import run_quickstart
+    from tuneforge.train.progress import ConsoleReporter
+
+    run_quickstart(console, out, ConsoleReporter(console))

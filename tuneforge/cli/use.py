@@ -1,0 +1,68 @@
+"""Using a model: `tuneforge chat`, `generate` and `export`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuneforge.cli.common import app, console
+
+@app.command("chat")
+def chat(
+    model: Annotated[str, typer.Argument(help="Run id, tuned model name (ft:...) or base model.")],
+    prompt: Annotated[str | None, typer.Argument(help="One message to answer; omit for an interactive chat.")] = None,
+    system: Annotated[str | None, typer.Option(help="System message.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
+):
+    """Talk to a model: one-shot with PROMPT, or interactive (empty line or Ctrl-D to quit)."""
+    from tuneforge.data.examples import Message
+    from tuneforge.serve.engine import Engine
+
+    engine = Engine(model)
+    history = [Message("system", system)] if system else []
+    while True:
+        text = prompt if prompt is not None else _ask()
+        if not text:
+            return
+        history.append(Message("user", text))
+        [answer] = engine.generate([history], max_new_tokens=max_tokens, temperature=temperature)
+        console.print(answer.text, highlight=False, markup=False)
+        if prompt is not None:
+            return
+        history.append(Message("assistant", answer.text))
+
+
+def _ask() -> str:
+    try:
+        return console.input("[bold]you>[/bold] ").strip()
+    except EOFError:
+        return ""
+
+
+@app.command("generate")
+def generate(
+    model: Annotated[str, typer.Argument(help="Run id, tuned model name (ft:...) or base model.")],
+    data: Annotated[Path, typer.Option("--data", help="Chat JSONL: each example's messages before its last assistant turn are the prompt.")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL of prompts, references and generations.")],
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+):
+    """Batch generation over a data file."""
+    from tuneforge.evaluate.run import generate_file
+
+    written = generate_file(model, data, out, max_tokens, temperature, batch_size)
+    console.print(f"wrote {written} generations to {out}")
+
+
+@app.command("export")
+def export(
+    run: Annotated[str, typer.Argument(help="Run id or tuned model name.")],
+    merged: Annotated[Path, typer.Option("--merged", help="Directory for merged full weights that plain transformers loads.")],
+):
+    """Write a run's model as merged full weights (adapter folded into the base) with its tokenizer."""
+    from tuneforge.serve.engine import export_merged
+
+    export_merged(run, merged)
+    console.print(f"merged weights written to {merged} (load with AutoModelForCausalLM.from_pretrained)")
