@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from tuneforge import __version__
-from tuneforge.cli import data, evaluate, models, train, use  # noqa: F401  (registers the commands)
+from tuneforge.cli import data, evaluate, models, serve, train, use  # noqa: F401  (registers the commands)
 from tuneforge.cli.common import app, console, err_console
 from tuneforge.errors import TuneforgeError
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, select
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from tuneforge.settings import tuneforge_home
@@ -105,6 +105,11 @@ def database_url() -> str:
 @lru_cache(maxsize=4)
 def _sessionmaker(url: str) -> sessionmaker:
     engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    if url.startswith("sqlite"):
+        # The server and the worker are two processes on one file: WAL lets readers go on while one writes.
+        event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
+    from tuneforge.registry import access, jobs  # noqa: F401  (their tables join Base before create_all)
+
     Base.metadata.create_all(engine)
     return sessionmaker(engine, expire_on_commit=False)
 

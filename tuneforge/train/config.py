@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tuneforge.errors import UsageError
 from tuneforge.train.estimate import auto_epochs, bf16_is_fast
@@ -70,18 +70,28 @@ class TrainConfig(BaseModel):
             raise ValueError("name at least one module, or all-linear")
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self):
-        for name in ("n_epochs", "batch_size"):
-            value = getattr(self, name)
-            if value != "auto" and value < 1:
-                raise ValueError(f"{name} must be at least 1 or auto")
-        multiplier = self.learning_rate_multiplier
-        if multiplier != "auto" and not 0 < multiplier <= 100:
+    # Field validators (not one model validator) so an error names its field: the CLI, YAML and the
+    # jobs API (`param`) all point at the exact option.
+    @field_validator("n_epochs", "batch_size")
+    @classmethod
+    def _at_least_one(cls, value, info):
+        if value != "auto" and value < 1:
+            raise ValueError(f"{info.field_name} must be at least 1 or auto")
+        return value
+
+    @field_validator("learning_rate_multiplier")
+    @classmethod
+    def _multiplier(cls, value):
+        if value != "auto" and not 0 < value <= 100:
             raise ValueError("learning_rate_multiplier must be in (0, 100] or auto")
-        if self.max_seq_length != "auto" and self.max_seq_length < 16:
+        return value
+
+    @field_validator("max_seq_length")
+    @classmethod
+    def _sequence(cls, value):
+        if value != "auto" and value < 16:
             raise ValueError("max_seq_length must be at least 16 tokens or auto")
-        return self
+        return value
 
     # ------------------------------------------------------------------------------ resolution
     def resolve(self, n_train_examples: int, context_length: int | None) -> "ResolvedConfig":

@@ -80,6 +80,11 @@ def display_name(model: str) -> str:
     return Path(model).name if Path(model).expanduser().is_dir() else model
 
 
+def tuned_model_name(base_model: str, org: str, suffix: str | None, run_id: str) -> str:
+    """OpenAI's shape of a tuned model's name: `ft:<base>:<org>:<suffix>:<id>`."""
+    return f"ft:{display_name(base_model)}:{org}:{suffix or ''}:{run_id}"
+
+
 def new_run_id() -> str:
     return f"run-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
@@ -266,7 +271,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
                                   fix=f"Resume with: tuneforge train --resume {run_id}")
     if resolved.early_stopping_patience and state.best_step is not None and state.best_step != state.step:
         artifacts.load_weights(model, checkpoints_dir / f"step-{state.best_step}", resolved.method)
-    model_name = f"ft:{display_name(resolved.model)}:{org}:{resolved.suffix or ''}:{run_id}"
+    model_name = tuned_model_name(resolved.model, org, resolved.suffix, run_id)
     final = {"step": state.step, "trained_tokens": int(state.trained_tokens), "wall_seconds": round(wall, 1),
              "best_step": state.best_step, "stopped_early": stopped_early, **last_evaluation}
     artifacts.write_run(run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file)

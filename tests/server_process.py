@@ -1,0 +1,91 @@
+"""A real `tuneforge serve` on loopback, in its own process group, for the server's integration tests."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import openai
+from helpers import chat
+
+
+LABELS = ["billing", "bug"]
+TINY_LORA = {"lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head", "precision": "fp32"}
+
+
+def tickets(n: int) -> list[dict]:
+    return [chat(f"Ticket {i}: my {'invoice' if i % 2 else 'screen'} problem", LABELS[i % 2]) for i in range(n)]
+
+
+def wait_for(client: openai.OpenAI, job_id: str, statuses: tuple[str, ...], timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.5)
+    raise TimeoutError(f"{job_id} still {job.status} after {timeout} s")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, home: Path, *args: str):
+        self.home, self.args = home, args
+        self.port = free_port()
+        self.env = {**os.environ, "TUNEFORGE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+        self.log = home / f"server-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 90) -> "ServerProcess":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tuneforge", "serve", "--port", str(self.port), *self.args],
+            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"{self.base_url}/models", timeout=2)
+                return self
+            except urllib.error.HTTPError:  # 401 without a key: up and answering
+                return self
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"server did not start in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def cli(self, *args: str) -> str:
+        """Run a `tuneforge` command against the same home; its standard output."""
+        done = subprocess.run([sys.executable, "-m", "tuneforge", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def new_key(self, project: str) -> str:
+        return self.cli("keys", "create", "--project", project).strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """kill -9 the server and everything it started (its worker)."""
+        if self.process:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)

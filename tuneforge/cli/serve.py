@@ -1,0 +1,97 @@
+"""Stage 4 from the command line: `tuneforge serve`, `worker`, `keys ...` and `feedback export`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuneforge.cli.common import app, console
+
+keys_app = typer.Typer(help="API keys: each belongs to a project and sees only that project's files, jobs and models.",
+                       no_args_is_help=True)
+feedback_app = typer.Typer(help="User feedback on served completions, turned into training data.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(feedback_app, name="feedback")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without an API key (local use only): all belong to the default project.")] = False,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a worker; run `tuneforge worker` yourself.")] = False,
+    max_file_mb: Annotated[int, typer.Option(help="Largest file upload accepted, in MB.")] = 512,
+    max_cached_models: Annotated[int, typer.Option(help="Models (tuned adapters or full models) kept loaded at once.")] = 4,
+):
+    """An OpenAI-compatible API: files, fine-tuning jobs, models, chat and text completions."""
+    import uvicorn
+
+    from tuneforge.serve.app import ServerOptions, create_app
+
+    options = ServerOptions(auth=not no_auth, start_worker=not no_worker, max_file_bytes=max_file_mb * 1024 * 1024,
+                            max_cached_models=max_cached_models)
+    console.print(f"Tuneforge API on http://{host}:{port}/v1 ({'no auth' if no_auth else 'API keys required'}"
+                  f"{', worker started' if not no_worker else ''})")
+    uvicorn.run(create_app(options), host=host, port=port, log_level="warning")
+
+
+@app.command("worker")
+def worker(
+    poll_seconds: Annotated[float, typer.Option(help="Seconds between looks at the queue when idle.")] = 1.0,
+    once: Annotated[bool, typer.Option("--once", help="Carry out what is queued, then exit.")] = False,
+):
+    """Carry out queued fine-tuning jobs, one at a time (`tuneforge serve` starts one for you)."""
+    from tuneforge.registry.worker import run_worker
+
+    run_worker(poll_seconds, once)
+
+
+@keys_app.command("create")
+def keys_create(project: Annotated[str, typer.Option("--project", help="The project the key belongs to.")]):
+    """Create an API key; it is printed once and stored only as a hash."""
+    from tuneforge.registry import access
+
+    key = access.create_key(project)
+    console.print(f"API key for project [bold]{project}[/bold] (shown once, keep it secret):")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list():
+    """Keys by prefix, project and state."""
+    from rich.table import Table
+
+    from tuneforge.registry import access
+
+    table = Table(title="API keys")
+    for column in ("prefix", "project", "created", "state"):
+        table.add_column(column)
+    for key in access.list_keys():
+        table.add_row(key.prefix + "…", key.project, key.created_at.isoformat(timespec="seconds"),
+                      "revoked" if key.revoked_at else "active")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix, as `tuneforge keys list` shows it.")]):
+    """Revoke a key: requests with it get 401 from then on."""
+    from tuneforge.errors import UsageError
+    from tuneforge.registry import access
+
+    if not access.revoke_key(prefix.rstrip("…")):
+        raise UsageError(f"no active key with prefix '{prefix}'", fix="See `tuneforge keys list`.")
+    console.print(f"revoked {prefix}")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
+    format: Annotated[str, typer.Option("--format", help="sft: good or corrected answers as chat examples; dpo: corrections preferred over the model's answers.")] = "sft",
+    project: Annotated[str | None, typer.Option(help="Only this project's feedback.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only feedback on this model's completions.")] = None,
+):
+    """Write feedback on served completions as training data."""
+    from tuneforge.serve.retrain import export_feedback
+
+    written = export_feedback(out, format, project, model)
+    console.print(f"wrote {written} {format.upper()} examples to {out}")

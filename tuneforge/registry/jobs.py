@@ -1,0 +1,217 @@
+"""Files, fine-tuning jobs and their events: what the server queues and the worker carries out.
+
+The rows mirror OpenAI's objects (`file-…`, `ftjob-…`, `ftevent-…`) so the routes only render them.
+Every row belongs to a project; a lookup with another project's name finds nothing (the server then
+answers 404, as if the object did not exist). Lists are newest first and page with `after` = the id
+of the last object seen; an integer `seq` column keeps that order stable within one second.
+"""
+
+import secrets
+import string
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, select, update
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tuneforge.registry.store import Base, now, session
+from tuneforge.settings import tuneforge_home
+
+ALPHABET = string.ascii_letters + string.digits
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def new_id(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(ALPHABET) for _ in range(24))
+
+
+def unix(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment else None
+
+
+class StoredFile(Base):
+    __tablename__ = "files"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    filename: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="uploaded")  # uploaded | processed | error
+    status_details: Mapped[str | None] = mapped_column(Text)
+    report: Mapped[dict | None] = mapped_column(JSON)  # the data check's findings and statistics
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True, index=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str] = mapped_column(Text)
+    training_file: Mapped[str] = mapped_column(String(40))
+    validation_file: Mapped[str | None] = mapped_column(String(40))
+    suffix: Mapped[str | None] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    method: Mapped[dict] = mapped_column(JSON)  # OpenAI's {"type": ..., "<type>": {"hyperparameters": ...}}
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)  # our TrainConfig fields beyond OpenAI's
+    meta: Mapped[dict | None] = mapped_column("metadata", JSON)
+    status: Mapped[str] = mapped_column(String(20), default="validating_files", index=True)
+    error: Mapped[dict | None] = mapped_column(JSON)
+    resolved: Mapped[dict | None] = mapped_column(JSON)  # hyperparameters with "auto" filled in
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    fine_tuned_model: Mapped[str | None] = mapped_column(Text)
+    trained_tokens: Mapped[int | None] = mapped_column(Integer)
+    result_files: Mapped[list] = mapped_column(JSON, default=list)
+    estimated_finish: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker_pid: Mapped[int | None] = mapped_column(Integer)
+    resume: Mapped[bool] = mapped_column(Boolean, default=False)  # continue run_id from its newest checkpoint
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    level: Mapped[str] = mapped_column(String(8), default="info")
+    type: Mapped[str] = mapped_column(String(16), default="message")  # message | metrics
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+def files_dir() -> Path:
+    path = tuneforge_home() / "files"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _page(db, model, query, after: str | None, limit: int, newest_first: bool = True):
+    """One page of `query` after the object with id `after`: (rows, has_more)."""
+    order = model.seq.desc() if newest_first else model.seq.asc()
+    if after:
+        anchor = db.scalar(select(model.seq).where(model.id == after))
+        if anchor is not None:
+            query = query.where(model.seq < anchor if newest_first else model.seq > anchor)
+    rows = list(db.scalars(query.order_by(order).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+# ------------------------------------------------------------------------------------- files
+def create_file(project: str, filename: str, purpose: str, path: Path, size: int, sha256: str, file_id: str) -> StoredFile:
+    with session() as db, db.begin():
+        row = StoredFile(id=file_id, project=project, filename=filename, purpose=purpose, bytes=size,
+                         path=str(path), sha256=sha256)
+        db.add(row)
+    return row
+
+
+def get_file(project: str | None, file_id: str) -> StoredFile | None:
+    with session() as db:
+        row = db.scalar(select(StoredFile).where(StoredFile.id == file_id))
+        return row if row is not None and (project is None or row.project == project) else None
+
+
+def list_files(project: str, purpose: str | None, after: str | None, limit: int, newest_first: bool):
+    with session() as db:
+        query = select(StoredFile).where(StoredFile.project == project)
+        if purpose:
+            query = query.where(StoredFile.purpose == purpose)
+        return _page(db, StoredFile, query, after, limit, newest_first)
+
+
+def set_file_status(file_id: str, status: str, details: str | None = None, report: dict | None = None) -> None:
+    with session() as db, db.begin():
+        row = db.scalar(select(StoredFile).where(StoredFile.id == file_id))
+        row.status, row.status_details, row.report = status, details, report
+
+
+def delete_file(project: str, file_id: str) -> bool:
+    with session() as db, db.begin():
+        row = db.scalar(select(StoredFile).where(StoredFile.id == file_id, StoredFile.project == project))
+        if row is None:
+            return False
+        Path(row.path).unlink(missing_ok=True)
+        db.delete(row)
+    return True
+
+
+# -------------------------------------------------------------------------------------- jobs
+def create_job(project: str, **fields) -> Job:
+    with session() as db, db.begin():
+        job = Job(id=new_id("ftjob-"), project=project, **fields)
+        db.add(job)
+        db.flush()
+        db.add(JobEvent(id=new_id("ftevent-"), job_id=job.id, message=f"Created fine-tuning job: {job.id}"))
+    return job
+
+
+def get_job(project: str | None, job_id: str) -> Job | None:
+    with session() as db:
+        job = db.scalar(select(Job).where(Job.id == job_id))
+        return job if job is not None and (project is None or job.project == project) else None
+
+
+def list_jobs(project: str, after: str | None, limit: int, metadata: dict[str, str] | None = None):
+    with session() as db:
+        query = select(Job).where(Job.project == project)
+        if not metadata:
+            return _page(db, Job, query, after, limit)
+        # JSON filtering differs between SQLite and PostgreSQL; a project's jobs are few enough to filter here.
+        rows = [job for job in db.scalars(query.order_by(Job.seq.desc()))
+                if all((job.meta or {}).get(key) == value for key, value in metadata.items())]
+        if after:
+            ids = [job.id for job in rows]
+            rows = rows[ids.index(after) + 1:] if after in ids else rows
+        return rows[:limit], len(rows) > limit
+
+
+def update_job(job_id: str, **values) -> Job:
+    with session() as db, db.begin():
+        job = db.scalar(select(Job).where(Job.id == job_id))
+        for key, value in values.items():
+            setattr(job, key, value)
+        if values.get("status") in TERMINAL and job.finished_at is None:
+            job.finished_at = now()
+    return job
+
+
+def transition(job_id: str, allowed_from: tuple[str, ...], status: str, **values) -> Job | None:
+    """Move a job to `status` only if it is in one of `allowed_from`: one UPDATE ... WHERE, so the
+    server's cancel and the worker's progress never overwrite each other. None when it was not."""
+    if status in TERMINAL:
+        values["finished_at"] = now()
+    with session() as db, db.begin():
+        changed = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(allowed_from))
+                             .values(status=status, **values)).rowcount
+    return get_job(None, job_id) if changed else None
+
+
+def next_job(statuses: tuple[str, ...]) -> Job | None:
+    """The oldest job in one of `statuses` (the worker's queue is first in, first out)."""
+    with session() as db:
+        return db.scalar(select(Job).where(Job.status.in_(statuses)).order_by(Job.seq.asc()).limit(1))
+
+
+def jobs_with_status(status: str) -> list[Job]:
+    with session() as db:
+        return list(db.scalars(select(Job).where(Job.status == status).order_by(Job.seq.asc())))
+
+
+def add_event(job_id: str, message: str, level: str = "info", type: str = "message", data: dict | None = None) -> None:
+    with session() as db, db.begin():
+        db.add(JobEvent(id=new_id("ftevent-"), job_id=job_id, message=message, level=level, type=type, data=data))
+
+
+def list_events(job_id: str, after: str | None, limit: int):
+    with session() as db:
+        return _page(db, JobEvent, select(JobEvent).where(JobEvent.job_id == job_id), after, limit)
+
+
+def job_for_run(run_id: str) -> Job | None:
+    with session() as db:
+        return db.scalar(select(Job).where(Job.run_id == run_id))

@@ -1,0 +1,206 @@
+"""The worker: carries out queued fine-tuning jobs, one at a time, in its own process.
+
+Run: `tuneforge worker` (`tuneforge serve` starts one and restarts it if it dies).
+
+The server only writes rows; the worker polls the registry for them:
+  validating_files -> (data check of the training/validation files) -> queued | failed
+  queued           -> running -> succeeded | failed, or stopped by the server's cancelled | paused
+A job found `running` when a worker starts was cut off (a crash, kill -9, power loss): it is queued
+again and continues from its run's newest complete checkpoint. A file lock keeps a second worker
+on the same home from starting.
+"""
+
+import ctypes
+import fcntl
+import gc
+import logging
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from tuneforge.errors import TuneforgeError
+from tuneforge.registry import jobs, store
+from tuneforge.registry.jobs import Job
+from tuneforge.settings import tuneforge_home
+from tuneforge.train.inputs import TrainingDataError
+from tuneforge.train.sft import Reporter, TrainingInterrupted
+
+log = logging.getLogger("tuneforge.worker")
+STOP_STATUSES = ("cancelled", "paused")
+
+
+class WorkerBusy(TuneforgeError):
+    pass
+
+
+class JobReporter(Reporter):
+    """The recipe's progress as job events; the job's status, set by the server, as the stop signal."""
+
+    def __init__(self, job: Job):
+        self.job_id = job.id
+        self.total_steps = 0
+        self.began = time.monotonic()
+        self.first_step = 0
+        self._checked_at = 0.0
+        self._stop = False
+
+    def start(self, run_id, config, total_steps, first_step):
+        self.total_steps, self.first_step, self.began = total_steps, first_step, time.monotonic()
+        hyperparameters = {"n_epochs": config.n_epochs, "batch_size": config.batch_size,
+                           "learning_rate_multiplier": config.learning_rate_multiplier}
+        jobs.update_job(self.job_id, resolved=hyperparameters)
+        message = f"Resumed from step {first_step}" if first_step else "Fine-tuning job started"
+        jobs.add_event(self.job_id, f"{message} ({total_steps} steps, run {run_id})")
+
+    def step(self, row):
+        done = row["step"] - self.first_step
+        remaining = (time.monotonic() - self.began) / max(done, 1) * (self.total_steps - row["step"])
+        jobs.update_job(self.job_id, trained_tokens=row["trained_tokens"],
+                        estimated_finish=store.now() + timedelta(seconds=remaining))
+        jobs.add_event(self.job_id, f"Step {row['step']}/{self.total_steps}: training loss={row['train_loss']:.4f}",
+                       type="metrics", data={"step": row["step"], "total_steps": self.total_steps,
+                                             "train_loss": row["train_loss"], "train_mean_token_accuracy": row["train_accuracy"],
+                                             "learning_rate": row["learning_rate"], "tokens_per_second": row["tokens_per_second"]})
+
+    def evaluation(self, row):
+        jobs.add_event(self.job_id, f"Step {row['step']}: validation loss={row['valid_loss']:.4f}", type="metrics",
+                       data={"step": row["step"], "valid_loss": row["valid_loss"],
+                             "valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
+                             "full_valid_loss": row["valid_loss"], "full_valid_mean_token_accuracy": row["valid_mean_token_accuracy"]})
+
+    def checkpoint(self, step, path):
+        jobs.add_event(self.job_id, f"Checkpoint created at step {step}")
+
+    def should_stop(self):
+        # One registry read a second at most: a step is much longer than that, cancel stays prompt.
+        if not self._stop and time.monotonic() - self._checked_at >= 1.0:
+            self._checked_at = time.monotonic()
+            self._stop = jobs.get_job(None, self.job_id).status in STOP_STATUSES
+        return self._stop
+
+
+# ------------------------------------------------------------------------------------ stages
+def validate_files(job: Job) -> None:
+    """The data stage's check of the job's files, with the job's base model's tokenizer."""
+    from tuneforge.data.checks import check_with_model
+
+    for param in ("training_file", "validation_file"):
+        file_id = getattr(job, param)
+        if file_id is None:
+            continue
+        stored = jobs.get_file(job.project, file_id)
+        if stored is None:
+            return _fail(job, "invalid_file", f"{param} {file_id} no longer exists", param)
+        report = check_with_model(Path(stored.path), job.model)
+        if not report.ok:
+            first = next(f for f in report.findings.findings() if f.severity == "error")
+            where = f"line {first.line}" + (f", field {first.field}" if first.field else "")
+            message = (f"{param} {file_id} ({stored.filename}) has {report.findings.errors} error(s); first: {where}: "
+                       f"{first.message}" + (f" Fix: {first.fix}" if first.fix else ""))
+            return _fail(job, "invalid_training_file" if param == "training_file" else "invalid_validation_file", message, param)
+    if jobs.transition(job.id, ("validating_files",), "queued"):
+        jobs.add_event(job.id, "Files validated; job queued")
+
+
+def train_config(job: Job):
+    from tuneforge.train.config import TrainConfig
+
+    hyperparameters = job.method.get(job.method["type"], {}).get("hyperparameters") or {}
+    validation = jobs.get_file(job.project, job.validation_file) if job.validation_file else None
+    return TrainConfig(model=job.model, data=Path(jobs.get_file(job.project, job.training_file).path),
+                       validation_data=Path(validation.path) if validation else None, suffix=job.suffix, seed=job.seed,
+                       **{k: v for k, v in hyperparameters.items() if v is not None}, **(job.extra or {}))
+
+
+def run_job(job: Job) -> None:
+    from tuneforge.train.loop import newest_complete_checkpoint
+    from tuneforge.train.sft import new_run_id, train_sft
+
+    resume = bool(job.resume and job.run_id and store.get_run(job.run_id)
+                  and newest_complete_checkpoint(Path(store.get_run(job.run_id).run_dir) / "checkpoints"))
+    if job.run_id and not resume and store.get_run(job.run_id):
+        store.delete_run(job.run_id)  # cut off before its first checkpoint: start over
+    run_id = job.run_id if resume else new_run_id()
+    job = jobs.transition(job.id, ("queued",), "running", run_id=run_id, worker_pid=os.getpid(), resume=False)
+    if job is None:
+        return  # cancelled between the queue read and now
+    try:
+        result = train_sft(train_config(job), JobReporter(job), run_id=run_id, resume=resume, org=job.project)
+    except TrainingInterrupted:
+        status = jobs.get_job(None, job.id).status
+        if status == "paused":
+            jobs.update_job(job.id, resume=True)
+            jobs.add_event(job.id, "Job paused; resume continues from the saved checkpoint")
+        elif status == "cancelled":
+            jobs.add_event(job.id, "Job cancelled", level="warn")
+        elif jobs.transition(job.id, ("running",), "queued", resume=True, worker_pid=None):  # SIGTERM: the server is stopping
+            jobs.add_event(job.id, "The worker stopped; the job continues from its checkpoint when a worker starts", level="warn")
+        return
+    except TrainingDataError as error:  # what the upload check cannot see, e.g. a reply longer than the context
+        return _fail(job, error.code, error.message + (f" Fix: {error.fix}" if error.fix else ""), "training_file")
+    except TuneforgeError as error:
+        return _fail(job, "invalid_request", error.message + (f" Fix: {error.fix}" if error.fix else ""), None)
+    except Exception as error:  # a bug of ours: the job fails with the reason rather than the worker dying
+        log.exception("job %s failed", job.id)
+        return _fail(job, "internal_error", f"{type(error).__name__}: {error}", None)
+    results = _store_results_file(job, result.run_dir / "metrics.csv")
+    if jobs.transition(job.id, ("running",), "succeeded", fine_tuned_model=result.model_name,
+                       trained_tokens=result.metrics["trained_tokens"], result_files=[results], estimated_finish=None):
+        jobs.add_event(job.id, f"New fine-tuned model created: {result.model_name}")
+        jobs.add_event(job.id, "The job has successfully completed")
+
+
+def _store_results_file(job: Job, metrics_csv: Path) -> str:
+    """The metrics CSV as a `fine-tune-results` file the client can download."""
+    import hashlib
+
+    file_id = jobs.new_id("file-")
+    target = jobs.files_dir() / f"{file_id}.csv"
+    data = metrics_csv.read_bytes()
+    target.write_bytes(data)
+    jobs.create_file(job.project, "step_metrics.csv", "fine-tune-results", target, len(data), hashlib.sha256(data).hexdigest(), file_id)
+    jobs.set_file_status(file_id, "processed")
+    return file_id
+
+
+def _fail(job: Job, code: str, message: str, param: str | None) -> None:
+    if jobs.transition(job.id, ("validating_files", "queued", "running"), "failed",
+                       error={"code": code, "message": message, "param": param}, estimated_finish=None):
+        jobs.add_event(job.id, f"Job failed: {message}", level="error")
+
+
+# ------------------------------------------------------------------------------------ the loop
+def recover_interrupted_jobs() -> None:
+    """Jobs left `running` by a worker that died: queue them again, to resume from a checkpoint."""
+    for job in jobs.jobs_with_status("running"):
+        jobs.transition(job.id, ("running",), "queued", resume=True, worker_pid=None)
+        jobs.add_event(job.id, "The worker restarted; the job continues from its newest checkpoint", level="warn")
+
+
+def _release_memory() -> None:
+    gc.collect()
+    try:  # glibc keeps freed arenas mapped; hand them back so an idle worker is small again
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def run_worker(poll_seconds: float = 1.0, once: bool = False) -> None:
+    lock = open(tuneforge_home() / "worker.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise WorkerBusy(f"another worker is running on {tuneforge_home()}") from None
+    recover_interrupted_jobs()
+    log.info("worker %s ready (home %s)", os.getpid(), tuneforge_home())
+    while True:
+        job = jobs.next_job(("validating_files", "queued"))
+        if job is not None:
+            log.info("job %s: %s", job.id, job.status)
+            validate_files(job) if job.status == "validating_files" else run_job(job)
+            _release_memory()
+            continue
+        if once:
+            return
+        time.sleep(poll_seconds)
