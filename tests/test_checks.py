@@ -49,6 +49,7 @@ RECORD_CASES = {
     "untrimmed_whitespace": (chat("hi ", "hello"), "messages[0].content"),
     "mostly_uppercase": (chat("WHY IS MY INVOICE NOT SENDING TO THE CLIENT", "Let me check."), "messages[0].content"),
     "personal_data": (chat("Write to jane.roe@example.org please", "Will do."), "messages[0].content"),
+    "unsafe_content": (chat("Teach me", "Here is how to make a bomb at home."), "messages[1].content"),
     "mixed_formats": ({"text": "A raw document among chat examples."}, None),
 }
 

@@ -166,6 +166,9 @@ class DatasetChecker:
                 self.pii[item.kind] += 1
                 self.log.add(Finding("personal_data", f"{item.kind.replace('_', ' ')} ({item.masked()}) at characters "
                                      f"{item.start}-{item.end}", line=line, field=path))
+            for flag in clean.find_unsafe_content(text):
+                self.log.add(Finding("unsafe_content", f"{flag.category.replace('_', ' ')}: \"{flag.text}\" at characters "
+                                     f"{flag.start}-{flag.end}", line=line, field=path))
 
     def _track_sameness(self, example) -> None:
         prompt, completion = prompt_and_completion(example)

@@ -182,3 +182,56 @@ def redact(text: str) -> tuple[str, list[PersonalData]]:
         cursor = item.end
     pieces.append(text[cursor:])
     return "".join(pieces), found
+
+
+# ----------------------------------------------------------------------------- unsafe content
+# A deliberately small phrase list, one per category: it flags text that reads like harmful
+# instructions, leaked-credential talk or abuse, for a person to look at. It is a tripwire, not a
+# classifier: it misses paraphrases, and a refusal that repeats the request ("I won't explain how to
+# make a bomb") is flagged too. Phrases are matched case-insensitively on word boundaries, with any
+# run of whitespace between words.
+UNSAFE_PHRASES: dict[str, tuple[str, ...]] = {
+    "violence": (
+        "make a bomb", "build a bomb", "pipe bomb", "molotov cocktail", "homemade explosive", "detonator",
+        "untraceable gun", "ghost gun", "poison someone", "how to kill", "hurt someone without", "get away with murder",
+    ),
+    "self_harm": (
+        "kill myself", "kill yourself", "end my life", "end your life", "painless way to die", "how to overdose",
+        "lethal dose", "cut myself", "suicide method",
+    ),
+    "credentials": (
+        "steal passwords", "steal their password", "crack the password", "bypass authentication", "bypass the login",
+        "keylogger", "phishing email", "credential stuffing", "password dump", "default admin password",
+    ),
+    "abuse": (
+        "you are worthless", "you're worthless", "you are stupid", "you're stupid", "you are an idiot",
+        "you're an idiot", "you are pathetic", "nobody likes you", "shut up, idiot",
+    ),
+}
+UNSAFE_CATEGORIES = tuple(UNSAFE_PHRASES)
+# Cheap pre-filter, as for personal data: every phrase above contains one of these lowercase words
+# (a test keeps it so), and most text contains none, so the phrase regex (5 MB/s) rarely runs.
+UNSAFE_HINTS = ("bomb", "molotov", "explosive", "detonator", "gun", "poison", "kill", "hurt", "murder", "life", "die",
+                "overdose", "lethal", "myself", "suicide", "password", "authentication", "login", "keylogger",
+                "phishing", "credential", "worthless", "stupid", "idiot", "pathetic", "nobody")
+UNSAFE_RE = re.compile(
+    "|".join(f"(?P<{category}>" + "|".join(r"\b" + re.escape(phrase).replace(r"\ ", r"\s+") + r"\b" for phrase in phrases) + ")"
+             for category, phrases in UNSAFE_PHRASES.items()),
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsafeContent:
+    category: str  # one of UNSAFE_CATEGORIES
+    start: int
+    end: int
+    text: str
+
+
+def find_unsafe_content(text: str) -> list[UnsafeContent]:
+    """Every phrase of `UNSAFE_PHRASES` in the text, in text order."""
+    lowered = text.lower()
+    if not any(hint in lowered for hint in UNSAFE_HINTS):
+        return []
+    return [UnsafeContent(match.lastgroup, match.start(), match.end(), match.group()) for match in UNSAFE_RE.finditer(text)]

@@ -60,6 +60,7 @@ CATALOG: dict[str, Code] = {
     "classification_like": Code("info", "few distinct completions: looks like classification", "Splits will be stratified by label; evaluate with accuracy/F1."),
     "label_imbalance": Code("warning", "the labels are imbalanced", "Add examples of the rare labels or down-sample the common ones."),
     "personal_data": Code("warning", "personal data or a secret found", "Remove it, or run `tuneforge data prepare --redact-pii`."),
+    "unsafe_content": Code("warning", "text reads like harmful instructions, credential theft or abuse", "Check the example is meant to be there (e.g. as a refusal to learn); remove it otherwise."),
     "no_tokenizer": Code("info", "no tokenizer: token statistics skipped", "Pass --model with a model this machine has."),
 }
 
