@@ -63,3 +63,16 @@ def test_unknown_paths_and_bad_bodies_answer_in_openai_shape(client):
     with pytest.raises(openai.BadRequestError) as invalid:
         client.chat.completions.create(model="smollm2-135m-instruct", messages=[], max_tokens=2)
     assert invalid.value.body["param"] == "messages"
+
+
+def test_no_auth_mode_serves_the_default_project_without_a_key(tmp_path):
+    server = ServerProcess(tmp_path, "--no-auth", "--no-worker").start()
+    try:
+        anyone = openai.OpenAI(base_url=server.base_url, api_key="anything", max_retries=0)
+        uploaded = anyone.files.create(file=("a.jsonl", b'{"text": "hello"}\n'), purpose="fine-tune")
+        assert [f.id for f in anyone.files.list()] == [uploaded.id]
+        assert "smollm2-135m-instruct" in [m.id for m in anyone.models.list()]
+        server.cli("keys", "create", "--project", "other")  # keys exist, yet --no-auth ignores them
+        assert anyone.files.retrieve(uploaded.id).id == uploaded.id
+    finally:
+        server.stop()
