@@ -28,3 +28,15 @@ def write_jsonl(path: Path, records: list) -> Path:
             else:
                 out.write(json.dumps(record, ensure_ascii=False).encode() + b"\n")
     return path
+
+
+def reseeded_model(model_dir: Path, seed: int, target: Path) -> Path:
+    """The same architecture and tokenizer as `model_dir`, freshly initialised with another seed:
+    a second model whose answers and losses differ from the first's."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).save_pretrained(target)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(target)
+    return target

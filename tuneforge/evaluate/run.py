@@ -19,6 +19,8 @@ from tuneforge.data.examples import Conversation, Message
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import UsageError
 from tuneforge.evaluate import metrics
+from tuneforge.evaluate.probes import DEFAULT_MAX_NEW_TOKENS as PROBE_MAX_NEW_TOKENS
+from tuneforge.evaluate.probes import load_probe_sets, markdown_section, probe_model, summarize
 from tuneforge.train.inputs import load_examples_and_report
 
 PER_EXAMPLE = {
@@ -93,12 +95,13 @@ def task_kind(references: list[str], classification_like: bool) -> str:
     return "text"
 
 
-def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int) -> dict:
-    """Generate, score and measure the loss of one model on every case."""
+def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int,
+                engine=None) -> dict:
+    """Generate, score and measure the loss of one model on every case (with `engine`, already loaded)."""
     from tuneforge.serve.engine import Engine
     from tuneforge.train.loop import collate, evaluate
 
-    engine = Engine(name)
+    engine = engine or Engine(name)
     generations, seconds = [], 0.0
     for start in range(0, len(cases), batch_size):
         chunk = cases[start:start + batch_size]
@@ -127,8 +130,23 @@ def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_t
     }
 
 
+def _score_side(name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int,
+                probe_sets, probe_max_new_tokens: int) -> tuple[dict, dict | None]:
+    """One model, loaded once: its scores on the cases and, with `probe_sets`, its probe results.
+    The engine dies with this call, so the next model never shares memory with it."""
+    from tuneforge.serve.engine import Engine
+
+    engine = Engine(name)
+    scored = score_model(name, cases, metric_names, max_new_tokens, batch_size, engine)
+    if probe_sets is None:
+        return scored, None
+    return scored, probe_model(engine, probe_sets, probe_max_new_tokens, batch_size)
+
+
 def run_eval(model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path,
-             max_examples: int | None = None, max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0) -> dict:
+             max_examples: int | None = None, max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0,
+             probes: bool = True) -> dict:
+    """With `probes`, also the built-in forgetting, safety and bias probes (`probes.py`)."""
     cases, classification_like = load_cases_and_labels(data, max_examples)
     references = [c.reference for c in cases]
     kind = task_kind(references, classification_like)
@@ -136,12 +154,19 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
     unknown = [m for m in chosen if m not in PER_EXAMPLE]
     if unknown:
         raise UsageError(f"unknown metric(s) {', '.join(unknown)}", fix=f"Choose from {', '.join(PER_EXAMPLE)}.")
-    sides = {"model": score_model(model, cases, chosen, max_new_tokens, batch_size)}
-    if against:
-        sides["against"] = score_model(against, cases, chosen, max_new_tokens, batch_size)
+    probe_sets = load_probe_sets() if probes else None
+    probe_max_new_tokens = min(max_new_tokens, PROBE_MAX_NEW_TOKENS)  # a short eval stays short
+    sides, probe_sides = {}, {}
+    for side, name in (("model", model), ("against", against)):
+        if name:
+            sides[side], probe_sides[side] = _score_side(name, cases, chosen, max_new_tokens, batch_size, probe_sets,
+                                                         probe_max_new_tokens)
     results = {"model": model, "against": against, "data": str(data.resolve()), "examples": len(cases),
                "task": kind, "metrics": chosen, "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens},
                "scores": {}}
+    if probe_sets is not None:
+        results["probes"] = summarize(probe_sets, probe_sides)
+        results["decoding"]["probe_max_new_tokens"] = probe_max_new_tokens
     for side, scored in sides.items():
         summary = {k: v for k, v in scored.items() if k not in ("generations", "per_example")}
         if kind == "classification":
@@ -179,6 +204,8 @@ def _record(model: str, against: str | None, data: Path, results: dict, out_dir:
                 for side, scores in results["scores"].items()}
     if "comparison" in results:
         headline["comparison"] = results["comparison"]
+    if "probes" in results:
+        headline["probes"] = {name: probe["headline"] for name, probe in results["probes"].items()}
     store.record_evaluation(model, against, run.id if run else None, sha256_file(data), results["task"], headline, out_dir.resolve())
     if run is not None and Path(run.run_dir, "README.md").exists():
         link_evaluation(Path(run.run_dir), out_dir.resolve(), markdown_report(results))
@@ -206,4 +233,6 @@ def markdown_report(results: dict) -> str:
         values = [scores[side]["classification"][name] if name == "macro_f1" else scores[side][name]
                   for side in ("against", "model") if side in scores]
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + (" | | | |" if against else " |"))
+    if "probes" in results:
+        lines += markdown_section(results["probes"])
     return "\n".join(lines) + "\n"
