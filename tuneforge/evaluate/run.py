@@ -19,6 +19,7 @@ from tuneforge.data.examples import Conversation, Message
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import UsageError
 from tuneforge.evaluate import metrics
+from tuneforge.evaluate.compare import write_sheet
 from tuneforge.evaluate.probes import DEFAULT_MAX_NEW_TOKENS as PROBE_MAX_NEW_TOKENS
 from tuneforge.evaluate.probes import load_probe_sets, markdown_section, probe_model, summarize
 from tuneforge.train.inputs import load_examples_and_report
@@ -145,8 +146,9 @@ def _score_side(name: str, cases: list[Case], metric_names: list[str], max_new_t
 
 def run_eval(model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path,
              max_examples: int | None = None, max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0,
-             probes: bool = True) -> dict:
-    """With `probes`, also the built-in forgetting, safety and bias probes (`probes.py`)."""
+             probes: bool = True, sheet: Path | None = None) -> dict:
+    """With `probes`, also the built-in forgetting, safety and bias probes (`probes.py`); with `sheet`,
+    a blinded A/B sheet of the two models' answers for human raters (`compare.py`)."""
     cases, classification_like = load_cases_and_labels(data, max_examples)
     references = [c.reference for c in cases]
     kind = task_kind(references, classification_like)
@@ -154,6 +156,9 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
     unknown = [m for m in chosen if m not in PER_EXAMPLE]
     if unknown:
         raise UsageError(f"unknown metric(s) {', '.join(unknown)}", fix=f"Choose from {', '.join(PER_EXAMPLE)}.")
+    if sheet is not None and not against:
+        raise UsageError("a rating sheet compares two models, and there is no model to compare with",
+                         fix="Name one with --against, or drop --sheet.")
     probe_sets = load_probe_sets() if probes else None
     probe_max_new_tokens = min(max_new_tokens, PROBE_MAX_NEW_TOKENS)  # a short eval stays short
     sides, probe_sides = {}, {}
@@ -187,6 +192,9 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
             for side, scored in sides.items():
                 row[side] = {"answer": scored["generations"][i], **{m: scored["per_example"][m][i] for m in chosen}}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if sheet is not None:
+        write_sheet(sheet, [(f"line-{c.line}", c.prompt, sides["model"]["generations"][i], sides["against"]["generations"][i])
+                            for i, c in enumerate(cases)], model, against, data, out_dir, seed)
     (out_dir / "report.md").write_text(markdown_report(results))
     _record(model, against, data, results, out_dir)
     return results
@@ -198,8 +206,7 @@ def _record(model: str, against: str | None, data: Path, results: dict, out_dir:
     from tuneforge.registry import store
     from tuneforge.train.report import link_evaluation
 
-    tuned = store.find_model(model)
-    run = store.get_run(tuned.run_id if tuned else model)
+    run = store.run_for_model(model)
     headline = {side: {k: scores[k] for k in ("means", "loss", "perplexity", "token_accuracy")}
                 for side, scores in results["scores"].items()}
     if "comparison" in results:

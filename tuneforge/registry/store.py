@@ -98,6 +98,28 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class HumanRating(Base):
+    """One import of a rated blind A/B sheet: how often people preferred the tuned model's answer."""
+
+    __tablename__ = "human_ratings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(Text)  # the tuned model: its wins are the win rate's
+    against: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    data_sha256: Mapped[str] = mapped_column(String(64))
+    eval_dir: Mapped[str] = mapped_column(Text)
+    sheet: Mapped[str] = mapped_column(Text)
+    rated: Mapped[int] = mapped_column(Integer)
+    wins: Mapped[int] = mapped_column(Integer)
+    ties: Mapped[int] = mapped_column(Integer)
+    losses: Mapped[int] = mapped_column(Integer)
+    unrated: Mapped[int] = mapped_column(Integer)
+    win_rate: Mapped[float] = mapped_column(Float)  # ties count half
+    ci_low: Mapped[float] = mapped_column(Float)  # 95 % interval of the win rate
+    ci_high: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
 def database_url() -> str:
     return os.environ.get("TUNEFORGE_DATABASE_URL") or f"sqlite:///{tuneforge_home() / 'registry.db'}"
 
@@ -204,4 +226,26 @@ def list_evaluations(run_id: str | None = None) -> list[Evaluation]:
         query = select(Evaluation).order_by(Evaluation.created_at.desc())
         if run_id is not None:
             query = query.where(Evaluation.run_id == run_id)
+        return list(db.scalars(query))
+
+
+def run_for_model(name: str) -> Run | None:
+    """The run behind a run id or tuned model name; None for a base model."""
+    tuned = find_model(name)
+    return get_run(tuned.run_id if tuned else name)
+
+
+def record_human_ratings(**values) -> int:
+    with session() as db, db.begin():
+        row = HumanRating(**values)
+        db.add(row)
+        db.flush()
+        return row.id
+
+
+def list_human_ratings(model: str | None = None) -> list[HumanRating]:
+    with session() as db:
+        query = select(HumanRating).order_by(HumanRating.created_at.desc(), HumanRating.id.desc())
+        if model is not None:
+            query = query.where(HumanRating.model == model)
         return list(db.scalars(query))
