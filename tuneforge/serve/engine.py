@@ -1,10 +1,17 @@
-"""Inference: turn any model name into a loaded model and generate from chat messages.
+"""Inference: turn any model name into a loaded model; generate from chat messages or raw text.
 
 A MODEL is a base model (catalog name, local dir, hub id), a run id (`run-...`), or a tuned model
 name (`ft:<base>:<org>:<suffix>:<run id>`). A LoRA run loads as base + adapter (peft); a full run
 loads its own weights. The run's saved tokenizer and chat template are used unchanged.
+
+`Engine` generates (batched, streamed, with stop strings) through the decode loop in decode.py;
+`EnginePool` is the server's cache of engines, sharing one base model between LoRA runs.
 """
 
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +21,9 @@ from tuneforge.data.examples import Message
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import ModelNotAvailable, UsageError
 from tuneforge.registry import store
+from tuneforge.serve.adapters import LoadedAdapter, SharedModel
+from tuneforge.serve.decode import BatchDecoder, Sampling
+from tuneforge.serve.text import TextAssembler
 
 
 @dataclass(frozen=True)
@@ -51,11 +61,20 @@ def resolve_spec(name: str) -> ModelSpec:
     return ModelSpec(name, name)
 
 
+def load_tokenizer_for(spec: ModelSpec):
+    """The run's saved tokenizer (and chat template), or the base model's."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.models.catalog import load_tokenizer
+
+    return AutoTokenizer.from_pretrained(spec.tokenizer_source) if spec.tokenizer_source else load_tokenizer(spec.base_model)
+
+
 def load_for_inference(spec: ModelSpec):
     """(model in eval mode, Hugging Face tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from tuneforge.models.catalog import load_model, load_tokenizer
+    from tuneforge.models.catalog import load_model
 
     if spec.weights is not None:
         model = AutoModelForCausalLM.from_pretrained(spec.weights, dtype=torch.float32)
@@ -66,8 +85,7 @@ def load_for_inference(spec: ModelSpec):
 
             # Merged once at load time: no per-token adapter overhead while generating.
             model = PeftModel.from_pretrained(model, spec.adapter).merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_source) if spec.tokenizer_source else load_tokenizer(spec.base_model)
-    return model.eval(), tokenizer
+    return model.eval(), load_tokenizer_for(spec)
 
 
 def export_merged(name: str, directory: Path) -> None:
@@ -89,35 +107,182 @@ class Generation:
 
 
 class Engine:
-    """One loaded model; `generate` answers a batch of conversations with the model's chat template."""
+    """One model to generate from: chat conversations (`generate`, `stream`) or raw text (`complete`).
 
-    def __init__(self, name: str):
-        self.spec = resolve_spec(name)
-        self.model, self.tokenizer = load_for_inference(self.spec)
+    `Engine(name)` loads the model on its own, any adapter merged at load. `EnginePool` builds
+    engines that share one base model and switch adapters on it (`shared`, `adapter`). Calls on
+    engines that share a model take turns on its `lock`; `stream` holds it while it is iterated.
+    """
+
+    def __init__(self, name: str, *, spec: ModelSpec | None = None, shared: SharedModel | None = None,
+                 adapter: LoadedAdapter | None = None, tokenizer=None):
+        self.spec = spec or resolve_spec(name)
+        if shared is None:
+            model, tokenizer = load_for_inference(self.spec)
+            shared = SharedModel(model)
+        self.shared, self.adapter, self.tokenizer = shared, adapter, tokenizer
         self.chat = ChatTokenizer(self.tokenizer)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.stop_ids = self.chat.end_of_turn_ids
+        # The tokenizer may be shared (cached) with the rest of the process: read, never change it.
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.context_length = getattr(self.shared.model.config, "max_position_embeddings", None)
 
-    @torch.inference_mode()
+    @property
+    def model(self):
+        """The model's weights (with this engine's adapter merged only while generating on a shared base)."""
+        return self.shared.model
+
+    @property
+    def lock(self):
+        return self.shared.lock
+
+    # ---------------------------------------------------------------------------------- public
     def generate(self, conversations: list[list[Message]], max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int | None = None) -> list[Generation]:
-        prompts = [self.chat.render_prompt(messages) for messages in conversations]
-        # Left padding: generation continues every row from its last real token. Per call, because a
-        # base model's tokenizer object is shared (cached) with the rest of the process.
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-        if seed is not None:
-            torch.manual_seed(seed)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-        stop_ids = sorted(self.chat.end_of_turn_ids)
-        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
-                                     pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        results = []
-        prompt_width = inputs["input_ids"].shape[1]
-        for row, mask in zip(output, inputs["attention_mask"]):
-            new = row[prompt_width:].tolist()
-            stopped = next((i for i, token in enumerate(new) if token in self.chat.end_of_turn_ids), None)
-            completion = new[:stopped] if stopped is not None else new
-            results.append(Generation(self.tokenizer.decode(completion, skip_special_tokens=True).strip(),
-                                      int(mask.sum()), len(completion) + (stopped is not None),
-                                      "stop" if stopped is not None else "length"))
-        return results
+                 top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None) -> list[Generation]:
+        """Answer each conversation with the chat template; answers are stripped of surrounding whitespace."""
+        prompts = [self._chat_ids(messages) for messages in conversations]
+        return self._collect(prompts, max_new_tokens, Sampling(temperature, top_p, seed), stop, strip=True)
+
+    def complete(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int | None = None, stop: list[str] | None = None) -> list[Generation]:
+        """Continue each raw text (no chat template); the continuation is returned as decoded."""
+        return self._collect([self._text_ids(p) for p in prompts], max_new_tokens, Sampling(temperature, top_p, seed),
+                             stop, strip=False)
+
+    def stream(self, conversation: list[Message] | str, max_new_tokens: int = 256, temperature: float = 0.0,
+               top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None) -> Iterator[str | Generation]:
+        """Text deltas as they are decoded, then one `Generation` (its text is the deltas joined).
+
+        A `str` is raw text to continue; a message list is a chat. Holds the model's lock until the
+        iterator is exhausted or closed.
+        """
+        chat = not isinstance(conversation, str)
+        ids = self._chat_ids(conversation) if chat else self._text_ids(conversation)
+        sampling = Sampling(temperature, top_p, seed)
+        texts = self._assemblers(1, stop, strip=chat)
+        with self.lock:
+            for _, delta in self._decode([ids], max_new_tokens, sampling, texts):
+                yield delta
+        [generation] = self._generations([ids], texts)
+        yield generation
+
+    # -------------------------------------------------------------------------------- internals
+    def _chat_ids(self, messages: list[Message]) -> list[int]:
+        if not messages:
+            raise UsageError("a conversation needs at least one message")
+        return self.tokenizer(self.chat.render_prompt(messages), add_special_tokens=False)["input_ids"]
+
+    def _text_ids(self, prompt: str) -> list[int]:
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise UsageError("the prompt is empty", fix="Give the model some text to continue.")
+        return ids
+
+    def _assemblers(self, count: int, stop: list[str] | None, strip: bool) -> list[TextAssembler]:
+        if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop)):
+            raise UsageError(f"stop must be a list of non-empty strings, got {stop!r}")
+        return [TextAssembler(self.tokenizer, stop, strip) for _ in range(count)]
+
+    def _collect(self, prompts, max_new_tokens, sampling, stop, strip) -> list[Generation]:
+        texts = self._assemblers(len(prompts), stop, strip)
+        with self.lock:
+            for _ in self._decode(prompts, max_new_tokens, sampling, texts):
+                pass
+        return self._generations(prompts, texts)
+
+    def _decode(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling,
+                texts: list[TextAssembler]) -> Iterator[tuple[int, str]]:
+        """(row, text delta) as tokens are decoded. The caller holds the lock."""
+        if max_new_tokens < 1:
+            raise UsageError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if sampling.temperature < 0 or not 0 < sampling.top_p <= 1:
+            raise UsageError(f"temperature must be >= 0 and top_p in (0, 1], got {sampling.temperature} and {sampling.top_p}")
+        if not prompts:
+            return
+        budgets = [max_new_tokens] * len(prompts)
+        if self.context_length:
+            longest = max(map(len, prompts))
+            if longest >= self.context_length:
+                raise UsageError(f"the prompt has {longest} tokens; the model's context is {self.context_length}",
+                                 fix="Shorten the conversation or the prompt.")
+            budgets = [min(max_new_tokens, self.context_length - len(p)) for p in prompts]
+        self.shared.activate(self.adapter)
+        decoder = BatchDecoder(self.model, prompts, budgets, sampling, self.stop_ids, self.pad_id)
+        for step in decoder:
+            for row, token in step:
+                delta = texts[row].add(token)
+                if texts[row].stopped:
+                    decoder.stop(row)
+                if delta:
+                    yield row, delta
+        for row, text in enumerate(texts):
+            if delta := text.finish():
+                yield row, delta
+
+    def _generations(self, prompts: list[list[int]], texts: list[TextAssembler]) -> list[Generation]:
+        return [Generation(text.released, len(ids), len(text.tokens),
+                           "stop" if text.stopped or (text.tokens and text.tokens[-1] in self.stop_ids) else "length")
+                for ids, text in zip(prompts, texts)]
+
+
+class EnginePool:
+    """Engines for the server, by model name: one shared base model per base, adapters switched on it.
+
+    The `capacity` most recently used models stay loaded (LoRA adapters, full fine-tuned models
+    and base models all count); a base model's weights stay while any cached adapter uses them.
+    Thread-safe: `get` may be called from any thread; generation on one base takes turns on its lock.
+    """
+
+    def __init__(self, capacity: int = 4):
+        if capacity < 1:
+            raise UsageError(f"the engine pool needs room for at least one model, got capacity {capacity}")
+        self.capacity = capacity
+        self._engines: OrderedDict[tuple, Engine] = OrderedDict()  # least recently used first
+        self._keys: dict[str, tuple] = {}  # every name asked for -> its model's key
+        self._bases: weakref.WeakValueDictionary[str, SharedModel] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()  # guards the dictionaries (and loading), never held while generating
+
+    def get(self, name: str) -> Engine:
+        with self._lock:
+            key = self._keys.get(name)
+            if key is None or key not in self._engines:
+                spec = resolve_spec(name)
+                key = ("adapter", str(spec.adapter)) if spec.adapter else ("full", str(spec.weights)) if spec.weights \
+                    else ("base", spec.base_model)
+                self._keys[name] = key
+                if key not in self._engines:
+                    self._engines[key] = self._load(name, spec)
+                    while len(self._engines) > self.capacity:
+                        self._drop(next(iter(self._engines)))
+            self._engines.move_to_end(key)
+            return self._engines[key]
+
+    def forget(self, name: str) -> None:
+        """Drop a model (deleted, or replaced on disk); its next `get` loads it afresh."""
+        with self._lock:
+            key = self._keys.get(name)
+            if key is not None:
+                self._drop(key)
+
+    def loaded(self) -> list[str]:
+        """The cached models' names, least recently used first."""
+        with self._lock:
+            return [engine.spec.name for engine in self._engines.values()]
+
+    def _drop(self, key: tuple) -> None:
+        self._engines.pop(key, None)
+        for name in [n for n, k in self._keys.items() if k == key]:
+            del self._keys[name]
+
+    def _load(self, name: str, spec: ModelSpec) -> Engine:
+        from tuneforge.models.catalog import load_model
+
+        if spec.weights is not None:
+            return Engine(name, spec=spec)
+        adapter = LoadedAdapter.load(spec.adapter) if spec.adapter else None
+        if adapter is not None and not adapter.mergeable_in_place:
+            return Engine(name, spec=spec)  # its own merged copy: the shared base could not be restored after it
+        shared = self._bases.get(spec.base_model)
+        if shared is None:
+            shared = self._bases[spec.base_model] = SharedModel(load_model(spec.base_model))
+        return Engine(name, spec=spec, shared=shared, adapter=adapter, tokenizer=load_tokenizer_for(spec))

@@ -1,0 +1,226 @@
+"""The generation engine on the tiny random model: same greedy tokens as Hugging Face `generate`,
+stop strings, streaming, raw-text completion, seeded sampling, and the server's engine pool."""
+
+import threading
+
+import pytest
+import torch
+
+from tuneforge.data.examples import Message
+from tuneforge.errors import UsageError
+from tuneforge.serve.decode import BatchDecoder, Sampling
+from tuneforge.serve.engine import Engine, EnginePool
+from tuneforge.serve.text import TextAssembler
+
+QUESTIONS = ["Hi", "How do I export my invoices to a spreadsheet every month?", "Refund case 12: what now, and who pays the fee?"]
+
+
+def conversations(questions=QUESTIONS):
+    return [[Message("user", q)] for q in questions]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's matmuls are too small to split over threads; on a busy machine two threads
+    waiting on each other made this file ten times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return Engine(str(tiny_model_dir))
+
+
+def hf_greedy(engine, prompts: list[list[int]], max_new_tokens: int, stop_ids) -> list[list[int]]:
+    """Hugging Face `generate` on left-padded prompts: each row's new tokens up to and with its first stop id."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[engine.pad_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = engine.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                    eos_token_id=sorted(stop_ids), pad_token_id=engine.pad_id)
+    rows = []
+    for row in out[:, width:].tolist():
+        end = next((i + 1 for i, token in enumerate(row) if token in stop_ids), len(row))
+        rows.append(row[:end])
+    return rows
+
+
+def decoded(engine, prompts, max_new_tokens, stop_ids, sampling=Sampling()) -> list[list[int]]:
+    rows = [[] for _ in prompts]
+    for step in BatchDecoder(engine.model, prompts, [max_new_tokens] * len(prompts), sampling, stop_ids, engine.pad_id):
+        for row, token in step:
+            rows[row].append(token)
+    return rows
+
+
+def test_greedy_decoding_matches_hugging_face_generate_with_rows_finishing_early(engine):
+    prompts = [engine._chat_ids(c) for c in conversations()]
+    assert len({len(p) for p in prompts}) == 3  # different lengths: left padding is exercised
+    free = hf_greedy(engine, prompts, 12, frozenset())
+    assert decoded(engine, prompts, 12, frozenset()) == free
+    # Make row 1 stop at its 4th token and row 2 at its 7th: rows leave the batch at different steps.
+    stop_ids = frozenset({free[1][3], free[2][6]})
+    expected = hf_greedy(engine, prompts, 12, stop_ids)
+    assert len({len(row) for row in expected}) > 1
+    assert decoded(engine, prompts, 12, stop_ids) == expected
+
+
+def test_generate_counts_tokens_and_says_why_it_stopped(engine):
+    answers = engine.generate(conversations(), max_new_tokens=6)
+    prompts = [engine._chat_ids(c) for c in conversations()]
+    assert [a.prompt_tokens for a in answers] == [len(p) for p in prompts]
+    hf = hf_greedy(engine, prompts, 6, engine.stop_ids)
+    for answer, tokens in zip(answers, hf):
+        assert answer.completion_tokens == len(tokens)
+        assert answer.finish_reason == ("stop" if tokens[-1] in engine.stop_ids else "length")
+        assert answer.text == engine.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+
+def test_stop_strings_cut_the_text_before_the_stop_string(engine):
+    [full] = engine.generate(conversations()[1:2], max_new_tokens=24)
+    assert full.finish_reason == "length" and len(full.text) > 10
+    stop = full.text[len(full.text) // 2:][:3]
+    [cut] = engine.generate(conversations()[1:2], max_new_tokens=24, stop=["never-in-the-text-\u2603", stop])
+    assert cut.text == full.text[:full.text.find(stop)].rstrip()
+    assert cut.finish_reason == "stop" and cut.completion_tokens < full.completion_tokens
+
+
+def test_streamed_deltas_join_to_the_final_text(engine):
+    [whole] = engine.generate(conversations()[2:], max_new_tokens=20)
+    *deltas, final = list(engine.stream(conversations()[2], max_new_tokens=20))
+    assert all(isinstance(d, str) and d for d in deltas) and len(deltas) > 1
+    assert "".join(deltas) == final.text == whole.text
+    assert (final.prompt_tokens, final.completion_tokens, final.finish_reason) == \
+        (whole.prompt_tokens, whole.completion_tokens, whole.finish_reason)
+
+
+def test_incremental_decoding_releases_whole_characters(smol_tokenizer):
+    text = "naïve café 😀 — 日本語の テキスト,  two  spaces and a tail"
+    ids = smol_tokenizer(text, add_special_tokens=False)["input_ids"]
+    assembler = TextAssembler(smol_tokenizer)
+    deltas = [assembler.add(token) for token in ids] + [assembler.finish()]
+    assert "".join(deltas) == smol_tokenizer.decode(ids) == text
+    assert not any("\ufffd" in d for d in deltas)
+    assert sum(1 for d in deltas if d) < len(ids)  # some tokens were only parts of a character
+
+    stopped = TextAssembler(smol_tokenizer, stop=["日本"], strip=True)
+    released = "".join(stopped.add(token) for token in ids if not stopped.stopped) + stopped.finish()
+    assert stopped.stopped and released == stopped.released == text[:text.index("日本")].strip()
+
+
+def test_complete_continues_raw_text_without_the_chat_template(engine):
+    prompt = "Once upon a time, in a ledger"
+    [completion] = engine.complete([prompt], max_new_tokens=8)
+    ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    [tokens] = hf_greedy(engine, [ids], 8, engine.stop_ids)
+    assert completion.prompt_tokens == len(ids)
+    assert completion.text == engine.tokenizer.decode(tokens, skip_special_tokens=True)  # not stripped
+    *deltas, final = engine.stream(prompt, max_new_tokens=8)
+    assert "".join(deltas) == final.text == completion.text
+
+
+def test_seeded_sampling_is_reproducible(engine):
+    def sample(seed, top_p=0.9):
+        return [g.text for g in engine.generate(conversations(), max_new_tokens=8, temperature=1.0, top_p=top_p, seed=seed)]
+
+    assert sample(7) == sample(7)
+    assert sample(7) != sample(8)
+    assert sample(7, top_p=1.0) == sample(7, top_p=1.0)
+
+
+def test_bad_options_are_usage_errors(engine):
+    with pytest.raises(UsageError, match="max_new_tokens"):
+        engine.generate(conversations(), max_new_tokens=0)
+    with pytest.raises(UsageError, match="top_p"):
+        engine.generate(conversations(), temperature=1.0, top_p=0.0)
+    with pytest.raises(UsageError, match="stop"):
+        engine.generate(conversations(), stop=[""])
+    with pytest.raises(UsageError, match="empty"):
+        engine.complete([""])
+    with pytest.raises(UsageError, match="context"):
+        engine.complete(["word " * 600])
+
+
+# ------------------------------------------------------------------------------------ the pool
+def register_lora_run(base_dir, directory, seed: int) -> str:
+    """A LoRA run in the registry whose adapter has random (not zero) factors, so it changes every answer.
+    Training two real runs would take most of this file's time to prove the same thing."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.registry import store
+
+    torch.manual_seed(seed)
+    run_id, adapter = f"run-engine-test-{seed}", directory / f"adapter-{seed}"
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), lora).save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(adapter)
+    store.create_run(run_id, {"method": "lora", "model": str(base_dir)}, directory, None, None)
+    store.update_run(run_id, status="succeeded")
+    store.register_model(f"ft:tiny:test::{run_id}", run_id, str(base_dir), "adapter", adapter)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tmp_path_factory, tiny_model_dir):
+    directory = tmp_path_factory.mktemp("adapters")
+    return [register_lora_run(tiny_model_dir, directory, seed) for seed in (1, 2)]
+
+
+def answers(engine):
+    return [g.text for g in engine.generate(conversations(["Ticket 99: my problem", "Hello"]), max_new_tokens=4)]
+
+
+def test_pool_shares_one_base_and_switches_adapters_exactly(two_adapters, tiny_model_dir):
+    first, second = two_adapters
+    alone = {name: answers(Engine(name)) for name in (first, second, str(tiny_model_dir))}
+    assert alone[first] != alone[second]  # the adapters really differ
+
+    pool = EnginePool(capacity=3)
+    a, b, base = pool.get(first), pool.get(second), pool.get(str(tiny_model_dir))
+    assert a.shared is b.shared is base.shared
+    original = {n: p.clone() for n, p in base.model.named_parameters()}
+    for engine, name in [(a, first), (b, second), (a, first), (base, str(tiny_model_dir)), (b, second)]:
+        assert answers(engine) == alone[name]
+    base.shared.activate(None)
+    assert all(torch.equal(p, original[n]) for n, p in base.model.named_parameters())  # no merge/unmerge drift
+
+
+def test_pool_serialises_threads_on_a_shared_base(two_adapters):
+    pool = EnginePool(capacity=2)
+    expected = {name: answers(pool.get(name)) for name in two_adapters}
+    results, errors = [], []
+
+    def ask(name):
+        try:
+            for _ in range(3):
+                results.append((name, answers(pool.get(name))))
+        except Exception as error:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask, args=(name,)) for name in two_adapters * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 12
+    assert all(result == expected[name] for name, result in results)
+
+
+def test_pool_evicts_the_least_recently_used_model_and_forgets_on_request(two_adapters, tiny_model_dir):
+    first, second = two_adapters
+    pool = EnginePool(capacity=2)
+    a = pool.get(first)
+    pool.get(second)
+    assert pool.get(first) is a  # cached
+    pool.get(str(tiny_model_dir))  # evicts `second`, the least recently used
+    assert pool.loaded() == [first, str(tiny_model_dir)]
+    pool.forget(first)
+    assert pool.loaded() == [str(tiny_model_dir)]
+    assert pool.get(first) is not a
+    with pytest.raises(UsageError):
+        EnginePool(capacity=0)
