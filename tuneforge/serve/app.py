@@ -150,6 +150,15 @@ def _install_error_handlers(app: FastAPI) -> None:
                                                  type="server_error"))
 
 
+def route_template(request: Request) -> str:
+    """The matched route with its placeholders (`/v1/files/{file_id}`), so the log groups by endpoint."""
+    template = getattr(request.scope.get("route"), "path", None)
+    if template is None:
+        return request.url.path
+    # Routers are mounted under /v1, and the route keeps its path without that prefix.
+    return "/v1" + template if request.url.path.startswith("/v1/") and not template.startswith("/v1/") else template
+
+
 def _install_request_log(app: FastAPI) -> None:
     @app.middleware("http")
     async def record(request: Request, call_next):
@@ -157,10 +166,9 @@ def _install_request_log(app: FastAPI) -> None:
         response = await call_next(request)
         if getattr(request.state, "logged_by_stream", False) or request.url.path == "/metrics":
             return response  # a stream logs itself when it ends
-        route = request.scope.get("route")
         usage = getattr(request.state, "usage", None) or {}
         access.log_request(project=getattr(request.state, "project", None), method=request.method,
-                           route=getattr(route, "path", request.url.path), model=getattr(request.state, "model", None),
+                           route=route_template(request), model=getattr(request.state, "model", None),
                            status_code=response.status_code, latency_ms=(time.perf_counter() - began) * 1000,
                            prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0),
                            error=getattr(request.state, "error", None))

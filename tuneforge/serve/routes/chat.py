@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from tuneforge.data.examples import Message
 from tuneforge.errors import TuneforgeError
 from tuneforge.registry import access
-from tuneforge.serve.app import engines, project
+from tuneforge.serve.app import engines, project, route_template
 from tuneforge.serve.protocol import APIError, ChatCompletionRequest, ChatMessage, CompletionRequest, usage
 from tuneforge.serve.routes.models import model_not_found, owned_tuned_model
 
@@ -141,7 +141,7 @@ def _stream(request: Request, owner: str, body, pieces, first, delta, last, on_d
             status, error = 500, f"{type(failure).__name__}: {failure}"
             yield f"data: {json.dumps(APIError(500, error, type='server_error').envelope())}\n\n"
         yield "data: [DONE]\n\n"
-        access.log_request(project=owner, method="POST", route=request.url.path, model=body.model, status_code=status,
+        access.log_request(project=owner, method="POST", route=route_template(request), model=body.model, status_code=status,
                            latency_ms=(time.perf_counter() - began) * 1000, prompt_tokens=counts.get("prompt_tokens", 0),
                            completion_tokens=counts.get("completion_tokens", 0), error=error)
 

@@ -1,0 +1,168 @@
+"""The OpenAI-compatible server, driven by the official `openai` client against a real `tuneforge
+serve` on loopback, with a real worker process training a tiny random model."""
+
+import csv
+import io
+import time
+
+import openai
+import pytest
+from helpers import write_jsonl
+from server_process import TINY_LORA, ServerProcess, tickets, wait_for
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = ServerProcess(tmp_path_factory.mktemp("serve-home")).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def alpha(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key=server.new_key("alpha"), max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def trained(alpha, tiny_model_dir, tmp_path_factory):
+    """One whole fine-tuning job through the client: upload, wait, create, poll to succeeded."""
+    data = write_jsonl(tmp_path_factory.mktemp("data") / "tickets.jsonl", tickets(40))
+    uploaded = alpha.files.create(file=data.open("rb"), purpose="fine-tune")
+    assert uploaded.id.startswith("file-") and uploaded.status in ("uploaded", "processed")
+    processed = alpha.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
+    assert processed.status == "processed" and processed.bytes == data.stat().st_size
+    job = alpha.fine_tuning.jobs.create(
+        model=str(tiny_model_dir), training_file=uploaded.id, suffix="tickets", seed=7, metadata={"team": "support"},
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 5}}},
+        extra_body=TINY_LORA)
+    assert job.id.startswith("ftjob-") and job.status == "validating_files" and job.metadata == {"team": "support"}
+    finished = wait_for(alpha, job.id, ("succeeded", "failed", "cancelled"))
+    assert finished.status == "succeeded", finished.error
+    return uploaded, finished
+
+
+def test_a_job_trains_and_reports_like_openai(alpha, trained):
+    uploaded, job = trained
+    assert job.fine_tuned_model.startswith("ft:") and job.fine_tuned_model.split(":")[2:4] == ["alpha", "tickets"]
+    assert job.trained_tokens > 0 and job.finished_at >= job.created_at
+    assert job.hyperparameters.n_epochs == 3 and job.hyperparameters.batch_size == 8
+    events = list(alpha.fine_tuning.jobs.list_events(job.id, limit=100))
+    metrics = [e for e in events if e.type == "metrics" and "train_loss" in (e.data or {})]
+    assert len(metrics) == 15  # 40 examples / batch 8 = 5 steps per epoch, 3 epochs
+    assert {e.data["step"] for e in metrics} == set(range(1, 16))
+    assert events[0].message == "The job has successfully completed"  # newest first
+    checkpoints = list(alpha.fine_tuning.jobs.checkpoints.list(job.id))
+    assert checkpoints and all(c.id.startswith("ftckpt_") for c in checkpoints)
+    assert checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{checkpoints[0].step_number}"
+    assert checkpoints[0].metrics.train_loss is not None
+    [results_file] = job.result_files
+    rows = list(csv.DictReader(io.StringIO(alpha.files.content(results_file).text)))
+    assert [int(r["step"]) for r in rows if r["train_loss"]] == list(range(1, 16))
+    assert float(rows[-1]["train_loss"]) < float(rows[0 if rows[0]["train_loss"] else 1]["train_loss"])
+
+
+def test_chat_with_the_tuned_model_plain_and_streamed(alpha, trained):
+    _, job = trained
+    messages = [{"role": "user", "content": "Ticket 3: my invoice problem"}]
+    answer = alpha.chat.completions.create(model=job.fine_tuned_model, messages=messages, temperature=0, max_tokens=8)
+    text = answer.choices[0].message.content
+    assert answer.object == "chat.completion" and answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens > 5 and answer.usage.completion_tokens >= 1
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+    stream = alpha.chat.completions.create(model=job.fine_tuned_model, messages=messages, temperature=0, max_tokens=8,
+                                           stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
+    completion = alpha.completions.create(model=job.fine_tuned_model, prompt="Ticket 3:", max_tokens=4, temperature=0)
+    assert completion.object == "text_completion" and completion.usage.completion_tokens >= 1
+    assert job.fine_tuned_model in [m.id for m in alpha.models.list()]
+
+
+def test_feedback_becomes_training_data(server, alpha, trained, tmp_path):
+    _, job = trained
+    answer = alpha.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "Ticket 9: screen"}],
+                                           temperature=0, max_tokens=4)
+    alpha.post("/tuneforge/feedback", cast_to=object,
+               body={"completion_id": answer.id, "rating": -1, "correction": "bug"})
+    with pytest.raises(openai.NotFoundError):
+        alpha.post("/tuneforge/feedback", cast_to=object, body={"completion_id": "chatcmpl-nope", "rating": 1})
+    server.cli("feedback", "export", "--out", str(tmp_path / "dpo.jsonl"), "--format", "dpo")
+    exported = (tmp_path / "dpo.jsonl").read_text()
+    assert '"preferred_output": [{"role": "assistant", "content": "bug"}]' in exported
+    summary = alpha.get("/tuneforge/metrics", cast_to=object)["data"]
+    chat_rows = [row for row in summary if row["route"] == "/v1/chat/completions"]
+    assert sum(row["requests"] for row in chat_rows) >= 2 and all(row["latency_ms"]["p50"] > 0 for row in chat_rows)
+
+
+def test_a_second_project_sees_nothing_of_the_first(server, alpha, trained):
+    uploaded, job = trained
+    beta = openai.OpenAI(base_url=server.base_url, api_key=server.new_key("beta"), max_retries=0)
+    assert list(beta.files.list()) == [] and list(beta.fine_tuning.jobs.list()) == []
+    assert job.fine_tuned_model not in [m.id for m in beta.models.list()]
+    for call in (lambda: beta.files.retrieve(uploaded.id), lambda: beta.fine_tuning.jobs.retrieve(job.id),
+                 lambda: beta.fine_tuning.jobs.cancel(job.id), lambda: beta.models.retrieve(job.fine_tuned_model),
+                 lambda: beta.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    anonymous = openai.OpenAI(base_url=server.base_url, api_key="tf-not-a-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        anonymous.models.list()
+    assert refused.value.body["code"] == "invalid_api_key"
+
+
+def test_a_bad_training_file_fails_the_job_with_its_line(alpha, tiny_model_dir, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", tickets(12)[:5] + [{"messages": [{"role": "user", "content": "no reply"}]}] + tickets(12)[5:])
+    uploaded = alpha.files.create(file=bad.open("rb"), purpose="fine-tune")
+    processed = alpha.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
+    assert processed.status == "error" and "line 6" in processed.status_details
+    job = alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id)
+    failed = wait_for(alpha, job.id, ("failed", "succeeded"), timeout=120)
+    assert failed.status == "failed"
+    assert (failed.error.code, failed.error.param) == ("invalid_training_file", "training_file")
+    assert "line 6" in failed.error.message
+
+
+def test_requests_the_server_cannot_take_get_openai_errors(alpha, tiny_model_dir, trained):
+    uploaded, _ = trained
+    with pytest.raises(openai.BadRequestError) as unknown:
+        alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id, extra_body={"lora_rnak": 8})
+    assert unknown.value.body["param"] == "lora_rnak"
+    with pytest.raises(openai.BadRequestError) as negative:
+        alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id, hyperparameters={"n_epochs": 0})
+    assert negative.value.body["param"] == "n_epochs"
+    with pytest.raises(openai.BadRequestError) as missing:
+        alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file="file-doesnotexist")
+    assert missing.value.body["param"] == "training_file"
+    with pytest.raises(openai.NotFoundError) as no_model:
+        alpha.chat.completions.create(model="ft:nothing:alpha::run-0", messages=[{"role": "user", "content": "hi"}])
+    assert no_model.value.body["code"] == "model_not_found"
+
+
+def test_cancel_stops_a_running_job_within_seconds(alpha, tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "long.jsonl", tickets(40))
+    uploaded = alpha.files.create(file=data.open("rb"), purpose="fine-tune")
+    alpha.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
+    job = alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id,
+                                        hyperparameters={"n_epochs": 200, "batch_size": 4}, extra_body=TINY_LORA)
+    wait_for(alpha, job.id, ("running",), timeout=120)
+    while not any(e.type == "metrics" for e in alpha.fine_tuning.jobs.list_events(job.id, limit=5)):
+        time.sleep(0.2)
+    cancelled = alpha.fine_tuning.jobs.cancel(job.id)
+    asked = time.monotonic()
+    assert cancelled.status == "cancelled"
+    while "Job cancelled" not in [e.message for e in alpha.fine_tuning.jobs.list_events(job.id, limit=5)]:
+        assert time.monotonic() - asked < 30, "the worker did not stop within 30 s"
+        time.sleep(0.2)
+    assert alpha.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+
+
+def test_the_trained_model_is_deleted_with_its_run(alpha, trained):
+    _, job = trained
+    deleted = alpha.models.delete(job.fine_tuned_model)
+    assert deleted.deleted and deleted.id == job.fine_tuned_model
+    with pytest.raises(openai.NotFoundError):
+        alpha.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+    uploaded, _ = trained
+    assert alpha.files.delete(uploaded.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        alpha.files.retrieve(uploaded.id)
