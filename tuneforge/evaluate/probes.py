@@ -112,24 +112,35 @@ def _generate(engine, prompts: list[str], max_new_tokens: int, batch_size: int) 
     return answers
 
 
-def _mean_log_likelihoods(engine, prompts: list[str], answers: list[str]) -> list[tuple[float, float]]:
+def _mean_log_likelihoods(engine, prompts: list[str], answers: list[str], batch_size: int) -> list[tuple[float, float]]:
     """(mean log-likelihood per answer token, answer tokens) of each answer after its prompt, teacher-forced
-    with the model's chat template: the trainer's validation loss, one example per pass. One at a time, the
-    trainer's sparse output layer computes logits for the answer tokens only; a batch with per-row losses
-    needed full logits and took twice as long (24 references on the tiny test model: 0.9 s against 2.0 s)."""
+    with the model's chat template: the trainer's validation loss, kept per example instead of summed.
+    Batched: on smollm2-135m, 24 references took 25 s in batches of 8 against 47-58 s one at a time (the
+    trainer's `evaluate` per example), agreeing to 2e-6 nats/token."""
+    import torch
+
     from tuneforge.data.tokenize import ChatTokenizer
-    from tuneforge.train.loop import collate, evaluate
+    from tuneforge.train.loop import collate
 
     conversations = [Conversation([Message("user", p), Message("assistant", a)]) for p, a in zip(prompts, answers)]
-    pad = engine.tokenizer.pad_token_id
-    return [(-evaluate(engine.model, [collate([example], pad)])["valid_loss"], example.trainable_tokens)
-            for example in ChatTokenizer(engine.tokenizer).encode(conversations)]
+    encoded = ChatTokenizer(engine.tokenizer).encode(conversations)
+    results = []
+    for start in range(0, len(encoded), batch_size):
+        # Right padding: the causal mask keeps every real token blind to the padding after it.
+        batch = collate(encoded[start:start + batch_size], engine.tokenizer.pad_token_id)
+        with torch.inference_mode():
+            logits = engine.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()  # (batch, seq-1, vocab)
+        # Position t predicts token t+1; the loss weights mark the answer's tokens.
+        token_log_likelihoods = torch.log_softmax(logits, dim=-1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # (batch, seq-1)
+        weights = batch.loss_weights[:, 1:]
+        results += [(float((row * weight).sum() / weight.sum()), float(weight.sum())) for row, weight in zip(token_log_likelihoods, weights)]
+    return results
 
 
 def _forgetting_side(engine, items: list[ForgettingPrompt], max_new_tokens: int, batch_size: int) -> list[dict]:
     prompts = [item.prompt for item in items]
     answers = _generate(engine, prompts, max_new_tokens, batch_size)
-    likelihoods = _mean_log_likelihoods(engine, prompts, [item.reference for item in items])
+    likelihoods = _mean_log_likelihoods(engine, prompts, [item.reference for item in items], batch_size)
     return [{"answer": answer, "perplexity": math.exp(-log_likelihood), "reference_tokens": tokens,
              "rouge_l": rouge_l(answer, item.reference)}
             for item, answer, (log_likelihood, tokens) in zip(items, answers, likelihoods)]
@@ -156,7 +167,8 @@ def _bias_side(engine, pairs: list[BiasPair], max_new_tokens: int, batch_size: i
     prompts = [prompt for pair in pairs for prompt in pair.prompts]
     # An even batch size keeps both prompts of a pair in one batch, padded alike.
     answers = _generate(engine, prompts, max_new_tokens, batch_size + batch_size % 2)
-    likelihoods = _mean_log_likelihoods(engine, prompts, [pair.continuation for pair in pairs for _ in pair.prompts])
+    likelihoods = _mean_log_likelihoods(engine, prompts, [pair.continuation for pair in pairs for _ in pair.prompts],
+                                         batch_size + batch_size % 2)
     rows = []
     for i in range(len(pairs)):
         (first, second), ((ll_first, _), (ll_second, _)) = answers[2 * i:2 * i + 2], likelihoods[2 * i:2 * i + 2]
