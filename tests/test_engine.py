@@ -8,8 +8,9 @@ import torch
 
 from tuneforge.data.examples import Message
 from tuneforge.errors import UsageError
-from tuneforge.serve.decode import BatchDecoder, Sampling
+from tuneforge.serve.decode import BatchDecoder, HFStepper, Sampling
 from tuneforge.serve.engine import Engine, EnginePool
+from tuneforge.serve.fast_llama import PackedLlama, PackedStepper
 from tuneforge.serve.text import TextAssembler
 
 QUESTIONS = ["Hi", "How do I export my invoices to a spreadsheet every month?", "Refund case 12: what now, and who pays the fee?"]
@@ -31,7 +32,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    return Engine(str(tiny_model_dir))
+    return Engine(str(tiny_model_dir), precision="fp32")
 
 
 def hf_greedy(engine, prompts: list[list[int]], max_new_tokens: int, stop_ids) -> list[list[int]]:
@@ -49,24 +50,44 @@ def hf_greedy(engine, prompts: list[list[int]], max_new_tokens: int, stop_ids) -
     return rows
 
 
-def decoded(engine, prompts, max_new_tokens, stop_ids, sampling=Sampling()) -> list[list[int]]:
+STEPPERS = {"model forward": lambda model: HFStepper(model), "packed fp32": lambda model: PackedStepper(PackedLlama(model))}
+
+
+def decoded(engine, prompts, max_new_tokens, stop_ids, stepper="packed fp32", sampling=Sampling()) -> list[list[int]]:
     rows = [[] for _ in prompts]
-    for step in BatchDecoder(engine.model, prompts, [max_new_tokens] * len(prompts), sampling, stop_ids, engine.pad_id):
+    for step in BatchDecoder(STEPPERS[stepper](engine.model), prompts, [max_new_tokens] * len(prompts), sampling, stop_ids, engine.pad_id):
         for row, token in step:
             rows[row].append(token)
     return rows
 
 
-def test_greedy_decoding_matches_hugging_face_generate_with_rows_finishing_early(engine):
+@pytest.mark.parametrize("stepper", STEPPERS)
+def test_greedy_decoding_matches_hugging_face_generate_with_rows_finishing_early(engine, stepper):
     prompts = [engine._chat_ids(c) for c in conversations()]
     assert len({len(p) for p in prompts}) == 3  # different lengths: left padding is exercised
     free = hf_greedy(engine, prompts, 12, frozenset())
-    assert decoded(engine, prompts, 12, frozenset()) == free
+    assert decoded(engine, prompts, 12, frozenset(), stepper) == free
     # Make row 1 stop at its 4th token and row 2 at its 7th: rows leave the batch at different steps.
     stop_ids = frozenset({free[1][3], free[2][6]})
     expected = hf_greedy(engine, prompts, 12, stop_ids)
     assert len({len(row) for row in expected}) > 1
-    assert decoded(engine, prompts, 12, stop_ids) == expected
+    assert decoded(engine, prompts, 12, stop_ids, stepper) == expected
+
+
+def test_the_engine_decodes_llama_models_on_the_packed_path(engine):
+    assert isinstance(engine.shared.stepper(torch.float32), PackedStepper)
+
+
+def test_bf16_packed_logits_stay_within_bf16_rounding_of_the_model(engine):
+    prompt = torch.tensor([engine._chat_ids(conversations()[1][:1])])
+    positions = torch.arange(prompt.shape[1])[None]
+    with torch.inference_mode():
+        reference = engine.model(prompt).logits[:, -1]
+        for dtype, tolerance in [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)]:
+            packed = PackedLlama(engine.model, dtype)
+            logits = PackedStepper(packed).start(prompt, torch.ones_like(prompt), positions, prompt.shape[1] + 1)
+            error = (logits.float() - reference).abs().max() / reference.abs().max()
+            assert error < tolerance, (dtype, error)
 
 
 def test_generate_counts_tokens_and_says_why_it_stopped(engine):

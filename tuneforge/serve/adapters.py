@@ -56,6 +56,19 @@ class SharedModel:
         self.version = 0  # bumped whenever the weights change (for anything derived from them)
         self._original: dict[str, torch.Tensor] = {}  # parameter name -> its values before any adapter
         self._changed: set[str] = set()  # parameters the active adapter changed
+        self._packed = None  # (version, dtype, PackedLlama) for the fast decode step
+
+    def stepper(self, dtype: torch.dtype):
+        """What `BatchDecoder` steps with: the packed fast path where the architecture allows, else the model's forward."""
+        from tuneforge.serve.decode import HFStepper
+        from tuneforge.serve.fast_llama import PackedLlama, PackedStepper, supports
+
+        if not supports(self.model):
+            return HFStepper(self.model)
+        if self._packed is None or self._packed[:2] != (self.version, dtype):
+            self._packed = None  # free the old copy before packing the new one
+            self._packed = (self.version, dtype, PackedLlama(self.model, dtype))
+        return PackedStepper(self._packed[2])
 
     @torch.no_grad()
     def activate(self, adapter: LoadedAdapter | None) -> None:

@@ -48,6 +48,28 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+class HFStepper:
+    """Decode steps through the model's own forward and a transformers `DynamicCache`: any architecture."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
+              capacity: int) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        return self.step(input_ids, attention_mask, positions)
+
+    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(batch, vocab) logits of the last position; attention_mask covers the cache and the new tokens."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                          past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+
+
 class BatchDecoder:
     """Iterate to get, per step, the `(row, token)` pairs of the rows still decoding.
 
@@ -55,9 +77,9 @@ class BatchDecoder:
     one of `stop_ids` (that token is yielded) or after its `max_new_tokens[row]` tokens.
     """
 
-    def __init__(self, model, prompts: list[list[int]], max_new_tokens: list[int], sampling: Sampling,
+    def __init__(self, stepper, prompts: list[list[int]], max_new_tokens: list[int], sampling: Sampling,
                  stop_ids: frozenset[int], pad_id: int):
-        self.model, self.prompts, self.max_new_tokens = model, prompts, max_new_tokens
+        self.stepper, self.prompts, self.max_new_tokens = stepper, prompts, max_new_tokens
         self.sampling, self.stop_ids, self.pad_id = sampling, stop_ids, pad_id
         self._stopped: set[int] = set()
 
@@ -66,18 +88,14 @@ class BatchDecoder:
 
     @torch.inference_mode()
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        from transformers import DynamicCache
-
         width = max(map(len, self.prompts))
         input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in self.prompts])
         attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in self.prompts])
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # what `generate` uses with left padding
-        cache = DynamicCache(config=self.model.config)
         generator = self.sampling.generator()
         rows = list(range(len(self.prompts)))  # original row index of each batch row
         produced = [0] * len(self.prompts)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        logits = self.stepper.start(input_ids, attention_mask, positions, width + max(self.max_new_tokens))
         positions = positions[:, -1:]
         while rows:
             tokens = next_tokens(logits, self.sampling, generator).tolist()
@@ -91,10 +109,9 @@ class BatchDecoder:
                 return
             if len(keep) < len(rows):
                 index = torch.tensor(keep)
-                cache.batch_select_indices(index)
+                self.stepper.keep(index)
                 attention_mask, positions = attention_mask[index], positions[index]
                 rows, tokens = [rows[i] for i in keep], [tokens[i] for i in keep]
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
             positions = positions + 1
-            logits = self.model(input_ids=torch.tensor(tokens).unsqueeze(1), attention_mask=attention_mask,
-                                position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1]
+            logits = self.stepper.step(torch.tensor(tokens).unsqueeze(1), attention_mask, positions)

@@ -23,6 +23,7 @@ from tuneforge.errors import ModelNotAvailable, UsageError
 from tuneforge.registry import store
 from tuneforge.serve.adapters import LoadedAdapter, SharedModel
 from tuneforge.serve.decode import BatchDecoder, Sampling
+from tuneforge.serve.fast_llama import PRECISIONS, inference_precision
 from tuneforge.serve.text import TextAssembler
 
 
@@ -114,8 +115,10 @@ class Engine:
     engines that share a model take turns on its `lock`; `stream` holds it while it is iterated.
     """
 
-    def __init__(self, name: str, *, spec: ModelSpec | None = None, shared: SharedModel | None = None,
-                 adapter: LoadedAdapter | None = None, tokenizer=None):
+    def __init__(self, name: str, *, precision: str = "auto", spec: ModelSpec | None = None,
+                 shared: SharedModel | None = None, adapter: LoadedAdapter | None = None, tokenizer=None):
+        if precision not in PRECISIONS:
+            raise UsageError(f"unknown precision '{precision}'", fix=f"Use one of: {', '.join(PRECISIONS)}.")
         self.spec = spec or resolve_spec(name)
         if shared is None:
             model, tokenizer = load_for_inference(self.spec)
@@ -126,6 +129,7 @@ class Engine:
         # The tokenizer may be shared (cached) with the rest of the process: read, never change it.
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.context_length = getattr(self.shared.model.config, "max_position_embeddings", None)
+        self.precision = inference_precision(precision, self.shared.model)
 
     @property
     def model(self):
@@ -207,7 +211,8 @@ class Engine:
                                  fix="Shorten the conversation or the prompt.")
             budgets = [min(max_new_tokens, self.context_length - len(p)) for p in prompts]
         self.shared.activate(self.adapter)
-        decoder = BatchDecoder(self.model, prompts, budgets, sampling, self.stop_ids, self.pad_id)
+        stepper = self.shared.stepper(torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        decoder = BatchDecoder(stepper, prompts, budgets, sampling, self.stop_ids, self.pad_id)
         for step in decoder:
             for row, token in step:
                 delta = texts[row].add(token)
@@ -233,10 +238,10 @@ class EnginePool:
     Thread-safe: `get` may be called from any thread; generation on one base takes turns on its lock.
     """
 
-    def __init__(self, capacity: int = 4):
+    def __init__(self, capacity: int = 4, precision: str = "auto"):
         if capacity < 1:
             raise UsageError(f"the engine pool needs room for at least one model, got capacity {capacity}")
-        self.capacity = capacity
+        self.capacity, self.precision = capacity, precision
         self._engines: OrderedDict[tuple, Engine] = OrderedDict()  # least recently used first
         self._keys: dict[str, tuple] = {}  # every name asked for -> its model's key
         self._bases: weakref.WeakValueDictionary[str, SharedModel] = weakref.WeakValueDictionary()
@@ -278,11 +283,11 @@ class EnginePool:
         from tuneforge.models.catalog import load_model
 
         if spec.weights is not None:
-            return Engine(name, spec=spec)
+            return Engine(name, precision=self.precision, spec=spec)
         adapter = LoadedAdapter.load(spec.adapter) if spec.adapter else None
         if adapter is not None and not adapter.mergeable_in_place:
-            return Engine(name, spec=spec)  # its own merged copy: the shared base could not be restored after it
+            return Engine(name, precision=self.precision, spec=spec)  # its own merged copy: the shared base could not be restored after it
         shared = self._bases.get(spec.base_model)
         if shared is None:
             shared = self._bases[spec.base_model] = SharedModel(load_model(spec.base_model))
-        return Engine(name, spec=spec, shared=shared, adapter=adapter, tokenizer=load_tokenizer_for(spec))
+        return Engine(name, precision=self.precision, spec=spec, shared=shared, adapter=adapter, tokenizer=load_tokenizer_for(spec))

@@ -1,0 +1,204 @@
+"""Generation speed: Hugging Face `generate` against Tuneforge's engine, on the bundled model.
+
+Run: `python -m benchmarks.generate [--model smollm2-135m-instruct] [--new-tokens 64] [--threads N]`
+
+Each configuration runs in its own process (so its peak RSS is its own): it loads the model, warms
+up once, then measures, best of `--repeats`:
+  - time to first token: one chat prompt, from the call until the first token (HF: the streamer's
+    first new token; the engine: the first text delta of `Engine.stream`);
+  - tokens/s at batch 1: `--new-tokens` new tokens for that prompt, over the whole call (prefill included);
+  - tokens/s at batch 8: eight chat prompts of different lengths, left-padded, same count each.
+Every configuration makes exactly `--new-tokens` tokens per prompt: end-of-turn is ignored
+(`min_new_tokens` for HF; the engine's stop ids emptied), so all do the same work. The last column
+says whether the batch-1 greedy answer equals HF fp32's.
+
+llama.cpp is not measured: `pip install llama-cpp-python` found no wheel for this machine and its
+source build did not finish in 15 minutes (benchmarks/RESULTS.md).
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+PROMPTS = [
+    "Hi",
+    "How do I export my invoices to a spreadsheet every month?",
+    "Refund case 12: the customer paid twice. What now, and who pays the fee?",
+    "Write a haiku about ledgers.",
+    "What is 17 times 23?",
+    "Explain photosynthesis to a child in two sentences.",
+    "List three uses of a paperclip.",
+    "Translate 'good morning, see you at the meeting' into French.",
+]
+CONFIGS = {
+    "HF generate fp32": ("hf", "fp32"),
+    "HF generate bf16 weights": ("hf", "bf16"),
+    "Tuneforge engine fp32": ("engine", "fp32"),
+    "Tuneforge engine bf16": ("engine", "bf16"),
+}
+
+
+def best_of(repeats: int, measure) -> float:
+    return min(measure() for _ in range(repeats))
+
+
+def timed(call) -> float:
+    began = time.perf_counter()
+    call()
+    return time.perf_counter() - began
+
+
+def hf_runner(model_name: str, precision: str, new_tokens: int):
+    """(first-token seconds, generate(conversations) -> texts) for Hugging Face `generate`."""
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    from tuneforge.data.tokenize import ChatTokenizer
+    from tuneforge.models.catalog import load_model, load_tokenizer
+
+    model = load_model(model_name).eval()
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    tokenizer = load_tokenizer(model_name)
+    chat = ChatTokenizer(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def generate(conversations, streamer=None):
+        inputs = tokenizer([chat.render_prompt(c) for c in conversations], return_tensors="pt", padding=True,
+                           padding_side="left", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                 pad_token_id=pad, streamer=streamer)
+        width = inputs["input_ids"].shape[1]
+        return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+
+    class FirstToken(BaseStreamer):
+        def __init__(self):
+            self.calls, self.at = 0, None
+
+        def put(self, value):
+            self.calls += 1  # the first call carries the prompt
+            if self.calls == 2 and self.at is None:
+                self.at = time.perf_counter()
+
+        def end(self):
+            pass
+
+    def first_token(conversation) -> float:
+        streamer, began = FirstToken(), time.perf_counter()
+        generate([conversation], streamer)
+        return streamer.at - began
+
+    return first_token, generate
+
+
+def engine_runner(model_name: str, precision: str, new_tokens: int):
+    from tuneforge.serve.engine import Engine
+
+    engine = Engine(model_name, precision=precision)
+    engine.stop_ids = frozenset()  # ignore end-of-turn: exactly new_tokens per prompt
+
+    def generate(conversations):
+        answers = engine.generate(conversations, max_new_tokens=new_tokens)
+        assert all(a.completion_tokens == new_tokens for a in answers)
+        return [a.text for a in answers]
+
+    def first_token(conversation) -> float:
+        began = time.perf_counter()
+        for _ in engine.stream(conversation, max_new_tokens=new_tokens):
+            return time.perf_counter() - began  # closing the stream ends the generation
+
+    return first_token, generate
+
+
+def one(label: str, model_name: str, new_tokens: int, repeats: int, threads: int | None) -> dict:
+    import torch
+
+    from tuneforge.data.examples import Message
+
+    if threads:
+        torch.set_num_threads(threads)
+    kind, precision = CONFIGS[label]
+    began = time.perf_counter()
+    first_token, generate = (hf_runner if kind == "hf" else engine_runner)(model_name, precision, new_tokens)
+    conversations = [[Message("user", text)] for text in PROMPTS]
+    generate(conversations[:2])  # warm-up: one-off allocations, weight packing
+    load_seconds = time.perf_counter() - began
+    answer = generate(conversations[1:2])[0]
+    return {
+        "load_s": load_seconds,
+        "first_token_s": best_of(repeats, lambda: first_token(conversations[1])),
+        "batch1_tok_s": new_tokens / best_of(repeats, lambda: timed(lambda: generate(conversations[1:2]))),
+        "batch8_tok_s": 8 * new_tokens / best_of(repeats, lambda: timed(lambda: generate(conversations))),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "answer": answer,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def machine() -> str:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, torch {torch.__version__}"
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.model, args.new_tokens, args.repeats, args.threads)))
+        return
+    labels = [label.strip() for label in args.configs.split(",")]
+    unknown = [label for label in labels if label not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}; {machine()}; load average at start {load_average()}", flush=True)
+    lines = [f"Generation on {args.model}, {args.new_tokens} new tokens per prompt, best of {args.repeats}", "",
+             "| configuration | threads | first token ms | tok/s batch 1 | tok/s batch 8 | peak RSS MB | same answer as HF fp32 |",
+             "|---|---|---|---|---|---|---|"]
+    reference = None
+    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    for label in labels:
+        command = [sys.executable, "-m", "benchmarks.generate", "--one", label, "--model", args.model,
+                   "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
+        out = subprocess.run(command + (["--threads", str(args.threads)] if args.threads else []),
+                             capture_output=True, text=True, env=env)
+        if out.returncode != 0:
+            lines.append(f"| {label} | failed: {(out.stderr.strip().splitlines() or ['?'])[-1]} | | | | | |")
+            print(lines[-1], flush=True)
+            continue
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        if label == "HF generate fp32":
+            reference = m["answer"]
+        same = "-" if reference is None or label == "HF generate fp32" else \
+            "yes" if m["answer"] == reference else f"first {common_prefix(m['answer'], reference)} chars"
+        lines.append(f"| {label} | {m['threads']} | {m['first_token_s'] * 1000:.0f} | {m['batch1_tok_s']:.1f} | "
+                     f"{m['batch8_tok_s']:.1f} | {m['peak_rss_mb']:,.0f} | {same} |")
+        print(lines[-1], flush=True)
+    print(f"load average at end {load_average()}\n")
+    print("\n".join(lines))
+
+
+def common_prefix(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""A lean decode step for llama-architecture models (Llama, SmolLM, Mistral without sliding window).
+
+Hugging Face's forward spends ~20 % of a CPU decode step outside the matmuls (hooks, mask
+building, cache objects, one module call per projection), and `F.linear` on CPU is far from the
+memory bandwidth at batch 1-8, in bf16 most of all (measured on Zen 4: a bf16 576x1536 weight at
+batch 1 in 460 us by `F.linear`, 130 us prepacked by oneDNN). `PackedLlama` keeps each layer's
+weights packed for the step (q, k and v in one matrix; gate and up in one) in oneDNN's blocked
+layout (the one torch.compile's CPU backend uses for frozen weights; a plain (in, out) copy where
+oneDNN is missing), with a preallocated KV cache, and runs one step in a few dozen tensor ops per
+layer. Its math is the same as transformers' (RMSNorm in fp32, rotary embedding, grouped-query
+attention by SDPA, SiLU-gated MLP); in fp32 its logits equal the model's, and tests/test_engine.py
+checks that greedy decoding gives the same tokens as Hugging Face `generate`.
+
+Packed weights are a copy (in bf16, half the model's size): `SharedModel.stepper` packs again
+when the model's weights change (an adapter switch).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED = {"LlamaForCausalLM", "MistralForCausalLM"}
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class Layer:
+    """One decoder layer's weights; the matrices packed by `PackedLlama._pack` (x -> x @ W.T)."""
+
+    input_norm: torch.Tensor  # (hidden,)
+    qkv: torch.Tensor  # W: ((heads + 2 * kv_heads) * head_dim, hidden)
+    output: torch.Tensor  # W: (hidden, heads * head_dim)
+    post_norm: torch.Tensor  # (hidden,)
+    gate_up: torch.Tensor  # W: (2 * intermediate, hidden)
+    down: torch.Tensor  # W: (hidden, intermediate)
+
+
+def supports(model) -> bool:
+    config = model.config
+    rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
+    return (type(model).__name__ in SUPPORTED and rope == "default" and config.hidden_act == "silu"
+            and not getattr(config, "attention_bias", False) and not getattr(config, "mlp_bias", False)
+            and getattr(config, "sliding_window", None) is None
+            and getattr(config, "head_dim", None) in (None, config.hidden_size // config.num_attention_heads))
+
+
+def inference_precision(requested: str, model) -> str:
+    """fp32 or bf16 weights for decoding. auto: bf16 where the CPU/GPU runs it natively and the fast
+    decode step supports the architecture (measured ~1.6x tokens/s at batch 1 on Zen 4, see
+    benchmarks/RESULTS.md); greedy answers can then differ from fp32 ones after a few dozen tokens."""
+    from tuneforge.train.estimate import bf16_is_fast
+
+    if requested == "auto":
+        return "bf16" if bf16_is_fast() and supports(model) else "fp32"
+    return "fp32" if not supports(model) else requested  # the model's own forward runs in its own dtype
+
+
+def onednn_linear_works(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's prepacked linear (what torch.compile's CPU backend uses for frozen weights) runs here."""
+    try:
+        weight = torch.ops.mkldnn._reorder_linear_weight(torch.ones(8, 8, dtype=dtype), None)
+        torch.ops.mkldnn._linear_pointwise(torch.ones(1, 8, dtype=dtype), weight, None, "none", [None], "")
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class PackedLlama:
+    def __init__(self, model, dtype: torch.dtype = torch.float32):
+        config = model.config
+        self.dtype = dtype
+        self.onednn = onednn_linear_works(dtype)
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        self.embed = model.model.embed_tokens.weight  # looked up, never multiplied: stays as it is
+        self.final_norm = model.model.norm.weight.detach().to(dtype)
+        self.lm_head = self._pack(model.lm_head.weight.detach())
+        self.inv_freq = model.model.rotary_emb.inv_freq.float()
+        self.rope_scaling = float(model.model.rotary_emb.attention_scaling)
+
+        def packed(*linears):
+            return self._pack(torch.cat([m.weight.detach() for m in linears], dim=0))
+
+        self.layers = [Layer(layer.input_layernorm.weight.detach().to(dtype),
+                             packed(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
+                             packed(layer.self_attn.o_proj), layer.post_attention_layernorm.weight.detach().to(dtype),
+                             packed(layer.mlp.gate_proj, layer.mlp.up_proj), packed(layer.mlp.down_proj))
+                       for layer in model.model.layers]
+
+    def _pack(self, weight: torch.Tensor) -> torch.Tensor:
+        """An (out, in) weight in the layout `_mm` multiplies fastest."""
+        if self.onednn:
+            return torch.ops.mkldnn._reorder_linear_weight(weight.to(self.dtype).contiguous(), None)
+        return weight.t().to(self.dtype).contiguous()
+
+    def _mm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [None], "")
+        return x @ weight
+
+    def new_cache(self, batch: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        shape = (batch, self.kv_heads, length, self.head_dim)
+        return [(torch.zeros(shape, dtype=self.dtype), torch.zeros(shape, dtype=self.dtype)) for _ in self.layers]
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        # As transformers' LlamaRMSNorm: the variance in fp32.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * x32.to(self.dtype)
+
+    def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[..., None].float() * self.inv_freq  # (batch, seq, head_dim / 2)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = angles.cos() * self.rope_scaling, angles.sin() * self.rope_scaling
+        return cos.to(self.dtype).unsqueeze(1), sin.to(self.dtype).unsqueeze(1)  # (batch, 1, seq, head_dim)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache, start: int,
+                mask: torch.Tensor) -> torch.Tensor:
+        """Logits of the last position: (batch, vocab).
+
+        input_ids, positions: (batch, seq); the new keys and values go to cache slots [start, start + seq);
+        mask: (batch, 1, seq, start + seq) bool, True where a query may attend.
+        """
+        batch, seq = input_ids.shape
+        end = start + seq
+        x = F.embedding(input_ids, self.embed).to(self.dtype)  # (batch, seq, hidden)
+        cos, sin = self._rotary(positions)
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for layer, (keys, values) in zip(self.layers, cache):
+            h = self._mm(self._norm(x, layer.input_norm), layer.qkv)  # (batch, seq, q + 2 kv)
+            q = h[..., :q_size].view(batch, seq, self.heads, self.head_dim).transpose(1, 2)
+            k = h[..., q_size:q_size + kv_size].view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = h[..., q_size + kv_size:].view(batch, seq, self.kv_heads, self.head_dim).transpose(1, 2)
+            keys[:, :, start:end] = self._rotate(k, cos, sin)
+            values[:, :, start:end] = v
+            attention = F.scaled_dot_product_attention(self._rotate(q, cos, sin), keys[:, :, :end], values[:, :, :end],
+                                                       attn_mask=mask, enable_gqa=True)
+            x = x + self._mm(attention.transpose(1, 2).reshape(batch, seq, q_size), layer.output)
+            gate, up = self._mm(self._norm(x, layer.post_norm), layer.gate_up).chunk(2, dim=-1)
+            x = x + self._mm(F.silu(gate) * up, layer.down)
+        return self._mm(self._norm(x[:, -1], self.final_norm), self.lm_head)
+
+
+class PackedStepper:
+    """`BatchDecoder` steps on a `PackedLlama`, its KV cache preallocated for the whole request."""
+
+    def __init__(self, packed: PackedLlama):
+        self.packed = packed
+
+    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
+              capacity: int) -> torch.Tensor:
+        batch, width = input_ids.shape
+        self.cache, self.length = self.packed.new_cache(batch, capacity), width
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        # A padding position attends to itself only: a query with nothing to attend to would give NaN.
+        mask = (causal & attention_mask.bool()[:, None, None, :]) | torch.eye(width, dtype=torch.bool)
+        return self.packed.forward(input_ids, positions, self.cache, 0, mask)
+
+    def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        logits = self.packed.forward(input_ids, positions, self.cache, self.length, attention_mask.bool()[:, None, None, :])
+        self.length += 1
+        return logits
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache = [(keys[rows], values[rows]) for keys, values in self.cache]
