@@ -7,7 +7,8 @@ the two per metric: means, delta, paired-bootstrap 95 % interval, wins/ties/loss
 
 Default metrics follow the data: classification-like references -> accuracy and macro-F1; JSON
 references -> JSON validity and exact match; free text -> ROUGE-L, BLEU and exact match.
-Writes `results.json` (everything), `examples.jsonl` (per example, both models) and `report.md`.
+Writes `results.json` (everything), `examples.jsonl` (per example, both models), `report.md` and
+`report.html` (the page for people: `evaluate/report.py`).
 """
 
 import json
@@ -22,6 +23,7 @@ from tuneforge.evaluate import metrics
 from tuneforge.evaluate.compare import write_sheet
 from tuneforge.evaluate.probes import DEFAULT_MAX_NEW_TOKENS as PROBE_MAX_NEW_TOKENS
 from tuneforge.evaluate.probes import load_probe_sets, markdown_section, probe_model, summarize
+from tuneforge.evaluate.report import run_directory, write_html_report
 from tuneforge.train.inputs import load_examples_and_report
 
 PER_EXAMPLE = {
@@ -196,6 +198,7 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
         write_sheet(sheet, [(f"line-{c.line}", c.prompt, sides["model"]["generations"][i], sides["against"]["generations"][i])
                             for i, c in enumerate(cases)], model, against, data, out_dir, seed)
     (out_dir / "report.md").write_text(markdown_report(results))
+    write_html_report(results, out_dir, run_directory(model))
     _record(model, against, data, results, out_dir)
     return results
 

@@ -93,11 +93,12 @@ EVALUATION_HEADING = "## Latest evaluation"
 
 
 def link_evaluation(run_dir: Path, report_dir: Path, report_markdown: str) -> None:
-    """Put (or replace) the model card's "Latest evaluation" section: the table and a link to the report."""
+    """Put (or replace) the model card's "Latest evaluation" section: the table and links to the reports."""
     card_path = run_dir / "README.md"
     card = card_path.read_text()
     if EVALUATION_HEADING in card:
         card = card[: card.index(EVALUATION_HEADING)].rstrip() + "\n"
     table = "\n".join(line for line in report_markdown.splitlines() if line.startswith("|"))
-    card += f"\n{EVALUATION_HEADING}\n\nFull report: `{report_dir / 'report.md'}`\n\n{table}\n"
+    card += (f"\n{EVALUATION_HEADING}\n\nFull report: `{report_dir / 'report.html'}` (open it in a browser; "
+             f"Markdown: `{report_dir / 'report.md'}`)\n\n{table}\n")
     card_path.write_text(card)
