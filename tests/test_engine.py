@@ -75,7 +75,7 @@ def test_greedy_decoding_matches_hugging_face_generate_with_rows_finishing_early
 
 
 def test_the_engine_decodes_llama_models_on_the_packed_path(engine):
-    assert isinstance(engine.shared.stepper(torch.float32), PackedStepper)
+    assert isinstance(engine.shared.stepper(None, torch.float32), PackedStepper)
 
 
 def test_bf16_packed_logits_stay_within_bf16_rounding_of_the_model(engine):
@@ -207,8 +207,24 @@ def test_pool_shares_one_base_and_switches_adapters_exactly(two_adapters, tiny_m
     original = {n: p.clone() for n, p in base.model.named_parameters()}
     for engine, name in [(a, first), (b, second), (a, first), (base, str(tiny_model_dir)), (b, second)]:
         assert answers(engine) == alone[name]
+    merges = base.shared.merges
+    for engine, name in [(a, first), (b, second), (base, str(tiny_model_dir))]:
+        assert answers(engine) == alone[name]
+    assert base.shared.merges == merges  # switching between cached adapters merges nothing
     base.shared.activate(None)
     assert all(torch.equal(p, original[n]) for n, p in base.model.named_parameters())  # no merge/unmerge drift
+
+
+def test_the_model_forward_path_switches_adapters_by_merging(two_adapters, monkeypatch):
+    """Architectures without the packed path merge the adapter into the shared weights at each switch."""
+    import tuneforge.serve.fast_llama as fast_llama
+
+    expected = {name: answers(Engine(name, precision="fp32")) for name in two_adapters}
+    monkeypatch.setattr(fast_llama, "supports", lambda model: False)
+    pool = EnginePool(capacity=2)
+    for name in two_adapters * 2:
+        assert answers(pool.get(name)) == expected[name]
+    assert pool.get(two_adapters[0]).shared.merges == 4
 
 
 def test_pool_serialises_threads_on_a_shared_base(two_adapters):

@@ -133,7 +133,7 @@ class Engine:
 
     @property
     def model(self):
-        """The model's weights (with this engine's adapter merged only while generating on a shared base)."""
+        """The Hugging Face model (fp32). On a shared base it holds this engine's adapter only after `activate`."""
         return self.shared.model
 
     @property
@@ -210,8 +210,7 @@ class Engine:
                 raise UsageError(f"the prompt has {longest} tokens; the model's context is {self.context_length}",
                                  fix="Shorten the conversation or the prompt.")
             budgets = [min(max_new_tokens, self.context_length - len(p)) for p in prompts]
-        self.shared.activate(self.adapter)
-        stepper = self.shared.stepper(torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        stepper = self.shared.stepper(self.adapter, torch.bfloat16 if self.precision == "bf16" else torch.float32)
         decoder = BatchDecoder(stepper, prompts, budgets, sampling, self.stop_ids, self.pad_id)
         for step in decoder:
             for row, token in step:
