@@ -3,6 +3,8 @@
 import json
 import re
 
+from helpers import chat, write_jsonl
+
 from tuneforge.evaluate import metrics
 from tuneforge.evaluate.report import CSP, rank_examples, word_diff, write_html_report
 
@@ -79,3 +81,24 @@ def test_probes_render_when_present_partial_or_absent(tmp_path):
     assert "Refuses 9 of 10 harmful requests" in probes and "by_category.weapons" in probes
     assert "0.900" in probes and "0.400" in probes and "0.125" in probes and "&lt;how to&gt;" in probes
     assert "refusals_delta" in probes and "<h3>forgetting</h3>" not in probes
+
+
+def test_quickstart_evaluation_prints_the_headline_and_the_report_path(tmp_path, tiny_model_dir, monkeypatch):
+    from rich.console import Console
+
+    from tuneforge import quickstart
+    from tuneforge.train.config import TrainConfig
+    from tuneforge.train.sft import train_sft
+
+    data = write_jsonl(tmp_path / "test.jsonl", [chat(f"Say hi to visitor {i}", f"hello, visitor {i}") for i in range(10)])
+    run = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=1, batch_size=8, precision="fp32"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(quickstart, "EVAL_EXAMPLES", 4)
+    monkeypatch.setattr(quickstart, "EVAL_MAX_NEW_TOKENS", 3)
+    console = Console(record=True, width=400)
+    report = quickstart.show_evaluation(console, data, run.run_id, base_model=str(tiny_model_dir))
+    text = console.export_text()
+    results = json.loads((report.parent / "results.json").read_text())
+    assert report.is_absolute() and report.exists() and str(report) in text
+    assert results["examples"] == 4 and "probes" not in results  # capped, and no probes in the main job
+    assert f"On 4 examples, {run.run_id} scores" in text and "95 % interval" in text and "Loss on the reference answers" in text

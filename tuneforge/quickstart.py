@@ -4,9 +4,12 @@ bundled model and the bundled example data, in a few minutes on a laptop CPU.
 1. check and prepare examples/support_chat.jsonl (a support assistant with a house style);
 2. fine-tune SmolLM2-135M-Instruct with LoRA on it (2 epochs: the house style is learned by then,
    and the run stays within a few minutes on 2 cores);
-3. print the validation curve and three held-out prompts answered before and after tuning.
+3. print the validation curve and three held-out prompts answered before and after tuning;
+4. evaluate the tuned model against the base on the held-out test split (`tuneforge eval` without
+   the probes, answers capped at 64 tokens) and print the headline and the path of report.html.
 """
 
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -24,6 +27,10 @@ from tuneforge.train.report import read_metrics
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 QUICKSTART_EPOCHS = 2
 SHOWN_PROMPTS = 3
+# The example data's whole test split (16 examples; fewer would widen the interval) and answers cut at
+# 64 new tokens: generation is most of the evaluation's cost, about 290 CPU-seconds for both models.
+EVAL_EXAMPLES = 16
+EVAL_MAX_NEW_TOKENS = 64
 
 
 def run_quickstart(console: Console, out: Path, reporter) -> str:
@@ -54,6 +61,9 @@ def run_quickstart(console: Console, out: Path, reporter) -> str:
         curve.add_row(str(step), f"{loss:.4f}", "#" * max(1, round(40 * loss / top)))
     console.print(curve)
     show_before_after(console, prepared / "test.jsonl", result.model_name)
+
+    console.rule("[bold]4. Evaluate: tuned against base on the held-out test split")
+    show_evaluation(console, prepared / "test.jsonl", result.run_id)
     console.print(f"\nTuned model: [bold]{result.model_name}[/bold]\nRun directory: {result.run_dir} "
                   f"(adapter/, metrics.csv, loss.png, README.md model card)\n"
                   f"Try it: tuneforge chat {result.run_id} \"How do I send a reminder?\"")
@@ -78,3 +88,21 @@ def show_before_after(console: Console, test_file: Path, tuned_model: str, base_
         for label, generations in answers.items():
             body.add_row(label, generations[i].text)
         console.print(Panel(body, title=f"held-out example {i + 1}"))
+
+
+def show_evaluation(console: Console, test_file: Path, run_id: str, base_model: str = DEFAULT_MODEL) -> Path:
+    """`tuneforge eval RUN --data test.jsonl --against BASE`, capped; prints the headline; returns report.html."""
+    from tuneforge.evaluate.report import headline
+    from tuneforge.evaluate.run import run_eval
+
+    out_dir = Path("evals") / run_id  # where `tuneforge eval RUN_ID` puts it too
+    began = time.perf_counter()
+    # The probes (forgetting, safety, bias) would add minutes: `tuneforge eval` runs them, the main job does not.
+    results = run_eval(run_id, test_file, base_model, None, out_dir, max_examples=EVAL_EXAMPLES,
+                       max_new_tokens=EVAL_MAX_NEW_TOKENS, probes=False)
+    _, sentences = headline(results)
+    for sentence in sentences:
+        console.print(sentence, markup=False, highlight=False)
+    report = (out_dir / "report.html").resolve()
+    console.print(f"Evaluated in {time.perf_counter() - began:.0f} s. Report (open it in a browser): {report}", markup=False)
+    return report
