@@ -119,6 +119,17 @@ def test_streamed_deltas_join_to_the_final_text(engine):
         (whole.prompt_tokens, whole.completion_tokens, whole.finish_reason)
 
 
+def test_a_stream_checks_its_input_at_once_and_frees_the_model_when_closed_early(engine):
+    with pytest.raises(UsageError, match="max_new_tokens"):
+        engine.stream(conversations()[0], max_new_tokens=0)  # before any iteration: the server can still answer 400
+    stream = engine.stream(conversations()[0], max_new_tokens=20)
+    next(stream)
+    assert engine.lock.locked()
+    stream.close()  # the client went away
+    assert not engine.lock.locked()
+    assert engine.generate(conversations()[:1], max_new_tokens=2)
+
+
 def test_incremental_decoding_releases_whole_characters(smol_tokenizer):
     text = "naïve café 😀 — 日本語の テキスト,  two  spaces and a tail"
     ids = smol_tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -100,6 +100,14 @@ def export_merged(name: str, directory: Path) -> None:
 
 
 @dataclass
+class _Request:
+    prompts: list[list[int]]  # token ids
+    budgets: list[int]  # most new tokens per prompt (within the model's context)
+    sampling: Sampling
+    texts: list[TextAssembler]
+
+
+@dataclass
 class Generation:
     text: str
     prompt_tokens: int
@@ -145,30 +153,24 @@ class Engine:
                  top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None) -> list[Generation]:
         """Answer each conversation with the chat template; answers are stripped of surrounding whitespace."""
         prompts = [self._chat_ids(messages) for messages in conversations]
-        return self._collect(prompts, max_new_tokens, Sampling(temperature, top_p, seed), stop, strip=True)
+        return self._collect(self._request(prompts, max_new_tokens, temperature, top_p, seed, stop, strip=True))
 
     def complete(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int | None = None, stop: list[str] | None = None) -> list[Generation]:
         """Continue each raw text (no chat template); the continuation is returned as decoded."""
-        return self._collect([self._text_ids(p) for p in prompts], max_new_tokens, Sampling(temperature, top_p, seed),
-                             stop, strip=False)
+        ids = [self._text_ids(p) for p in prompts]
+        return self._collect(self._request(ids, max_new_tokens, temperature, top_p, seed, stop, strip=False))
 
     def stream(self, conversation: list[Message] | str, max_new_tokens: int = 256, temperature: float = 0.0,
                top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None) -> Iterator[str | Generation]:
         """Text deltas as they are decoded, then one `Generation` (its text is the deltas joined).
 
-        A `str` is raw text to continue; a message list is a chat. Holds the model's lock until the
-        iterator is exhausted or closed.
+        A `str` is raw text to continue; a message list is a chat. Bad input raises here, before the
+        first delta. The iterator holds the model's lock from its first item until it is exhausted or closed.
         """
         chat = not isinstance(conversation, str)
         ids = self._chat_ids(conversation) if chat else self._text_ids(conversation)
-        sampling = Sampling(temperature, top_p, seed)
-        texts = self._assemblers(1, stop, strip=chat)
-        with self.lock:
-            for _, delta in self._decode([ids], max_new_tokens, sampling, texts):
-                yield delta
-        [generation] = self._generations([ids], texts)
-        yield generation
+        return self._stream(self._request([ids], max_new_tokens, temperature, top_p, seed, stop, strip=chat))
 
     # -------------------------------------------------------------------------------- internals
     def _chat_ids(self, messages: list[Message]) -> list[int]:
@@ -182,36 +184,45 @@ class Engine:
             raise UsageError("the prompt is empty", fix="Give the model some text to continue.")
         return ids
 
-    def _assemblers(self, count: int, stop: list[str] | None, strip: bool) -> list[TextAssembler]:
-        if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop)):
-            raise UsageError(f"stop must be a list of non-empty strings, got {stop!r}")
-        return [TextAssembler(self.tokenizer, stop, strip) for _ in range(count)]
-
-    def _collect(self, prompts, max_new_tokens, sampling, stop, strip) -> list[Generation]:
-        texts = self._assemblers(len(prompts), stop, strip)
-        with self.lock:
-            for _ in self._decode(prompts, max_new_tokens, sampling, texts):
-                pass
-        return self._generations(prompts, texts)
-
-    def _decode(self, prompts: list[list[int]], max_new_tokens: int, sampling: Sampling,
-                texts: list[TextAssembler]) -> Iterator[tuple[int, str]]:
-        """(row, text delta) as tokens are decoded. The caller holds the lock."""
+    def _request(self, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
+                 seed: int | None, stop: list[str] | None, strip: bool) -> _Request:
+        """Checked options, each prompt's token budget and its text assembler."""
         if max_new_tokens < 1:
             raise UsageError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if sampling.temperature < 0 or not 0 < sampling.top_p <= 1:
-            raise UsageError(f"temperature must be >= 0 and top_p in (0, 1], got {sampling.temperature} and {sampling.top_p}")
-        if not prompts:
-            return
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise UsageError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
+        if stop is not None and (isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop)):
+            raise UsageError(f"stop must be a list of non-empty strings, got {stop!r}")
         budgets = [max_new_tokens] * len(prompts)
-        if self.context_length:
+        if self.context_length and prompts:
             longest = max(map(len, prompts))
             if longest >= self.context_length:
                 raise UsageError(f"the prompt has {longest} tokens; the model's context is {self.context_length}",
                                  fix="Shorten the conversation or the prompt.")
             budgets = [min(max_new_tokens, self.context_length - len(p)) for p in prompts]
+        texts = [TextAssembler(self.tokenizer, stop, strip) for _ in prompts]
+        return _Request(prompts, budgets, Sampling(temperature, top_p, seed), texts)
+
+    def _collect(self, request: _Request) -> list[Generation]:
+        with self.lock:
+            for _ in self._decode(request):
+                pass
+        return self._generations(request)
+
+    def _stream(self, request: _Request) -> Iterator[str | Generation]:
+        with self.lock:
+            for _, delta in self._decode(request):
+                yield delta
+        [generation] = self._generations(request)
+        yield generation
+
+    def _decode(self, request: _Request) -> Iterator[tuple[int, str]]:
+        """(row, text delta) as tokens are decoded. The caller holds the lock."""
+        if not request.prompts:
+            return
         stepper = self.shared.stepper(self.adapter, torch.bfloat16 if self.precision == "bf16" else torch.float32)
-        decoder = BatchDecoder(stepper, prompts, budgets, sampling, self.stop_ids, self.pad_id)
+        decoder = BatchDecoder(stepper, request.prompts, request.budgets, request.sampling, self.stop_ids, self.pad_id)
+        texts = request.texts
         for step in decoder:
             for row, token in step:
                 delta = texts[row].add(token)
@@ -223,10 +234,10 @@ class Engine:
             if delta := text.finish():
                 yield row, delta
 
-    def _generations(self, prompts: list[list[int]], texts: list[TextAssembler]) -> list[Generation]:
+    def _generations(self, request: _Request) -> list[Generation]:
         return [Generation(text.released, len(ids), len(text.tokens),
                            "stop" if text.stopped or (text.tokens and text.tokens[-1] in self.stop_ids) else "length")
-                for ids, text in zip(prompts, texts)]
+                for ids, text in zip(request.prompts, request.texts)]
 
 
 class EnginePool:
