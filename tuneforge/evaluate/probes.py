@@ -124,10 +124,11 @@ def _mean_log_likelihoods(engine, prompts: list[str], answers: list[str], batch_
 
     conversations = [Conversation([Message("user", p), Message("assistant", a)]) for p, a in zip(prompts, answers)]
     encoded = ChatTokenizer(engine.tokenizer).encode(conversations)
+    # Any id pads: padding comes after the real tokens (the causal mask hides it) and weighs nothing.
+    pad = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else engine.tokenizer.eos_token_id
     results = []
     for start in range(0, len(encoded), batch_size):
-        # Right padding: the causal mask keeps every real token blind to the padding after it.
-        batch = collate(encoded[start:start + batch_size], engine.tokenizer.pad_token_id)
+        batch = collate(encoded[start:start + batch_size], pad)
         with torch.inference_mode():
             logits = engine.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()  # (batch, seq-1, vocab)
         # Position t predicts token t+1; the loss weights mark the answer's tokens.
