@@ -178,7 +178,7 @@ def test_bad_options_are_usage_errors(engine):
 
 
 # ------------------------------------------------------------------------------------ the pool
-def register_lora_run(base_dir, directory, seed: int) -> str:
+def register_lora_run(base_dir, directory, seed: int, targets=("q_proj", "v_proj", "down_proj")) -> str:
     """A LoRA run in the registry whose adapter has random (not zero) factors, so it changes every answer.
     Training two real runs would take most of this file's time to prove the same thing."""
     from peft import LoraConfig, get_peft_model
@@ -187,8 +187,8 @@ def register_lora_run(base_dir, directory, seed: int) -> str:
     from tuneforge.registry import store
 
     torch.manual_seed(seed)
-    run_id, adapter = f"run-engine-test-{seed}", directory / f"adapter-{seed}"
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    run_id, adapter = f"run-engine-test-{directory.name}-{seed}", directory / f"adapter-{seed}"
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), init_lora_weights=False)
     get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), lora).save_pretrained(adapter)
     AutoTokenizer.from_pretrained(base_dir).save_pretrained(adapter)
     store.create_run(run_id, {"method": "lora", "model": str(base_dir)}, directory, None, None)
@@ -224,6 +224,27 @@ def test_pool_shares_one_base_and_switches_adapters_exactly(two_adapters, tiny_m
     assert base.shared.merges == merges  # switching between cached adapters merges nothing
     base.shared.activate(None)
     assert all(torch.equal(p, original[n]) for n, p in base.model.named_parameters())  # no merge/unmerge drift
+
+
+def test_an_adapter_on_a_tied_output_layer_keeps_its_embeddings_after_a_switch(tmp_path, smol_tokenizer):
+    """With tied embeddings, merging into the output layer changes the embedding too; switching back to
+    the base restores it, and the adapter's packed weights must not see that."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base_dir = tmp_path / "tied"
+    torch.manual_seed(3)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base_dir)
+    smol_tokenizer.save_pretrained(base_dir)
+    tuned = register_lora_run(base_dir, tmp_path, 5, targets=("lm_head", "q_proj"))
+    expected = answers(Engine(tuned))
+    pool = EnginePool(capacity=2)
+    base = pool.get(str(base_dir))
+    assert answers(pool.get(tuned)) == expected
+    embedding_while_tuned = base.model.model.embed_tokens.weight.clone()
+    answers(base)  # restores the base's weights
+    assert not torch.equal(base.model.model.embed_tokens.weight, embedding_while_tuned)  # the adapter did change it
+    assert answers(pool.get(tuned)) == expected
 
 
 def test_the_model_forward_path_switches_adapters_by_merging(two_adapters, monkeypatch):

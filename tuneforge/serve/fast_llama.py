@@ -74,8 +74,12 @@ class PackedLlama:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = config.hidden_size // self.heads
         self.eps = config.rms_norm_eps
-        self.embed = model.model.embed_tokens.weight  # looked up, never multiplied: stays as it is
-        self.final_norm = model.model.norm.weight.detach().to(dtype)
+        # Copies throughout, never views of the model's weights: an adapter merged into them later
+        # (tied embeddings change with an adapted output layer) must not reach a packing made before.
+        # The embedding is only looked up; its rows go to `dtype` right after, so storing it in
+        # `dtype` changes nothing.
+        self.embed = model.model.embed_tokens.weight.detach().to(dtype, copy=True)
+        self.final_norm = model.model.norm.weight.detach().to(dtype, copy=True)
         self.lm_head = self._pack(model.lm_head.weight.detach())
         self.inv_freq = model.model.rotary_emb.inv_freq.float()
         self.rope_scaling = float(model.model.rotary_emb.attention_scaling)
@@ -83,9 +87,9 @@ class PackedLlama:
         def packed(*linears):
             return self._pack(torch.cat([m.weight.detach() for m in linears], dim=0))
 
-        self.layers = [Layer(layer.input_layernorm.weight.detach().to(dtype),
+        self.layers = [Layer(layer.input_layernorm.weight.detach().to(dtype, copy=True),
                              packed(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
-                             packed(layer.self_attn.o_proj), layer.post_attention_layernorm.weight.detach().to(dtype),
+                             packed(layer.self_attn.o_proj), layer.post_attention_layernorm.weight.detach().to(dtype, copy=True),
                              packed(layer.mlp.gate_proj, layer.mlp.up_proj), packed(layer.mlp.down_proj))
                        for layer in model.model.layers]
 
@@ -133,7 +137,7 @@ class PackedLlama:
         """
         batch, seq = input_ids.shape
         end = start + seq
-        x = F.embedding(input_ids, self.embed).to(self.dtype)  # (batch, seq, hidden)
+        x = F.embedding(input_ids, self.embed)  # (batch, seq, hidden)
         cos, sin = self._rotary(positions)
         heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
         for layer, (keys, values) in zip(self.layers, cache):
