@@ -109,7 +109,8 @@ class PackedLlama:
         SDPA's CPU kernel is 3-7x slower in bf16 than in fp32 (measured at 100-300 cached tokens, batch 1
         and 8: 197 vs 54 us, 1460 vs 434 us), more than the bf16 cache would save in memory traffic."""
         shape = (batch, self.kv_heads, length, self.head_dim)
-        return [(torch.zeros(shape), torch.zeros(shape)) for _ in self.layers]
+        # Uninitialised: a slot is written (prompt, padding or new token) before any query reads it.
+        return [(torch.empty(shape), torch.empty(shape)) for _ in self.layers]
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         # As transformers' LlamaRMSNorm: the variance in fp32.
