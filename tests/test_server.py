@@ -73,6 +73,9 @@ def test_chat_with_the_tuned_model_plain_and_streamed(alpha, trained):
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
+    [newest, *_] = alpha.fine_tuning.jobs.checkpoints.list(job.id)
+    from_checkpoint = alpha.chat.completions.create(model=newest.fine_tuned_model_checkpoint, messages=messages, temperature=0, max_tokens=8)
+    assert from_checkpoint.choices[0].message.content == text  # the newest checkpoint is the final model
     completion = alpha.completions.create(model=job.fine_tuned_model, prompt="Ticket 3:", max_tokens=4, temperature=0)
     assert completion.object == "text_completion" and completion.usage.completion_tokens >= 1
     assert job.fine_tuned_model in [m.id for m in alpha.models.list()]
@@ -101,7 +104,9 @@ def test_a_second_project_sees_nothing_of_the_first(server, alpha, trained):
     assert job.fine_tuned_model not in [m.id for m in beta.models.list()]
     for call in (lambda: beta.files.retrieve(uploaded.id), lambda: beta.fine_tuning.jobs.retrieve(job.id),
                  lambda: beta.fine_tuning.jobs.cancel(job.id), lambda: beta.models.retrieve(job.fine_tuned_model),
-                 lambda: beta.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])):
+                 lambda: beta.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}]),
+                 lambda: beta.chat.completions.create(model=f"{job.fine_tuned_model}:ckpt-step-15",
+                                                      messages=[{"role": "user", "content": "hi"}])):
         with pytest.raises(openai.NotFoundError):
             call()
     anonymous = openai.OpenAI(base_url=server.base_url, api_key="tf-not-a-key", max_retries=0)

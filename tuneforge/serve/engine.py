@@ -8,6 +8,7 @@ loads its own weights. The run's saved tokenizer and chat template are used unch
 `EnginePool` is the server's cache of engines, sharing one base model between LoRA runs.
 """
 
+import re
 import threading
 import weakref
 from collections import OrderedDict
@@ -36,12 +37,35 @@ class ModelSpec:
 
     @property
     def tokenizer_source(self) -> str | None:
+        """The run's saved tokenizer; None for the base's (a checkpoint directory holds weights only)."""
         directory = self.adapter or self.weights
-        return str(directory) if directory else None
+        return str(directory) if directory and (directory / "tokenizer_config.json").exists() else None
+
+
+CHECKPOINT_NAME = re.compile(r"^(?P<model>.+):ckpt-step-(?P<step>\d+)$")  # OpenAI's name for a job's checkpoint
+
+
+def run_id_of(name: str) -> str:
+    """The run behind a run id, a tuned model name (its last field) or a checkpoint name."""
+    match = CHECKPOINT_NAME.match(name)
+    name = match["model"] if match else name
+    return name.rsplit(":", 1)[-1] if name.startswith("ft:") else name
+
+
+def _checkpoint_spec(name: str, step: int) -> ModelSpec:
+    run = store.get_run(run_id_of(name))
+    checkpoint = next((c for c in run.checkpoints if c.step == step), None) if run else None
+    if checkpoint is None or not Path(checkpoint.path).exists():
+        raise ModelNotAvailable(f"no checkpoint '{name}'", fix="List them with the jobs API's checkpoints, or `tuneforge runs show`.")
+    path = Path(checkpoint.path)
+    return ModelSpec(name, run.base_model, adapter=path if run.method == "lora" else None,
+                     weights=path if run.method == "full" else None)
 
 
 def resolve_spec(name: str) -> ModelSpec:
-    """Run id, tuned model name or base model -> what to load."""
+    """Run id, tuned model name, checkpoint name (`<tuned model>:ckpt-step-N`) or base model -> what to load."""
+    if match := CHECKPOINT_NAME.match(name):
+        return _checkpoint_spec(name, int(match["step"]))
     tuned = store.find_model(name)
     run = store.get_run(tuned.run_id if tuned else name)
     if run is not None:

@@ -18,14 +18,14 @@ from tuneforge.errors import TuneforgeError
 from tuneforge.registry import access
 from tuneforge.serve.app import engines, project, route_template
 from tuneforge.serve.protocol import APIError, ChatCompletionRequest, ChatMessage, CompletionRequest, usage
-from tuneforge.serve.routes.models import model_not_found, owned_tuned_model
+from tuneforge.serve.routes.models import check_access, model_not_found
 
 router = APIRouter(tags=["inference"])
 DEFAULT_MAX_TOKENS = 256
 
 
 def _engine(request: Request, owner: str, name: str):
-    owned_tuned_model(owner, name)  # another project's model: 404 before anything loads
+    check_access(owner, name)  # another project's model: 404 before anything loads
     try:
         return engines(request.app).get(name)
     except TuneforgeError:

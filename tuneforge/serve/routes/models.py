@@ -13,9 +13,24 @@ from tuneforge.serve.protocol import APIError, model_object, not_found
 router = APIRouter(tags=["models"])
 
 
-def owner_of(model: store.Model) -> str:
-    job = jobs.job_for_run(model.run_id)
+def run_owner(run_id: str) -> str:
+    job = jobs.job_for_run(run_id)
     return job.project if job else access.DEFAULT_PROJECT
+
+
+def owner_of(model: store.Model) -> str:
+    return run_owner(model.run_id)
+
+
+def check_access(owner: str, name: str) -> None:
+    """Before serving `name`: a tuned model, run or checkpoint of another project (or of none) is 404."""
+    from tuneforge.serve.engine import run_id_of
+
+    if not name.startswith(("ft:", "run-")):
+        return  # a base model: everyone's
+    run = store.get_run(run_id_of(name))
+    if run is None or run_owner(run.id) != owner:
+        raise model_not_found(name)
 
 
 def owned_tuned_model(owner: str, name: str) -> store.Model | None:
