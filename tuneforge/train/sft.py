@@ -158,19 +158,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
 
     # ---- model, optimiser, schedule
     seed_everything(resolved.seed)
-    model = load_model(config.model)
-    if resolved.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        targets = resolved.lora_target_modules
-        try:
-            model = get_peft_model(model, LoraConfig(
-                r=resolved.lora_rank, lora_alpha=resolved.lora_alpha, lora_dropout=resolved.lora_dropout,
-                target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                task_type="CAUSAL_LM"))
-        except ValueError as error:  # peft's word for target modules the model does not have
-            raise UsageError(f"lora_target_modules '{targets}': {error}", fix="Use all-linear, or names such as q_proj,v_proj.") from None
-    model.train()
+    model = build_model(resolved)
     steps_per_epoch = -(-len(train_set) // resolved.batch_size)
     total_steps = steps_per_epoch * resolved.n_epochs
     if resolved.max_steps:
@@ -188,7 +176,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
         store.update_run(run_id, status="running", error=None)
 
     validation_batches = _validation_batches(validation_set, resolved.batch_size, pad_id)
-    dtype = torch.bfloat16 if resolved.precision == "bf16" else None
+    dtype = compute_dtype(resolved)
     metrics_file = (run_dir / "metrics.csv").open("a", newline="")
     writer = csv.DictWriter(metrics_file, METRIC_COLUMNS)
     if metrics_file.tell() == 0:
@@ -230,7 +218,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
             if batches_epoch != state.epoch:
                 batches, batches_epoch = epoch_order(len(train_set), resolved.batch_size, resolved.seed, state.epoch, lengths), state.epoch
             step_started = time.perf_counter()
-            loss, accuracy, tokens, trained = _train_step(model, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id, dtype)
+            loss, accuracy, tokens, trained = train_step(model, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id)
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], resolved.max_grad_norm)
             learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -281,7 +269,25 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     return RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
 
 
-def _train_step(model, examples, config: ResolvedConfig, pad_id: int, dtype) -> tuple[float, float, int, float]:
+def build_model(config: ResolvedConfig):
+    """The base model in training mode, with LoRA adapters (via peft) for method lora."""
+    model = load_model(config.model)
+    if config.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets = config.lora_target_modules
+        try:
+            model = get_peft_model(model, LoraConfig(
+                r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                task_type="CAUSAL_LM"))
+        except ValueError as error:  # peft's word for target modules the model does not have
+            raise UsageError(f"lora_target_modules '{targets}': {error}", fix="Use all-linear, or names such as q_proj,v_proj.") from None
+    model.train()
+    return model
+
+
+def train_step(model, examples, config: ResolvedConfig, pad_id: int) -> tuple[float, float, int, float]:
     """One optimiser step's forward and backward passes, in `gradient_accumulation_steps` micro-batches.
 
     Each micro-batch's weighted loss is divided by the whole step's loss weight, so accumulating
@@ -289,6 +295,7 @@ def _train_step(model, examples, config: ResolvedConfig, pad_id: int, dtype) -> 
     total_weight = sum(float(e.loss_weights[1:].sum()) for e in examples)
     parts = config.gradient_accumulation_steps
     size = -(-len(examples) // parts)
+    dtype = compute_dtype(config)
     loss_sum, correct, counted, tokens = 0.0, 0, 0, 0
     for start in range(0, len(examples), size):
         batch = collate(examples[start:start + size], pad_id)
@@ -296,6 +303,11 @@ def _train_step(model, examples, config: ResolvedConfig, pad_id: int, dtype) -> 
         (weighted / total_weight).backward()
         loss_sum, correct, counted, tokens = loss_sum + weighted.item(), correct + right, counted + n, tokens + batch.tokens
     return loss_sum / total_weight, correct / max(counted, 1), tokens, total_weight
+
+
+def compute_dtype(config: ResolvedConfig) -> torch.dtype | None:
+    """The autocast dtype of the matmuls; None for plain fp32."""
+    return torch.bfloat16 if config.precision == "bf16" else None
 
 
 def _validation_batches(validation_set, batch_size: int, pad_id: int) -> list[Batch]:
