@@ -2,8 +2,9 @@
 
 Run: `python -m benchmarks.generate [--model smollm2-135m-instruct] [--new-tokens 64] [--threads N]`
 
-Each configuration runs in its own process (so its peak RSS is its own): it loads the model, warms
-up once, then measures, best of `--repeats`:
+Each configuration runs in its own process (so its peak RSS is its own): it loads the model and
+warms up once; then the configurations take turns, one measurement each, `--repeats` rounds, and
+the best of each is reported:
   - time to first token: one chat prompt, from the call until the first token (HF: the streamer's
     first new token; the engine: the first text delta of `Engine.stream`);
   - tokens/s at batch 1: `--new-tokens` new tokens for that prompt, over the whole call (prefill included);
@@ -41,10 +42,6 @@ CONFIGS = {
     "Tuneforge engine fp32": ("engine", "fp32"),
     "Tuneforge engine bf16": ("engine", "bf16"),
 }
-
-
-def best_of(repeats: int, measure) -> float:
-    return min(measure() for _ in range(repeats))
 
 
 def timed(call) -> float:
@@ -116,7 +113,12 @@ def engine_runner(model_name: str, precision: str, new_tokens: int):
     return first_token, generate
 
 
-def one(label: str, model_name: str, new_tokens: int, repeats: int, threads: int | None) -> dict:
+def serve_measurements(label: str, model_name: str, new_tokens: int, threads: int | None) -> None:
+    """Child process: load one configuration, then take one measurement per line read from stdin.
+
+    The parent interleaves its children (each measurement of each configuration in turn), so a
+    busy spell on the machine spreads over all of them instead of landing on one.
+    """
     import torch
 
     from tuneforge.data.examples import Message
@@ -128,17 +130,41 @@ def one(label: str, model_name: str, new_tokens: int, repeats: int, threads: int
     first_token, generate = (hf_runner if kind == "hf" else engine_runner)(model_name, precision, new_tokens)
     conversations = [[Message("user", text)] for text in PROMPTS]
     generate(conversations[:2])  # warm-up: one-off allocations, weight packing
-    load_seconds = time.perf_counter() - began
-    answer = generate(conversations[1:2])[0]
-    return {
-        "load_s": load_seconds,
-        "first_token_s": best_of(repeats, lambda: first_token(conversations[1])),
-        "batch1_tok_s": new_tokens / best_of(repeats, lambda: timed(lambda: generate(conversations[1:2]))),
-        "batch8_tok_s": 8 * new_tokens / best_of(repeats, lambda: timed(lambda: generate(conversations))),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "answer": answer,
-        "threads": torch.get_num_threads(),
+    measures = {
+        "first_token_s": lambda: first_token(conversations[1]),
+        "batch1_s": lambda: timed(lambda: generate(conversations[1:2])),
+        "batch8_s": lambda: timed(lambda: generate(conversations)),
     }
+    print(json.dumps({"load_s": time.perf_counter() - began, "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "done":
+            print(json.dumps({"answer": generate(conversations[1:2])[0],
+                              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+            return
+        print(json.dumps({command: measures[command]()}), flush=True)
+
+
+class Child:
+    def __init__(self, label: str, args):
+        command = [sys.executable, "-m", "benchmarks.generate", "--one", label, "--model", args.model,
+                   "--new-tokens", str(args.new_tokens)] + (["--threads", str(args.threads)] if args.threads else [])
+        env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+        self.label, self.best = label, {}
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def ask(self, command: str | None = None) -> dict:
+        if command:
+            self.process.stdin.write(command + "\n")
+            self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.label}: the measuring process died (exit {self.process.wait()})")
+        reply = json.loads(line)
+        for key, value in reply.items():
+            if key.endswith("_s") and key != "load_s":
+                self.best[key] = min(self.best.get(key, float("inf")), value)
+        return reply
 
 
 def machine() -> str:
@@ -163,35 +189,34 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.model, args.new_tokens, args.repeats, args.threads)))
+        serve_measurements(args.one, args.model, args.new_tokens, args.threads)
         return
     labels = [label.strip() for label in args.configs.split(",")]
     unknown = [label for label in labels if label not in CONFIGS]
     if unknown:
         parser.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
     print(f"{time.strftime('%Y-%m-%d %H:%M')}; {machine()}; load average at start {load_average()}", flush=True)
-    lines = [f"Generation on {args.model}, {args.new_tokens} new tokens per prompt, best of {args.repeats}", "",
+    children = []
+    for label in labels:  # loaded one at a time: loading is not measured, but would disturb a measurement
+        children.append(Child(label, args))
+        children[-1].threads = children[-1].ask()["threads"]
+    for _ in range(args.repeats):
+        for measure in ("first_token_s", "batch1_s", "batch8_s"):
+            for child in children:
+                child.ask(measure)
+    finals = {child.label: child.ask("done") for child in children}
+    reference = finals.get("HF generate fp32", {}).get("answer")
+    lines = [f"Generation on {args.model}, {args.new_tokens} new tokens per prompt, best of {args.repeats} "
+             f"(configurations measured in turn)", "",
              "| configuration | threads | first token ms | tok/s batch 1 | tok/s batch 8 | peak RSS MB | same answer as HF fp32 |",
              "|---|---|---|---|---|---|---|"]
-    reference = None
-    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    for label in labels:
-        command = [sys.executable, "-m", "benchmarks.generate", "--one", label, "--model", args.model,
-                   "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)]
-        out = subprocess.run(command + (["--threads", str(args.threads)] if args.threads else []),
-                             capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            lines.append(f"| {label} | failed: {(out.stderr.strip().splitlines() or ['?'])[-1]} | | | | | |")
-            print(lines[-1], flush=True)
-            continue
-        m = json.loads(out.stdout.strip().splitlines()[-1])
-        if label == "HF generate fp32":
-            reference = m["answer"]
-        same = "-" if reference is None or label == "HF generate fp32" else \
-            "yes" if m["answer"] == reference else f"first {common_prefix(m['answer'], reference)} chars"
-        lines.append(f"| {label} | {m['threads']} | {m['first_token_s'] * 1000:.0f} | {m['batch1_tok_s']:.1f} | "
-                     f"{m['batch8_tok_s']:.1f} | {m['peak_rss_mb']:,.0f} | {same} |")
-        print(lines[-1], flush=True)
+    for child in children:
+        final, best = finals[child.label], child.best
+        same = "-" if reference is None or child.label == "HF generate fp32" else \
+            "yes" if final["answer"] == reference else f"first {common_prefix(final['answer'], reference)} chars"
+        lines.append(f"| {child.label} | {child.threads} | {best['first_token_s'] * 1000:.0f} | "
+                     f"{args.new_tokens / best['batch1_s']:.1f} | {8 * args.new_tokens / best['batch8_s']:.1f} | "
+                     f"{final['peak_rss_mb']:,.0f} | {same} |")
     print(f"load average at end {load_average()}\n")
     print("\n".join(lines))
 
