@@ -119,15 +119,18 @@ class PackedLlama:
         return weight * x32.to(self.dtype)
 
     def _rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of the rotary angles, (batch, 1, seq, head_dim); sin's first half negated for `_rotate`."""
         freqs = positions[..., None].float() * self.inv_freq  # (batch, seq, head_dim / 2)
         angles = torch.cat((freqs, freqs), dim=-1)
         cos, sin = angles.cos() * self.rope_scaling, angles.sin() * self.rope_scaling
-        return cos.to(self.dtype).unsqueeze(1), sin.to(self.dtype).unsqueeze(1)  # (batch, 1, seq, head_dim)
+        sin[..., :freqs.shape[-1]].neg_()
+        return cos.to(self.dtype).unsqueeze(1), sin.to(self.dtype).unsqueeze(1)
 
     @staticmethod
-    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+        # transformers' x * cos + rotate_half(x) * sin, where rotate_half(x) = cat(-x2, x1): the halves
+        # swapped by a roll, the minus sign moved into sin (exact: negation commutes with rounding).
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache, start: int,
                 mask: torch.Tensor) -> torch.Tensor:
@@ -136,6 +139,8 @@ class PackedLlama:
         input_ids, positions: (batch, seq); the new keys and values go to cache slots [start, start + seq);
         mask: (batch, 1, seq, start + seq) bool, True where a query may attend.
         """
+        # As the additive float mask SDPA would build from the bool one in every layer, built once.
+        mask = torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))
         batch, seq = input_ids.shape
         end = start + seq
         x = F.embedding(input_ids, self.embed)  # (batch, seq, hidden)
@@ -151,9 +156,10 @@ class PackedLlama:
             attention = F.scaled_dot_product_attention(qk[:, :heads].float(), keys[:, :, :end], values[:, :, :end],
                                                        attn_mask=mask, enable_gqa=True).to(self.dtype)
             x = x + self._mm(attention.transpose(1, 2).reshape(batch, seq, heads * head_dim), layer.output)
-            gate, up = self._mm(self._norm(x, layer.post_norm), layer.gate_up).chunk(2, dim=-1)
-            x = x + self._mm(F.silu(gate) * up, layer.down)
-        return self._mm(self._norm(x[:, -1], self.final_norm), self.lm_head)
+            gate_up = self._mm(self._norm(x, layer.post_norm), layer.gate_up)
+            half = gate_up.shape[-1] // 2  # slices: `chunk` costs more than the two views
+            x = x + self._mm(F.silu(gate_up[..., :half]) * gate_up[..., half:], layer.down)
+        return self._mm(self._norm(x[:, -1], self.final_norm), self.lm_head).float()  # argmax is slow in bf16
 
 
 class PackedStepper:
