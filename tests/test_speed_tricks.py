@@ -1,5 +1,6 @@
 """Every speed trick gives the same result as the plain path (to within bf16 rounding for bf16)."""
 
+import pytest
 import torch
 from helpers import chat
 
@@ -59,3 +60,130 @@ def test_length_grouped_batches_cover_each_example_once_with_less_padding():
     assert padding(grouped) < 0.1 * padding(plain)
     assert grouped == epoch_order(1000, 8, seed=1, epoch=0, lengths=lengths)  # deterministic
     assert grouped != epoch_order(1000, 8, seed=1, epoch=1, lengths=lengths)  # reshuffled each epoch
+
+
+def lora_model(tiny_model_dir, targets="all-linear"):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    model = get_peft_model(load(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets,
+                                                            init_lora_weights=False))  # non-zero B: real gradients everywhere
+    return model.train()
+
+
+def loss_and_grads(model, batch, **options):
+    model.zero_grad()
+    loss, correct, counted = weighted_token_loss(model, batch, **options)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    return loss.item(), correct, counted, grads
+
+
+def assert_same(reference, other, rtol):
+    (loss_a, right_a, n_a, grads_a), (loss_b, right_b, n_b, grads_b) = reference, other
+    assert abs(loss_a - loss_b) <= rtol * abs(loss_a), (loss_a, loss_b)
+    assert (right_a, n_a) == (right_b, n_b)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        scale = grads_a[name].abs().max()
+        assert (grads_a[name] - grads_b[name]).abs().max() <= rtol * scale + 1e-9, name
+
+
+def test_padding_free_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, smol_tokenizer):
+    from tuneforge.train.loop import collate_padding_free
+    from tuneforge.train.padding_free import use_varlen_attention
+
+    model = lora_model(tiny_model_dir)
+    padded = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
+    examples = [padded_example(padded, row) for row in range(padded.input_ids.shape[0])]
+    free = collate_padding_free(examples)
+    assert free.input_ids.shape == (1, padded.tokens) and free.tokens == padded.tokens
+    assert free.trained_tokens == pytest.approx(padded.trained_tokens)
+    reference = loss_and_grads(model, padded)
+    use_varlen_attention(model)
+    assert_same(reference, loss_and_grads(model, free), rtol=2e-5)
+    assert_same(reference, loss_and_grads(model, padded), rtol=2e-5)  # padded batches still take transformers' path
+
+
+def padded_example(batch, row):
+    from tuneforge.data.tokenize import TokenizedExample
+
+    length = int(batch.attention_mask[row].sum())
+    return TokenizedExample(batch.input_ids[row, :length].tolist(), batch.loss_weights[row, :length].numpy(), length)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_chunked_loss_gives_the_plain_loss_gradients_and_accuracy(tiny_model_dir, smol_tokenizer, monkeypatch, dtype):
+    from tuneforge.train import chunked_loss
+
+    monkeypatch.setattr(chunked_loss, "CHUNK_TOKENS", 7)  # several chunks and a ragged last one
+    batch = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
+    model = load(tiny_model_dir).train()  # full fine-tuning: the output layer's weight gets a gradient too
+    reference = loss_and_grads(model, batch, dtype=dtype)
+    chunked = loss_and_grads(model, batch, dtype=dtype, chunked=True)
+    assert_same(reference, chunked, rtol=1e-5 if dtype is None else 2e-2)
+
+
+def test_chunked_loss_leaves_an_adapted_output_layer_to_the_plain_path(tiny_model_dir, smol_tokenizer):
+    batch = tiny_batch(smol_tokenizer)
+    model = lora_model(tiny_model_dir, targets=["q_proj", "lm_head"])
+    reference = loss_and_grads(model, batch)
+    chunked = loss_and_grads(model, batch, chunked=True)
+    assert_same(reference, chunked, rtol=1e-5)
+    assert any("lm_head.lora_A" in name for name in chunked[3])
+
+
+def test_fused_lora_dropout_is_dropout_then_projection_with_a_replayable_mask(tiny_model_dir):
+    from tuneforge.train.lora_dropout import DroppedLinear, dropout_keep_mask, fuse_lora_dropout
+
+    keep = dropout_keep_mask(torch.Size([1000, 1000]), 0.1, seed=5)
+    assert abs(keep.float().mean().item() - 0.9) < 0.002
+    assert torch.equal(keep, dropout_keep_mask(torch.Size([1000, 1000]), 0.1, seed=5))
+
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(load(tiny_model_dir), LoraConfig(r=4, lora_dropout=0.25, target_modules="all-linear"))
+    names = sorted(name for name, _ in model.named_parameters())
+    assert fuse_lora_dropout(model) == 14  # 7 linear layers x 2 blocks
+    assert sorted(name for name, _ in model.named_parameters()) == names  # checkpoints load unchanged
+    projection = next(m for m in model.modules() if isinstance(m, DroppedLinear))
+    x = torch.randn(3, 5, projection.in_features, requires_grad=True)
+    projection.train()
+    torch.manual_seed(11)
+    out = projection(x)
+    out.square().sum().backward()
+    torch.manual_seed(11)
+    seed = int(torch.randint(0, 2**62, (1,)))  # the draw the layer made
+    mask = dropout_keep_mask(x.shape, 0.25, seed)
+    x_ref = x.detach().clone().requires_grad_(True)
+    weight = projection.weight.detach().clone().requires_grad_(True)
+    expected = (x_ref * mask / 0.75) @ weight.T
+    expected.square().sum().backward()
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-5)
+    assert torch.allclose(projection.weight.grad, weight.grad, atol=1e-5)
+    projection.eval()
+    assert torch.equal(projection(x), torch.nn.functional.linear(x, projection.weight))
+
+
+def test_all_speed_tricks_train_like_the_plain_path(tmp_path, tiny_model_dir):
+    """End to end: the recipe with every trick on and with every trick off (no dropout, so the two
+    runs see the same randomness) gives the same training and validation losses."""
+    import csv
+
+    from helpers import write_jsonl
+
+    from tuneforge.train.config import TrainConfig
+    from tuneforge.train.sft import train_sft
+
+    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"Tell me about item {i} " + "x " * (i % 9), f"Item {i} is fine") for i in range(24)])
+    traces = []
+    for on in (False, True):
+        result = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0,
+                                       seed=3, precision="fp32", learning_rate_multiplier=5, padding_free=on,
+                                       chunked_loss=on, fast_lora_dropout=on, sparse_output_layer=on, group_by_length=False))
+        with (result.run_dir / "metrics.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        traces.append([float(r["train_loss"]) for r in rows if r["train_loss"]] + [float(r["valid_loss"]) for r in rows if r["valid_loss"]])
+    assert len(traces[0]) > 10
+    assert traces[1] == pytest.approx(traces[0], rel=1e-4)

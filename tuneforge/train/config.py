@@ -49,6 +49,10 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Matmul precision: bf16 autocast keeps fp32 master weights; auto picks bf16 where the hardware runs it natively.")
     sparse_output_layer: bool = Field(True, description="Compute the output layer and softmax only on tokens that carry loss weight.")
     group_by_length: bool = Field(True, description="Batch examples of similar length together, so less compute goes to padding.")
+    padding_free: bool = Field(True, description="Lay each batch's examples end to end in one row, each attending only to itself: no compute on padding.")
+    chunked_loss: bool = Field(True, description="With sparse_output_layer: output layer and loss a chunk of tokens at a time, gradients in the same pass, never the whole vocabulary-wide logits.")
+    fast_lora_dropout: bool = Field(True, description="LoRA dropout fused into the adapter's first matmul, its mask drawn again in backward instead of stored (same dropout, less time and memory).")
+    frozen_weights_bf16: bool = Field(True, description="With LoRA in bf16: store the frozen base weights in bf16 (LoRA weights stay fp32) instead of casting them on every pass.")
 
     # LoRA.
     lora_rank: int = Field(16, ge=1, description="LoRA rank r.")

@@ -31,14 +31,25 @@ def seed_everything(seed: int) -> None:
 # ------------------------------------------------------------------------------------ batches
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # (batch, seq) long, right-padded
-    attention_mask: torch.Tensor  # (batch, seq) long, 0 on padding
+    input_ids: torch.Tensor  # (batch, seq) long, right-padded; (1, tokens) when padding-free
+    attention_mask: torch.Tensor | None  # (batch, seq) long, 0 on padding; None when padding-free
     loss_weights: torch.Tensor  # (batch, seq) float, weight of predicting input_ids[:, t]; 0 on padding
     tokens: int  # real (non-padding) tokens
+    position_ids: torch.Tensor | None = None  # (1, tokens) when padding-free: restarts at 0 for each example
+    sequence_starts: torch.Tensor | None = None  # (examples + 1,) int32 when padding-free: where each example starts, and the end
 
     @property
     def trained_tokens(self) -> float:
         return float(self.loss_weights[:, 1:].sum())
+
+    def model_inputs(self) -> dict:
+        # use_cache=False: a training or scoring pass has no next token to decode, and a KV cache
+        # would only hold on to every layer's keys and values.
+        if self.sequence_starts is None:
+            return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "use_cache": False}
+        from tuneforge.train.padding_free import model_inputs
+
+        return {"input_ids": self.input_ids, "use_cache": False, **model_inputs(self.position_ids, self.sequence_starts)}
 
 
 def collate(examples: list[TokenizedExample], pad_id: int) -> Batch:
@@ -52,6 +63,18 @@ def collate(examples: list[TokenizedExample], pad_id: int) -> Batch:
         mask[row, :n] = 1
         weights[row, :n] = torch.from_numpy(example.loss_weights)
     return Batch(ids, mask, weights, int(mask.sum()))
+
+
+def collate_padding_free(examples: list[TokenizedExample]) -> Batch:
+    """The examples end to end in one row. The weight at each example's first token is set to 0:
+    there it would weigh predicting that token from the end of the previous example."""
+    lengths = [len(e.input_ids) for e in examples]
+    ids = torch.tensor([token for e in examples for token in e.input_ids]).unsqueeze(0)
+    weights = torch.from_numpy(np.concatenate([e.loss_weights for e in examples])).unsqueeze(0).clone()
+    starts = torch.tensor(np.cumsum([0] + lengths), dtype=torch.int32)
+    weights[0, starts[:-1].long()] = 0.0
+    positions = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+    return Batch(ids, None, weights, sum(lengths), positions, starts)
 
 
 GROUP_SPAN = 50  # batches per length-sorted group: enough to pad little, few enough to stay shuffled
@@ -90,27 +113,36 @@ def _output_layer_parts(model):
     return (decoder, head) if decoder is not None and head is not None else None
 
 
-def weighted_token_loss(model, batch: Batch, sparse_head: bool = True, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, int, int]:
+def weighted_token_loss(model, batch: Batch, sparse_head: bool = True, dtype: torch.dtype | None = None,
+                        chunked: bool = False) -> tuple[torch.Tensor, int, int]:
     """Sum over tokens of weight x cross-entropy (not yet divided), correct predictions, counted tokens.
 
     Position t predicts token t+1, so targets and weights shift by one. With `sparse_head`, the
     output layer (a 49 k-wide matmul for SmolLM2, a fifth of the model's FLOPs) and the softmax run
     only on positions whose loss weight is non-zero: prompt tokens with weight 0 need no logits.
+    With `chunked` too, they run a chunk of tokens at a time with the gradients computed in the same
+    pass (chunked_loss.py), so the (tokens, vocabulary) logits never exist at once.
     """
     targets = batch.input_ids[:, 1:]
     weights = batch.loss_weights[:, 1:]
     parts = _output_layer_parts(model) if sparse_head else None
+    selected = weights > 0
     with autocast(dtype):
         if parts is None:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]  # (batch, seq-1, vocab)
-            selected = weights > 0
+            logits = model(**batch.model_inputs()).logits[:, :-1]  # (batch, seq-1, vocab)
             logits, targets, weights = logits[selected], targets[selected], weights[selected]
         else:
             decoder, head = parts
-            hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # (batch, seq, hidden)
-            selected = weights > 0
-            logits = head(hidden[:, :-1][selected])  # (trained tokens, vocab)
-            targets, weights = targets[selected], weights[selected]
+            hidden = decoder(**batch.model_inputs()).last_hidden_state  # (batch, seq, hidden)
+            hidden, targets, weights = hidden[:, :-1][selected], targets[selected], weights[selected]  # (trained tokens, hidden)
+            # A plain layer only: with LoRA on the output layer (lora_target_modules naming lm_head)
+            # the adapter's contribution is not in head.weight.
+            if chunked and type(head) is torch.nn.Linear and head.bias is None:
+                from tuneforge.train.chunked_loss import chunked_linear_cross_entropy
+
+                loss, correct = chunked_linear_cross_entropy(hidden, head.weight, targets, weights, dtype)
+                return loss, correct, int(targets.numel())
+            logits = head(hidden)  # (trained tokens, vocab)
     logits = logits.float()
     losses = F.cross_entropy(logits, targets, reduction="none")
     correct = int((logits.argmax(-1) == targets).sum())
@@ -118,14 +150,14 @@ def weighted_token_loss(model, batch: Batch, sparse_head: bool = True, dtype: to
 
 
 @torch.no_grad()
-def evaluate(model, batches: list[Batch], sparse_head: bool = True, dtype: torch.dtype | None = None) -> dict:
+def evaluate(model, batches: list[Batch], sparse_head: bool = True, dtype: torch.dtype | None = None, chunked: bool = False) -> dict:
     """Validation loss (weighted mean per token), perplexity and mean token accuracy."""
     was_training = model.training
     model.eval()
     loss_sum = weight_sum = 0.0
     correct = counted = 0
     for batch in batches:
-        weighted, right, n = weighted_token_loss(model, batch, sparse_head, dtype)
+        weighted, right, n = weighted_token_loss(model, batch, sparse_head, dtype, chunked)
         loss_sum += weighted.item()
         weight_sum += batch.trained_tokens
         correct, counted = correct + right, counted + n
@@ -142,7 +174,9 @@ def build_optimizer(model, learning_rate: float, weight_decay: float) -> torch.o
             # Norms and biases are not decayed (the usual practice; decaying them hurts stability).
             (no_decay if parameter.ndim < 2 or "norm" in name else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
+    # fused: one kernel per parameter instead of a dozen elementwise ops; LoRA has 420 small tensors
+    # for SmolLM2, and their per-op overhead showed in the profile (benchmarks/RESULTS.md).
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
 
 
 def build_schedule(optimizer, kind: str, warmup_steps: int, total_steps: int):

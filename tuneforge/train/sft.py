@@ -37,6 +37,7 @@ from tuneforge.train.loop import (
     build_optimizer,
     build_schedule,
     collate,
+    collate_padding_free,
     epoch_order,
     evaluate,
     load_training_state,
@@ -175,7 +176,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
         artifacts.truncate_metrics(run_dir / "metrics.csv", state.step)
         store.update_run(run_id, status="running", error=None)
 
-    validation_batches = _validation_batches(validation_set, resolved.batch_size, pad_id)
+    validation_batches = _validation_batches(validation_set, resolved.batch_size, pad_id, resolved.padding_free)
     dtype = compute_dtype(resolved)
     metrics_file = (run_dir / "metrics.csv").open("a", newline="")
     writer = csv.DictWriter(metrics_file, METRIC_COLUMNS)
@@ -188,7 +189,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     def validate(row: dict) -> bool:
         """Add validation metrics to this step's row; True when they are the best so far."""
         nonlocal last_evaluation
-        last_evaluation = evaluate(model, validation_batches, resolved.sparse_output_layer, dtype)
+        last_evaluation = evaluate(model, validation_batches, resolved.sparse_output_layer, dtype, resolved.chunked_loss)
         row.update({name: round(value, 6) for name, value in last_evaluation.items()})
         reporter.evaluation(row)
         if state.step == 0:
@@ -271,7 +272,14 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
 
 def build_model(config: ResolvedConfig):
     """The base model in training mode, with LoRA adapters (via peft) for method lora."""
-    model = load_model(config.model)
+    bf16_base = config.method == "lora" and config.precision == "bf16" and config.frozen_weights_bf16
+    # The frozen weights never change, so bf16 copies lose nothing an autocast pass would keep; only
+    # trained weights need fp32 masters (peft keeps the adapters in fp32: autocast_adapter_dtype).
+    model = load_model(config.model, dtype=torch.bfloat16 if bf16_base else None)
+    if config.padding_free:
+        from tuneforge.train.padding_free import use_varlen_attention
+
+        use_varlen_attention(model)
     if config.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -283,6 +291,16 @@ def build_model(config: ResolvedConfig):
                 task_type="CAUSAL_LM"))
         except ValueError as error:  # peft's word for target modules the model does not have
             raise UsageError(f"lora_target_modules '{targets}': {error}", fix="Use all-linear, or names such as q_proj,v_proj.") from None
+        if config.fast_lora_dropout:
+            from tuneforge.train.lora_dropout import fuse_lora_dropout
+
+            fuse_lora_dropout(model)
+        if bf16_base:
+            # peft casts each layer's bf16 input to the adapters' fp32, and autocast casts it back for
+            # the matmul: two copies of every adapted layer's input for nothing.
+            for module in model.modules():
+                if hasattr(module, "cast_input_dtype_enabled"):
+                    module.cast_input_dtype_enabled = False
     model.train()
     return model
 
@@ -298,8 +316,8 @@ def train_step(model, examples, config: ResolvedConfig, pad_id: int) -> tuple[fl
     dtype = compute_dtype(config)
     loss_sum, correct, counted, tokens = 0.0, 0, 0, 0
     for start in range(0, len(examples), size):
-        batch = collate(examples[start:start + size], pad_id)
-        weighted, right, n = weighted_token_loss(model, batch, config.sparse_output_layer, dtype)
+        batch = make_batch(examples[start:start + size], pad_id, config.padding_free)
+        weighted, right, n = weighted_token_loss(model, batch, config.sparse_output_layer, dtype, config.chunked_loss)
         (weighted / total_weight).backward()
         loss_sum, correct, counted, tokens = loss_sum + weighted.item(), correct + right, counted + n, tokens + batch.tokens
     return loss_sum / total_weight, correct / max(counted, 1), tokens, total_weight
@@ -310,7 +328,11 @@ def compute_dtype(config: ResolvedConfig) -> torch.dtype | None:
     return torch.bfloat16 if config.precision == "bf16" else None
 
 
-def _validation_batches(validation_set, batch_size: int, pad_id: int) -> list[Batch]:
+def make_batch(examples, pad_id: int, padding_free: bool) -> Batch:
+    return collate_padding_free(examples) if padding_free else collate(examples, pad_id)
+
+
+def _validation_batches(validation_set, batch_size: int, pad_id: int, padding_free: bool) -> list[Batch]:
     # Sorted by length, so each batch pads little; the order does not change the weighted mean.
     ordered = sorted(validation_set, key=lambda e: len(e.input_ids))
-    return [collate(ordered[i:i + batch_size], pad_id) for i in range(0, len(ordered), batch_size)]
+    return [make_batch(ordered[i:i + batch_size], pad_id, padding_free) for i in range(0, len(ordered), batch_size)]

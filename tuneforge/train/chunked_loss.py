@@ -1,0 +1,74 @@
+"""The output layer and the weighted cross-entropy in one pass over chunks of tokens, never holding
+the whole (tokens, vocabulary) logits.
+
+For SmolLM2 the vocabulary is 49 k wide: a batch of 8 x 256 tokens has 400 MB of fp32 logits, and
+autograd keeps the logits, their log-softmax and the gradient of each, 1.2 GB or more at the peak.
+Here each chunk of CHUNK_TOKENS tokens computes its logits, loss, correct predictions and, in the
+same pass, the gradient of the loss with respect to the chunk's hidden states (and to the output
+layer's weight when that trains); backward only scales the saved gradients. That costs no extra
+matmul (backward needs exactly these two products) and keeps one chunk's logits alive at a time.
+
+`torch.nn.functional.linear_cross_entropy` (torch 2.13) chunks the same way, but takes no per-token
+weights (Tuneforge's prompt_loss_weight and per-message weights) and returns no predictions for the
+accuracy metric; the two are compared in benchmarks/RESULTS.md.
+"""
+
+import torch
+
+CHUNK_TOKENS = 1024  # 1024 x 49 k fp32 logits = 200 MB at a time
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, token_weights, with_grads: bool, matmul_dtype: torch.dtype):
+        # hidden (tokens, hidden); weight (vocab, hidden); targets, token_weights (tokens,)
+        hidden_needs_grad = with_grads and ctx.needs_input_grad[0]
+        weight_needs_grad = with_grads and ctx.needs_input_grad[1]
+        matmul_weight = weight.to(matmul_dtype)
+        hidden_grad = torch.empty_like(hidden) if hidden_needs_grad else None
+        weight_grad = torch.zeros(weight.shape, dtype=torch.float32) if weight_needs_grad else None
+        loss = torch.zeros((), dtype=torch.float32)
+        correct = torch.zeros((), dtype=torch.long)
+        for start in range(0, hidden.shape[0], CHUNK_TOKENS):
+            rows = slice(start, start + CHUNK_TOKENS)
+            chunk_hidden = hidden[rows].to(matmul_dtype)
+            chunk_targets, chunk_weights = targets[rows, None], token_weights[rows, None].float()
+            # (chunk, vocab), softmax in fp32 whatever the matmul's dtype; one fused pass, unlike logsumexp
+            log_probabilities = torch.log_softmax(chunk_hidden @ matmul_weight.T, dim=-1, dtype=torch.float32)
+            loss -= (log_probabilities.gather(1, chunk_targets) * chunk_weights).sum()
+            correct += (log_probabilities.argmax(-1, keepdim=True) == chunk_targets).sum()
+            if hidden_needs_grad or weight_needs_grad:
+                # d(sum_i w_i CE_i) / d logits_i = w_i (softmax_i - onehot(target_i)), built in place.
+                probabilities = log_probabilities.exp_()
+                probabilities.scatter_add_(1, chunk_targets, torch.full(chunk_targets.shape, -1.0))
+                logits_grad = probabilities.mul_(chunk_weights).to(matmul_dtype)
+                if hidden_needs_grad:
+                    hidden_grad[rows] = logits_grad @ matmul_weight
+                if weight_needs_grad:
+                    weight_grad += (logits_grad.T @ chunk_hidden).float()
+        ctx.save_for_backward(hidden_grad, weight_grad)
+        ctx.weight_dtype = weight.dtype
+        ctx.mark_non_differentiable(correct)
+        return loss, correct
+
+    @staticmethod
+    def backward(ctx, loss_grad, _correct_grad):
+        hidden_grad, weight_grad = ctx.saved_tensors
+        if hidden_grad is not None:
+            hidden_grad = hidden_grad * loss_grad.to(hidden_grad.dtype)
+        if weight_grad is not None:
+            weight_grad = (weight_grad * loss_grad).to(ctx.weight_dtype)
+        return hidden_grad, weight_grad, None, None, None, None
+
+
+def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                 token_weights: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, int]:
+    """sum_i token_weights[i] * cross_entropy(hidden[i] @ weight.T, targets[i]), and the number of
+    tokens whose most likely prediction is the target: what the full logits give, without them.
+
+    `dtype` is the matmuls' dtype (bf16 under autocast, as the plain path's output layer runs);
+    softmax and loss are fp32. Gradients are computed during the forward pass when grad mode is on."""
+    with torch.autocast(hidden.device.type, enabled=False):  # the dtypes are chosen here, explicitly
+        loss, correct = _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, token_weights,
+                                                         torch.is_grad_enabled(), dtype or hidden.dtype)
+    return loss, int(correct)
