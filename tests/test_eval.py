@@ -35,7 +35,8 @@ def test_eval_compares_tuned_and_base_with_classification_metrics(classifier, ti
     assert comparison["wins"] + comparison["ties"] + comparison["losses"] == 40
     assert tuned["loss"] < base["loss"]  # the references are what the run trained on
     rows = [json.loads(line) for line in (directory / "out" / "examples.jsonl").read_text().splitlines()]
-    assert len(rows) == 40 and set(rows[0]) == {"line", "prompt", "reference", "model", "against"}
+    assert len(rows) == 40 and set(rows[0]) == {"line", "prompt", "messages", "reference", "model", "against"}
+    assert rows[0]["messages"][-1] == {"role": "user", "content": rows[0]["prompt"]}
     assert "| accuracy |" in (directory / "out" / "report.md").read_text()
 
 

@@ -215,3 +215,45 @@ def test_early_stopping_without_validation_data_is_refused(tmp_path, tiny_model_
 
     with pytest.raises(UsageError, match="validation"):
         train_sft(config(tiny_model_dir, learnable(tmp_path), early_stopping_patience=2))
+
+
+def test_a_second_run_on_the_same_file_takes_its_tokens_from_the_cache(tmp_path, tiny_model_dir, monkeypatch):
+    from tuneforge.train import inputs, token_cache
+
+    data = learnable(tmp_path, name="cached.jsonl")
+    first = train_sft(config(tiny_model_dir, data))
+    cached = set(token_cache.cache_dir().glob("*.npz"))
+    assert cached
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the file was read again instead of the cache")
+
+    monkeypatch.setattr(inputs, "load_examples", no_reading)
+    second = train_sft(config(tiny_model_dir, data))
+    assert losses(second.run_dir) == losses(first.run_dir)
+    assert set(token_cache.cache_dir().glob("*.npz")) == cached  # same key: nothing new written
+    with store.session() as db:
+        assert db.get(store.Dataset, store.get_run(second.run_id).train_dataset).kind == "conversation"
+
+    monkeypatch.undo()  # what the tokens depend on changes the key: a fresh tokenisation
+    third = train_sft(config(tiny_model_dir, data, prompt_loss_weight=0.5, max_steps=1))
+    assert len(set(token_cache.cache_dir().glob("*.npz")) - cached) == 1
+    assert store.get_run(third.run_id).status == "succeeded"
+
+
+def test_the_token_cache_round_trips_exactly(tmp_path, smol_tokenizer):
+    from tuneforge.data.formats import parse_record
+    from tuneforge.data.tokenize import ChatTokenizer
+    from tuneforge.train import token_cache
+
+    examples = [parse_record(chat(f"Question {i} " * (i + 1), f"Answer {i}"), i)[1].example for i in range(5)]
+    encoded = ChatTokenizer(smol_tokenizer, 0.25, max_length=20).encode(examples)
+    assert any(e.truncated for e in encoded)
+    token_cache.save("roundtrip", encoded, "conversation")
+    loaded, kind = token_cache.load("roundtrip")
+    assert kind == "conversation" and len(loaded) == 5
+    for before, after in zip(encoded, loaded):
+        assert after.input_ids == before.input_ids and after.full_length == before.full_length
+        assert (after.loss_weights == before.loss_weights).all() and after.loss_weights.dtype == before.loss_weights.dtype
+    (token_cache.cache_dir() / "broken.npz").write_bytes(b"PK\x03\x04 cut short")
+    assert token_cache.load("broken") is None and token_cache.load("absent") is None

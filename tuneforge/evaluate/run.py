@@ -190,7 +190,9 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     with (out_dir / "examples.jsonl").open("w") as handle:
         for i, case in enumerate(cases):
-            row = {"line": case.line, "prompt": case.prompt[-1].content, "reference": case.reference}
+            # "prompt" is the last user turn, what a reader looks for; "messages" the whole prompt the models saw.
+            row = {"line": case.line, "prompt": case.prompt[-1].content,
+                   "messages": [{"role": m.role, "content": m.content} for m in case.prompt], "reference": case.reference}
             for side, scored in sides.items():
                 row[side] = {"answer": scored["generations"][i], **{m: scored["per_example"][m][i] for m in chosen}}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -53,6 +53,7 @@ class TrainConfig(BaseModel):
     chunked_loss: bool = Field(True, description="With sparse_output_layer: output layer and loss a chunk of tokens at a time, gradients in the same pass, never the whole vocabulary-wide logits.")
     fast_lora_dropout: bool = Field(True, description="LoRA dropout fused into the adapter's first matmul, its mask drawn again in backward instead of stored (same dropout, less time and memory).")
     frozen_weights_bf16: bool = Field(True, description="With LoRA in bf16: store the frozen base weights in bf16 (LoRA weights stay fp32) instead of casting them on every pass.")
+    cache_tokens: bool = Field(True, description="Keep the tokenised data under $TUNEFORGE_HOME/cache/tokens, keyed by the data's sha256 and the tokenizer, so the next run or a resume skips parsing and tokenising.")
 
     # LoRA.
     lora_rank: int = Field(16, ge=1, description="LoRA rank r.")
@@ -98,6 +99,10 @@ class TrainConfig(BaseModel):
         return value
 
     # ------------------------------------------------------------------------------ resolution
+    def resolved_max_seq_length(self, context_length: int | None) -> int:
+        """Known before the data is read (unlike the other autos), so tokenisation can come first."""
+        return self.max_seq_length if self.max_seq_length != "auto" else min(context_length or 2048, 2048)
+
     def resolve(self, n_train_examples: int, context_length: int | None) -> "ResolvedConfig":
         batch = self.batch_size if self.batch_size != "auto" else auto_batch_size(n_train_examples)
         multiplier = self.learning_rate_multiplier if self.learning_rate_multiplier != "auto" else 0.1
@@ -106,7 +111,7 @@ class TrainConfig(BaseModel):
             n_epochs=self.n_epochs if self.n_epochs != "auto" else auto_epochs(n_train_examples),
             batch_size=batch,
             learning_rate_multiplier=multiplier,
-            max_seq_length=self.max_seq_length if self.max_seq_length != "auto" else min(context_length or 2048, 2048),
+            max_seq_length=self.resolved_max_seq_length(context_length),
             precision=self.precision if self.precision != "auto" else ("bf16" if bf16_is_fast() else "fp32"),
         )
         return ResolvedConfig(**values, learning_rate=BASE_LEARNING_RATE[self.method] * multiplier)

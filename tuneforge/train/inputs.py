@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuneforge.data.checks import CheckReport, DatasetChecker
-from tuneforge.data.examples import Example, Preference
+from tuneforge.data.examples import Example, Preference, Text
 from tuneforge.data.reader import iter_records
 from tuneforge.data.split import MANIFEST, sha256_file
 from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
@@ -96,3 +96,20 @@ def tokenize_for_sft(examples: list[tuple[int, Example]], tokenizer: ChatTokeniz
                 f"({item.full_length} tokens in all)",
                 code="too_long", line=line, fix="Raise max_seq_length, or shorten the example's prompt.")
     return encoded
+
+
+def tokenized_file(file: DataFile, tokenizer: ChatTokenizer, purpose: str = "training",
+                   use_cache: bool = True) -> tuple[list[TokenizedExample], str]:
+    """The file's examples ready for SFT, and its kind ("text" or "conversation"): from the token
+    cache when it holds this file for this tokenizer, else read, checked, tokenised (and cached)."""
+    from tuneforge.train import token_cache
+
+    key = token_cache.cache_key(file.sha256, tokenizer) if use_cache else None
+    if key and (hit := token_cache.load(key)) is not None:
+        return hit
+    examples = load_examples(file.path, purpose)
+    encoded = tokenize_for_sft(examples, tokenizer, file.path)
+    kind = "text" if all(isinstance(example, Text) for _, example in examples) else "conversation"
+    if key:
+        token_cache.save(key, encoded, kind)
+    return encoded, kind

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from tuneforge.data.examples import Text
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.models.catalog import load_model, load_tokenizer, model_facts
@@ -30,7 +29,7 @@ from tuneforge.registry import store
 from tuneforge.settings import runs_dir
 from tuneforge.train import artifacts
 from tuneforge.train.config import ResolvedConfig, TrainConfig
-from tuneforge.train.inputs import load_examples, locate_data, tokenize_for_sft
+from tuneforge.train.inputs import locate_data, tokenized_file
 from tuneforge.train.loop import (
     Batch,
     TrainerState,
@@ -130,16 +129,15 @@ def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str
 def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: bool, org: str) -> RunResult:
     # ---- data: everything that can be wrong is found before the model loads
     train_file, validation_file = locate_data(config.data, config.validation_data)
-    train_examples = load_examples(train_file.path)
-    validation_examples = load_examples(validation_file.path, "validation")[: config.max_eval_examples] if validation_file else []
     if config.early_stopping_patience and not validation_file:
         raise UsageError("early stopping needs validation data", fix="Pass --validation-data, or prepare the data with a validation split.")
     hf_tokenizer = load_tokenizer(config.model)
     facts = model_facts(config.model)
-    resolved = config.resolve(len(train_examples), facts["context_length"])
-    tokenizer = ChatTokenizer(hf_tokenizer, resolved.prompt_loss_weight, resolved.max_seq_length)
-    train_set = tokenize_for_sft(train_examples, tokenizer, train_file.path)
-    validation_set = tokenize_for_sft(validation_examples, tokenizer, validation_file.path) if validation_file else []
+    tokenizer = ChatTokenizer(hf_tokenizer, config.prompt_loss_weight, config.resolved_max_seq_length(facts["context_length"]))
+    train_set, kind = tokenized_file(train_file, tokenizer, "training", config.cache_tokens)
+    validation_set = (tokenized_file(validation_file, tokenizer, "validation", config.cache_tokens)[0][: config.max_eval_examples]
+                      if validation_file else [])
+    resolved = config.resolve(len(train_set), facts["context_length"])
     pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
 
     # ---- the run: a directory plus a row
@@ -151,7 +149,6 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     else:
         checkpoints_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text(resolved.model_dump_json(indent=2))
-        kind = "text" if all(isinstance(e, Text) for _, e in train_examples) else "conversation"
         train_sha = store.record_dataset(train_file.path, train_file.sha256, kind, len(train_set), train_file.manifest)
         valid_sha = (store.record_dataset(validation_file.path, validation_file.sha256, kind, len(validation_set), None)
                      if validation_file else None)
