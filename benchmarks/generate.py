@@ -1,6 +1,6 @@
 """Generation speed: Hugging Face `generate` against Tuneforge's engine, on the bundled model.
 
-Run: `python -m benchmarks.generate [--model smollm2-135m-instruct] [--new-tokens 64] [--threads N]`
+Run: `python -m benchmarks.generate [--model smollm2-135m-instruct] [--new-tokens 64] [--threads N] [--llama-cpp-path DIR]`
 
 Each configuration runs in its own process (so its peak RSS is its own): it loads the model and
 warms up once; then the configurations take turns, one measurement each, `--repeats` rounds, and
@@ -13,8 +13,13 @@ Every configuration makes exactly `--new-tokens` tokens per prompt: end-of-turn 
 (`min_new_tokens` for HF; the engine's stop ids emptied), so all do the same work. The last column
 says whether the batch-1 greedy answer equals HF fp32's.
 
-llama.cpp is not measured: `pip install llama-cpp-python` found no wheel for this machine and its
-source build did not finish in 15 minutes (benchmarks/RESULTS.md).
+llama.cpp runs through `llama-cpp-python` on the bundled GGUF itself (Q4_1: 4-bit weights, so it
+reads ~4x fewer bytes per token than bf16), when the package imports: it is no Tuneforge
+dependency, so install it out of the way and point `--llama-cpp-path` at it, e.g.
+`pip install --no-deps --target /tmp/llama-cpp llama-cpp-python diskcache` (a source build of
+llama.cpp: minutes). It has no batched-generation call, so its "batch 8" row runs the eight prompts
+one after another; its prompt is the same chat-template text, and every prompt starts from an
+empty KV cache (its prefix reuse would otherwise skip the repeated prompt's prefill).
 """
 
 import argparse
@@ -41,7 +46,9 @@ CONFIGS = {
     "HF generate bf16 weights": ("hf", "bf16"),
     "Tuneforge engine fp32": ("engine", "fp32"),
     "Tuneforge engine bf16": ("engine", "bf16"),
+    "llama.cpp (llama-cpp-python) GGUF Q4_1": ("llama", "q4_1"),
 }
+LLAMA = "llama.cpp (llama-cpp-python) GGUF Q4_1"
 
 
 def timed(call) -> float:
@@ -113,6 +120,45 @@ def engine_runner(model_name: str, precision: str, new_tokens: int):
     return first_token, generate
 
 
+def llama_runner(model_name: str, precision: str, new_tokens: int):
+    """llama.cpp on the GGUF the bundled model ships as; greedy, exactly `new_tokens` per prompt."""
+    from llama_cpp import Llama
+
+    from tuneforge.data.tokenize import ChatTokenizer
+    from tuneforge.models.catalog import BUNDLED, _bundled_gguf, load_tokenizer
+
+    if model_name not in BUNDLED:
+        raise SystemExit("llama.cpp runs on the bundled GGUF only")
+    import torch
+
+    llm = Llama(model_path=str(_bundled_gguf(BUNDLED[model_name])), n_ctx=1024, n_batch=512,
+                n_threads=torch.get_num_threads(), verbose=False)
+    chat = ChatTokenizer(load_tokenizer(model_name))
+
+    def tokens_for(conversation, on_first=None) -> list[int]:
+        prompt = llm.tokenize(chat.render_prompt(conversation).encode(), add_bos=False, special=True)
+        llm.reset()  # an empty KV cache: no reuse of the previous call's prefix
+        out = []
+        # Llama.generate never stops on end-of-turn by itself: exactly new_tokens, like the others.
+        for token in llm.generate(prompt, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+            if not out and on_first:
+                on_first()
+            out.append(token)
+            if len(out) == new_tokens:
+                break
+        return out
+
+    def generate(conversations):
+        return [llm.detokenize(tokens_for(c)).decode(errors="replace").strip() for c in conversations]
+
+    def first_token(conversation) -> float:
+        began, at = time.perf_counter(), []
+        tokens_for(conversation, lambda: at.append(time.perf_counter()))
+        return at[0] - began
+
+    return first_token, generate
+
+
 def serve_measurements(label: str, model_name: str, new_tokens: int, threads: int | None) -> None:
     """Child process: load one configuration, then take one measurement per line read from stdin.
 
@@ -127,7 +173,8 @@ def serve_measurements(label: str, model_name: str, new_tokens: int, threads: in
         torch.set_num_threads(threads)
     kind, precision = CONFIGS[label]
     began = time.perf_counter()
-    first_token, generate = (hf_runner if kind == "hf" else engine_runner)(model_name, precision, new_tokens)
+    runner = {"hf": hf_runner, "engine": engine_runner, "llama": llama_runner}[kind]
+    first_token, generate = runner(model_name, precision, new_tokens)
     conversations = [[Message("user", text)] for text in PROMPTS]
     generate(conversations[:2])  # warm-up: one-off allocations, weight packing
     measures = {
@@ -150,6 +197,8 @@ class Child:
         command = [sys.executable, "-m", "benchmarks.generate", "--one", label, "--model", args.model,
                    "--new-tokens", str(args.new_tokens)] + (["--threads", str(args.threads)] if args.threads else [])
         env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+        if label == LLAMA and args.llama_cpp_path:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.llama_cpp_path, env.get("PYTHONPATH")]))
         self.label, self.best = label, {}
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
@@ -185,13 +234,19 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
+    parser.add_argument("--configs", help="comma-separated subset of: " + ", ".join(CONFIGS) + " (default: all; llama.cpp when it imports)")
+    parser.add_argument("--llama-cpp-path", help="a directory holding the llama_cpp package (pip install --target ...)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         serve_measurements(args.one, args.model, args.new_tokens, args.threads)
         return
-    labels = [label.strip() for label in args.configs.split(",")]
+    if args.configs:
+        labels = [label.strip() for label in args.configs.split(",")]
+    else:
+        labels = [label for label in CONFIGS if label != LLAMA or llama_cpp_imports(args.llama_cpp_path)]
+        if LLAMA not in labels:
+            print("llama.cpp: llama_cpp does not import here (see --llama-cpp-path); not measured", flush=True)
     unknown = [label for label in labels if label not in CONFIGS]
     if unknown:
         parser.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
@@ -219,6 +274,11 @@ def main() -> None:
                      f"{final['peak_rss_mb']:,.0f} | {same} |")
     print(f"load average at end {load_average()}\n")
     print("\n".join(lines))
+
+
+def llama_cpp_imports(path: str | None) -> bool:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [path, os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-c", "import llama_cpp"], env=env, capture_output=True).returncode == 0
 
 
 def common_prefix(a: str, b: str) -> int:

@@ -38,7 +38,7 @@ LORA_ROWS = [
     ("Tuneforge, fp32", {"trainer": "tuneforge", "precision": "fp32"}),
     ("Tuneforge, bf16", {"trainer": "tuneforge", "precision": "bf16"}),
 ]
-FULL_ROWS = [(label.replace("+ PEFT ", ""), settings) for label, settings in LORA_ROWS]
+FULL_ROWS = [(label.replace(" + PEFT", ""), settings) for label, settings in LORA_ROWS]
 
 
 def rows_for(method: str, only: str | None) -> list[tuple[str, str, dict]]:
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--method", choices=["lora", "full", "both"], default="both")
-    parser.add_argument("--lora-dropout", type=float, default=0.05, help="the same for every LoRA row")
+    parser.add_argument("--lora-dropout", type=float, default=0.0, help="the same for every LoRA row (0: Tuneforge's default)")
     parser.add_argument("--only", help="run only rows whose label contains this text")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)

@@ -12,10 +12,8 @@ from tuneforge.train.sft import train_sft
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # First optimiser steps' training loss of LoRA on the bundled model and support_chat.jsonl (seed 42,
 # fp32, batch 4, 6 steps), pinned as a regression check: a change in tokenisation, loss weighting or data
-# order moves it. Measured on torch 2.13.0 CPU. The padded path with peft's own dropout gave
-# [4.0827, 3.315246, 3.056303]: the same losses but for different dropout masks (the first step is the same
-# because LoRA's B starts at zero).
-PINNED_FIRST_LOSSES = [4.0827, 3.318037, 3.058611]
+# order moves it. Measured on torch 2.13.0 CPU, with the default lora_dropout 0 (so no dropout mask moves it).
+PINNED_FIRST_LOSSES = [4.0827, 3.31121, 3.050042]
 
 
 @pytest.mark.slow
