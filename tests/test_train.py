@@ -257,3 +257,15 @@ def test_the_token_cache_round_trips_exactly(tmp_path, smol_tokenizer):
         assert (after.loss_weights == before.loss_weights).all() and after.loss_weights.dtype == before.loss_weights.dtype
     (token_cache.cache_dir() / "broken.npz").write_bytes(b"PK\x03\x04 cut short")
     assert token_cache.load("broken") is None and token_cache.load("absent") is None
+
+
+def test_speed_estimate_uses_the_precision_auto_picks_and_the_trainers_measured_efficiency(monkeypatch):
+    from tuneforge.train import estimate
+
+    facts = {"fp32_matmul_gflops": 150.0, "bf16_matmul_gflops": 350.0}
+    monkeypatch.setattr(estimate, "hardware", lambda: facts)
+    n = 134_515_008
+    assert estimate.estimated_tokens_per_second(n, "lora") == pytest.approx(350e9 * 0.33 / (4 * n))  # ~215 tok/s
+    assert estimate.estimated_tokens_per_second(n, "full", "fp32") == pytest.approx(150e9 * 0.60 / (6 * n))
+    facts.pop("bf16_matmul_gflops")  # a CPU without native bf16: auto trains in fp32
+    assert estimate.estimated_tokens_per_second(n, "lora") == pytest.approx(150e9 * 0.60 / (4 * n))

@@ -5,9 +5,9 @@ datasets (so that about 100 examples are seen) and fewer for huge ones (about 25
 
 Speed is estimated from FLOPs: one trained token costs about 4N FLOPs for LoRA and 6N for full
 fine-tuning (N = parameters), divided by the matmul throughput measured once on this machine
-(cached in `$TUNEFORGE_HOME/hardware.json`) times an efficiency factor. The factor, 0.5, is what a
-plain PyTorch LoRA loop reached on our 2-core reference CPU (178 tok/s for SmolLM2-135M against a
-~170 GFLOP/s fp32 matmul ceiling); it is a starting point until the trainer records its own speed.
+(cached in `$TUNEFORGE_HOME/hardware.json`, fp32 and, where it runs natively, bf16) times the
+fraction of it Tuneforge's trainer reaches (`EFFICIENCY`: its MFU in benchmarks/RESULTS.md on the
+2-core reference CPU, batch 8 x 256 tokens). Precision is what `precision: auto` picks here.
 """
 
 import json
@@ -22,7 +22,12 @@ MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 MAX_AUTO_EPOCHS = 25
 FLOPS_PER_TOKEN = {"lora": 4, "full": 6}
-TRAINING_EFFICIENCY = 0.5
+# Tuneforge's trained tokens/s x FLOPs per token over `measure_matmul_gflops` (1024^2, which reads
+# higher than the benchmark's 2048^2: 412 vs 351 GFLOP/s bf16) on the reference CPU, from
+# benchmarks/RESULTS.md 2026-11-21 (evening): LoRA bf16 257 tok/s, fp32 182; full bf16 198, fp32
+# 124. For the quickstart (2 epochs, 75,884 tokens) that gives 5.0 min; it trained in 5 min 9 s.
+EFFICIENCY = {("lora", "bf16"): 0.33, ("lora", "fp32"): 0.60, ("full", "bf16"): 0.37, ("full", "fp32"): 0.60}
+HARDWARE_FORMAT = 2  # hardware.json's layout; an older file is measured again
 
 
 def auto_epochs(n_examples: int) -> int:
@@ -35,11 +40,12 @@ def auto_epochs(n_examples: int) -> int:
     return DEFAULT_EPOCHS
 
 
-def measure_matmul_gflops(size: int = 1024, seconds: float = 0.3) -> float:
-    """fp32 matmul throughput with the threads torch uses here, in GFLOP/s."""
+def measure_matmul_gflops(size: int = 1024, seconds: float = 0.3, dtype_name: str = "float32") -> float:
+    """Matmul throughput with the threads torch uses here, in GFLOP/s."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)  # warm-up: first call allocates and picks kernels
     calls, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -52,19 +58,25 @@ def hardware() -> dict:
     """This machine's facts, measured once and cached; re-measured when the CPU or thread count changes."""
     import torch
 
-    key = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    key = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+           "format": HARDWARE_FORMAT}
     cache = tuneforge_home() / "hardware.json"
     if cache.exists():
         cached = json.loads(cache.read_text())
         if all(cached.get(k) == v for k, v in key.items()):
             return cached
     facts = {**key, "fp32_matmul_gflops": round(measure_matmul_gflops(), 1)}
+    if bf16_is_fast():
+        facts["bf16_matmul_gflops"] = round(measure_matmul_gflops(dtype_name="bfloat16"), 1)
     cache.write_text(json.dumps(facts, indent=2))
     return facts
 
 
-def estimated_tokens_per_second(parameters: int, method: str = "lora") -> float:
-    flops = hardware()["fp32_matmul_gflops"] * 1e9 * TRAINING_EFFICIENCY
+def estimated_tokens_per_second(parameters: int, method: str = "lora", precision: str = "auto") -> float:
+    facts = hardware()
+    if precision == "auto":
+        precision = "bf16" if "bf16_matmul_gflops" in facts else "fp32"
+    flops = facts[f"{precision}_matmul_gflops"] * 1e9 * EFFICIENCY[(method, precision)]
     return flops / (FLOPS_PER_TOKEN[method] * parameters)
 
 
