@@ -13,8 +13,9 @@ Columns: trained tok/s counts tokens that carry loss, all tok/s every real (non-
 model reads, both over the steady state (the first two steps, with one-off allocation or compilation,
 left out); s/epoch is one pass over the training chats at that speed plus the first steps' extra time
 (so a compile is counted once per run); MFU is all tok/s x 4N (LoRA) or 6N (full) FLOPs over the
-matmul ceiling measured at the start, fp32 or bf16 to match the row; train loss is the mean of the
-last four steps; validation loss is computed by one function for every trainer (fp32).
+matmul ceiling measured at the start, fp32 or bf16 to match the row; training peak RSS is the
+process's peak when training ends, peak RSS its peak after the validation pass too; train loss is
+the mean of the last four steps; validation loss is computed by one function for every trainer (fp32).
 """
 
 import argparse
@@ -85,6 +86,7 @@ def summarise(result: dict, epoch_tokens: int, flops_per_token: float, ceiling_g
     losses = result["train_losses"]
     return {"trained": trained_rate, "all": all_rate, "epoch_s": epoch_tokens / all_rate + warmup_extra,
             "mfu": all_rate * flops_per_token / (ceiling_gflops * 1e9), "rss": result["peak_rss_mb"],
+            "train_rss": result["train_peak_rss_mb"],
             "train_loss": sum(losses[-4:]) / len(losses[-4:]), "valid_loss": result["valid_loss"]}
 
 
@@ -114,8 +116,8 @@ def main() -> None:
               f"batch {args.batch_size} x {args.seq_len} tokens, {args.steps} steps per row; "
               f"matmul ceiling fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s")
     print(header, flush=True)
-    lines = ["| configuration | trained tok/s | all tok/s | s/epoch | MFU | peak RSS MB | train loss | valid loss | load |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | trained tok/s | all tok/s | s/epoch | MFU | training peak RSS MB | peak RSS MB | train loss | valid loss | load |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as home:
         data_dir = Path(home) / "data"
         # Converted model stays where it is; runs and the registry go to the throw-away home.
@@ -135,13 +137,13 @@ def main() -> None:
                                   "--one", json.dumps(settings), "--data-dir", str(data_dir)],
                                  capture_output=True, text=True, env=env)
             if out.returncode != 0:
-                lines.append(f"| {label} ({method}) | failed: {(out.stderr.strip().splitlines() or ['?'])[-1][:150]} | | | | | | | |")
+                lines.append(f"| {label} ({method}) | failed: {(out.stderr.strip().splitlines() or ['?'])[-1][:150]} | | | | | | | | |")
                 print(lines[-1], flush=True)
                 continue
             s = summarise(json.loads(out.stdout.strip().splitlines()[-1]), epoch_tokens,
                           (4 if method == "lora" else 6) * PARAMETERS, ceilings[settings["precision"]])
             lines.append(f"| {label} ({method}) | {s['trained']:.0f} | {s['all']:.0f} | {s['epoch_s']:.0f} | {s['mfu']:.0%} | "
-                         f"{s['rss']:,.0f} | {s['train_loss']:.3f} | {s['valid_loss']:.4f} | {row_load:.1f} |")
+                         f"{s['train_rss']:,.0f} | {s['rss']:,.0f} | {s['train_loss']:.3f} | {s['valid_loss']:.4f} | {row_load:.1f} |")
             print(lines[-1], flush=True)
     print()
     print(header + "\n\n" + "\n".join(lines))

@@ -94,6 +94,14 @@ def validation_loss(model, validation: Path, prompt_loss_weight: float, seq_len:
     return evaluate(model.float(), batches)["valid_loss"]
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS so far; each runner reads it when training ends, before the
+    validation pass (the same for every row) can raise it."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def lora_config(dropout: float):
     from peft import LoraConfig
 
@@ -147,9 +155,10 @@ def run_trl(settings: dict, train: Path, validation: Path, steps: int, batch_siz
                               processing_class=load_tokenizer(MODEL), callbacks=[Timer()],
                               peft_config=lora_config(settings["lora_dropout"]) if method == "lora" else None)
     trainer.train()
+    training_peak = peak_rss_mb()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {"step_seconds": [e - b for b, e in zip(timings["begin"], timings["end"])], "step_tokens": timings["tokens"],
-            "step_trained": timings["trained"], "train_losses": losses,
+            "step_trained": timings["trained"], "train_losses": losses, "train_peak_rss_mb": training_peak,
             "valid_loss": validation_loss(trainer.model, validation, settings["prompt_loss_weight"], seq_len)}
 
 
@@ -192,6 +201,7 @@ def run_plain(settings: dict, train: Path, validation: Path, steps: int, batch_s
         result["step_tokens"].append(int(mask.sum()))
         result["step_trained"].append(int((labels[:, 1:] != -100).sum()))
         result["train_losses"].append(loss.item())
+    result["train_peak_rss_mb"] = peak_rss_mb()
     result["valid_loss"] = validation_loss(model, validation, settings["prompt_loss_weight"], seq_len)
     return result
 
@@ -211,6 +221,7 @@ def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, bat
                          max_seq_length=seq_len, learning_rate_multiplier=0.1, lr_scheduler="constant",
                          warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=SEED, **flags)
     result = train_sft(config, Collect())
+    training_peak = peak_rss_mb()
     trained = [row["trained_tokens"] for row in rows]
     if config.method == "lora":
         from peft import PeftModel
@@ -223,7 +234,7 @@ def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, bat
     return {"step_seconds": [row["tokens"] / row["tokens_per_second"] for row in rows],
             "step_tokens": [row["tokens"] for row in rows],
             "step_trained": [b - a for a, b in zip([0] + trained[:-1], trained)],
-            "train_losses": [row["train_loss"] for row in rows],
+            "train_losses": [row["train_loss"] for row in rows], "train_peak_rss_mb": training_peak,
             "valid_loss": validation_loss(model, validation, settings["prompt_loss_weight"], seq_len)}
 
 
