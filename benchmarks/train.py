@@ -21,7 +21,6 @@ the mean of the last four steps; validation loss is computed by one function for
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -49,18 +48,12 @@ def rows_for(method: str, only: str | None) -> list[tuple[str, str, dict]]:
     return [row for row in rows if not only or only in row[0]]
 
 
-def matmul_gflops(dtype_name: str, size: int = 2048, seconds: float = 2.0) -> float:
-    """The best sustained matmul rate this machine gives one process with torch's threads."""
-    import torch
+def matmul_gflops(dtype_name: str) -> float:
+    """The sustained matmul rate one process gets with torch's threads: Tuneforge's own measurement
+    (train/estimate.py), on larger matrices and for longer than its quick start-up check."""
+    from tuneforge.train.estimate import measure_matmul_gflops
 
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)  # the first call allocates and picks kernels
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        calls += 1
-    return 2 * size**3 * calls / (time.perf_counter() - start) / 1e9
+    return measure_matmul_gflops(size=2048, seconds=2.0, dtype_name=dtype_name)
 
 
 def one(settings: dict, data_dir: Path, steps: int, batch_size: int, seq_len: int) -> dict:
@@ -68,11 +61,11 @@ def one(settings: dict, data_dir: Path, steps: int, batch_size: int, seq_len: in
     import warnings
 
     warnings.filterwarnings("ignore")
-    from benchmarks.train_runners import RUNNERS
+    from benchmarks.train_runners import RUNNERS, peak_rss_mb
 
     result = RUNNERS[settings["trainer"]](settings, data_dir / "train.jsonl", data_dir / "validation.jsonl",
                                           steps, batch_size, seq_len)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 

@@ -110,3 +110,13 @@ def test_generation_prompt_matches_what_training_conditions_on(smol_tokenizer):
     prompt = tokenizer.render_prompt([Message("user", "Hi")])
     full, spans = tokenizer.render_with_spans(Conversation([Message("user", "Hi"), Message("assistant", "Hello")]))
     assert full.startswith(prompt) and spans[0][0] == len(prompt)
+
+
+def test_batches_pad_with_the_pad_token_or_else_eos(smol_tokenizer):
+    import copy
+
+    assert ChatTokenizer(smol_tokenizer).pad_id == smol_tokenizer.pad_token_id
+    without_pad = copy.deepcopy(smol_tokenizer)
+    without_pad.pad_token = None
+    assert without_pad.pad_token_id is None
+    assert ChatTokenizer(without_pad).pad_id == smol_tokenizer.eos_token_id

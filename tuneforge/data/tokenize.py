@@ -132,6 +132,13 @@ class ChatTokenizer:
         prompt, plain = self.render(probe, add_generation_prompt=True), self.render(probe)
         return prompt[len(plain):] if prompt.startswith(plain) else ""
 
+    @property
+    def pad_id(self) -> int:
+        """The id that fills batches: the tokenizer's pad token, else EOS (padding is masked or weighs
+        nothing, so any id does; many chat tokenizers define no pad token)."""
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
     # ---------------------------------------------------------------------------- end of turn
     @cached_property
     def end_of_turn_ids(self) -> frozenset[int]:

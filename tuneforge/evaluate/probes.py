@@ -124,8 +124,7 @@ def _mean_log_likelihoods(engine, prompts: list[str], answers: list[str], batch_
 
     conversations = [Conversation([Message("user", p), Message("assistant", a)]) for p, a in zip(prompts, answers)]
     encoded = ChatTokenizer(engine.tokenizer).encode(conversations)
-    # Any id pads: padding comes after the real tokens (the causal mask hides it) and weighs nothing.
-    pad = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else engine.tokenizer.eos_token_id
+    pad = engine.pad_id  # right padding: after the real tokens, the causal mask hides it
     results = []
     for start in range(0, len(encoded), batch_size):
         batch = collate(encoded[start:start + batch_size], pad)

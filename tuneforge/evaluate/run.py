@@ -113,7 +113,7 @@ def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_t
         seconds += time.perf_counter() - began
     per_example = {m: [PER_EXAMPLE[m](g.text, c.reference) for g, c in zip(generations, cases)] for m in metric_names}
     encoded = ChatTokenizer(engine.tokenizer).encode([c.conversation for c in cases])
-    pad = engine.tokenizer.pad_token_id
+    pad = engine.pad_id
     teacher_forced = evaluate(engine.model, [collate(encoded[i:i + batch_size], pad) for i in range(0, len(encoded), batch_size)])
     completion_tokens = sum(g.completion_tokens for g in generations)
     return {

@@ -159,7 +159,7 @@ class Engine:
         self.chat = ChatTokenizer(self.tokenizer)
         self.stop_ids = self.chat.end_of_turn_ids
         # The tokenizer may be shared (cached) with the rest of the process: read, never change it.
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_id = self.chat.pad_id
         self.context_length = getattr(self.shared.model.config, "max_position_embeddings", None)
         self.precision = inference_precision(precision, self.shared.model)
 

@@ -138,7 +138,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     validation_set = (tokenized_file(validation_file, tokenizer, "validation", config.cache_tokens)[0][: config.max_eval_examples]
                       if validation_file else [])
     resolved = config.resolve(len(train_set), facts["context_length"])
-    pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
+    pad_id = tokenizer.pad_id
 
     # ---- the run: a directory plus a row
     run_dir = runs_dir() / run_id
