@@ -70,7 +70,7 @@ def hf_runner(model_name: str, precision: str, new_tokens: int):
         model = model.to(torch.bfloat16)
     tokenizer = load_tokenizer(model_name)
     chat = ChatTokenizer(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = chat.pad_id
 
     def generate(conversations, streamer=None):
         inputs = tokenizer([chat.render_prompt(c) for c in conversations], return_tensors="pt", padding=True,

@@ -26,11 +26,11 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="TrainConfig fields, e.g. lora_dropout=0 prompt_loss_weight=0")
     args = parser.parse_args()
 
-    from benchmarks.train_runners import MODEL, build_data
+    from benchmarks.train_runners import MODEL, build_data, tokenized
     from tuneforge.data.tokenize import ChatTokenizer
     from tuneforge.models.catalog import load_tokenizer
     from tuneforge.train.config import TrainConfig
-    from tuneforge.train.inputs import load_examples, tokenize_for_sft
+    from tuneforge.train.loop import build_optimizer
     from tuneforge.train.sft import build_model, train_step
 
     overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
@@ -39,14 +39,14 @@ def main() -> None:
         config = TrainConfig(model=MODEL, data=train, method=args.method, precision=args.precision,
                              batch_size=args.batch_size, max_seq_length=args.seq_len,
                              **{"prompt_loss_weight": 1.0, **overrides}).resolve(args.batch_size, 8192)
-        hf_tokenizer = load_tokenizer(MODEL)
-        examples = tokenize_for_sft(load_examples(train, "validation"), ChatTokenizer(hf_tokenizer, config.prompt_loss_weight, args.seq_len), train)
+        examples = tokenized(train, config.prompt_loss_weight, args.seq_len)
+    pad_id = ChatTokenizer(load_tokenizer(MODEL)).pad_id
     model = build_model(config)
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=1e-5)
+    optimizer = build_optimizer(model, 1e-5, 0.0)  # the recipe's (fused AdamW)
 
     def step():
-        train_step(model, examples, config, hf_tokenizer.pad_token_id)
+        train_step(model, examples, config, pad_id)
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
