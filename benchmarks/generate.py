@@ -10,8 +10,11 @@ the best of each is reported:
   - tokens/s at batch 1: `--new-tokens` new tokens for that prompt, over the whole call (prefill included);
   - tokens/s at batch 8: eight chat prompts of different lengths, left-padded, same count each.
 Every configuration makes exactly `--new-tokens` tokens per prompt: end-of-turn is ignored
-(`min_new_tokens` for HF; the engine's stop ids emptied), so all do the same work. The last column
-says whether the batch-1 greedy answer equals HF fp32's.
+(`min_new_tokens` for HF; the engine's stop ids emptied), so all do the same work. "Same answer"
+says whether the batch-1 greedy answer equals HF fp32's; "next-token loss" is what lower precisions
+cost: the mean cross-entropy of the next token over the first QUALITY_TOKENS tokens of the support
+chats (chat template applied; the same token ids for every configuration), computed the way each
+decodes (the engine one cached step at a time).
 
 llama.cpp runs through `llama-cpp-python` on the bundled GGUF itself (Q4_1: 4-bit weights, so it
 reads ~4x fewer bytes per token than bf16), when the package imports: it is no Tuneforge
@@ -46,9 +49,34 @@ CONFIGS = {
     "HF generate bf16 weights": ("hf", "bf16"),
     "Tuneforge engine fp32": ("engine", "fp32"),
     "Tuneforge engine bf16": ("engine", "bf16"),
+    "Tuneforge engine int8 weights": ("engine", "int8"),
     "llama.cpp (llama-cpp-python) GGUF Q4_1": ("llama", "q4_1"),
 }
 LLAMA = "llama.cpp (llama-cpp-python) GGUF Q4_1"
+QUALITY_TOKENS = 256
+
+
+def quality_ids(model_name: str) -> list[int]:
+    """QUALITY_TOKENS token ids of real chats, for the next-token loss."""
+    from pathlib import Path
+
+    from tuneforge.models.catalog import load_tokenizer
+
+    tokenizer = load_tokenizer(model_name)
+    ids = []
+    for line in (Path(__file__).parent.parent / "examples" / "support_chat.jsonl").open():
+        ids += tokenizer.apply_chat_template(json.loads(line)["messages"], tokenize=True, return_dict=False)
+        if len(ids) >= QUALITY_TOKENS:
+            return ids[:QUALITY_TOKENS]
+    raise SystemExit("examples/support_chat.jsonl is too short for the next-token loss")
+
+
+def mean_next_token_loss(logits, ids: list[int]) -> float:
+    """logits (len(ids), vocab): row t predicts ids[t + 1]."""
+    import torch
+
+    targets = torch.tensor(ids[1:])
+    return float(torch.nn.functional.cross_entropy(torch.as_tensor(logits)[:-1].float(), targets))
 
 
 def timed(call) -> float:
@@ -98,7 +126,11 @@ def hf_runner(model_name: str, precision: str, new_tokens: int):
         generate([conversation], streamer)
         return streamer.at - began
 
-    return first_token, generate
+    def loss(ids: list[int]) -> float:
+        with torch.inference_mode():
+            return mean_next_token_loss(model(torch.tensor([ids])).logits[0], ids)
+
+    return first_token, generate, loss
 
 
 def engine_runner(model_name: str, precision: str, new_tokens: int):
@@ -117,7 +149,18 @@ def engine_runner(model_name: str, precision: str, new_tokens: int):
         for _ in engine.stream(conversation, max_new_tokens=new_tokens):
             return time.perf_counter() - began  # closing the stream ends the generation
 
-    return first_token, generate
+    def loss(ids: list[int]) -> float:
+        import torch
+
+        stepper = engine.shared.stepper(engine.adapter, engine.precision)
+        one = torch.ones(1, 1, dtype=torch.long)
+        with torch.inference_mode():
+            rows = [stepper.start(torch.tensor([ids[:1]]), one, torch.zeros(1, 1, dtype=torch.long), len(ids))]
+            for t in range(1, len(ids)):
+                rows.append(stepper.step(torch.tensor([[ids[t]]]), torch.ones(1, t + 1, dtype=torch.long), torch.tensor([[t]])))
+        return mean_next_token_loss(torch.cat(rows), ids)
+
+    return first_token, generate, loss
 
 
 def llama_runner(model_name: str, precision: str, new_tokens: int):
@@ -156,7 +199,14 @@ def llama_runner(model_name: str, precision: str, new_tokens: int):
         tokens_for(conversation, lambda: at.append(time.perf_counter()))
         return at[0] - began
 
-    return first_token, generate
+    def loss(ids: list[int]) -> float:
+        # A second instance that keeps every position's logits (the timed one keeps the last only).
+        scorer = Llama(model_path=str(_bundled_gguf(BUNDLED[model_name])), n_ctx=1024, n_batch=512, logits_all=True,
+                       n_threads=torch.get_num_threads(), verbose=False)
+        scorer.eval(ids)
+        return mean_next_token_loss(scorer.scores[:len(ids)], ids)
+
+    return first_token, generate, loss
 
 
 def serve_measurements(label: str, model_name: str, new_tokens: int, threads: int | None) -> None:
@@ -174,7 +224,7 @@ def serve_measurements(label: str, model_name: str, new_tokens: int, threads: in
     kind, precision = CONFIGS[label]
     began = time.perf_counter()
     runner = {"hf": hf_runner, "engine": engine_runner, "llama": llama_runner}[kind]
-    first_token, generate = runner(model_name, precision, new_tokens)
+    first_token, generate, loss = runner(model_name, precision, new_tokens)
     conversations = [[Message("user", text)] for text in PROMPTS]
     generate(conversations[:2])  # warm-up: one-off allocations, weight packing
     measures = {
@@ -186,8 +236,8 @@ def serve_measurements(label: str, model_name: str, new_tokens: int, threads: in
     for line in sys.stdin:
         command = line.strip()
         if command == "done":
-            print(json.dumps({"answer": generate(conversations[1:2])[0],
-                              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+            final = {"answer": generate(conversations[1:2])[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            print(json.dumps({**final, "next_token_loss": loss(quality_ids(model_name))}), flush=True)  # after the RSS
             return
         print(json.dumps({command: measures[command]()}), flush=True)
 
@@ -263,15 +313,15 @@ def main() -> None:
     reference = finals.get("HF generate fp32", {}).get("answer")
     lines = [f"Generation on {args.model}, {args.new_tokens} new tokens per prompt, best of {args.repeats} "
              f"(configurations measured in turn)", "",
-             "| configuration | threads | first token ms | tok/s batch 1 | tok/s batch 8 | peak RSS MB | same answer as HF fp32 |",
-             "|---|---|---|---|---|---|---|"]
+             "| configuration | threads | first token ms | tok/s batch 1 | tok/s batch 8 | peak RSS MB | same answer as HF fp32 | next-token loss |",
+             "|---|---|---|---|---|---|---|---|"]
     for child in children:
         final, best = finals[child.label], child.best
         same = "-" if reference is None or child.label == "HF generate fp32" else \
             "yes" if final["answer"] == reference else f"first {common_prefix(final['answer'], reference)} chars"
         lines.append(f"| {child.label} | {child.threads} | {best['first_token_s'] * 1000:.0f} | "
                      f"{args.new_tokens / best['batch1_s']:.1f} | {8 * args.new_tokens / best['batch8_s']:.1f} | "
-                     f"{final['peak_rss_mb']:,.0f} | {same} |")
+                     f"{final['peak_rss_mb']:,.0f} | {same} | {final['next_token_loss']:.4f} |")
     print(f"load average at end {load_average()}\n")
     print("\n".join(lines))
 

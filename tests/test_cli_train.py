@@ -52,6 +52,22 @@ def test_chat_one_shot_answers(trained):
     assert result.stdout.strip()
 
 
+def test_chat_and_generate_take_int8_weights(trained, tmp_path):
+    home, run, data = trained
+    result = tuneforge(home, "chat", run["id"], "Say hi as the cat", "--max-tokens", "8", "--precision", "int8")
+    assert result.returncode == 0 and result.stdout.strip(), result.stderr
+    out = tmp_path / "int8.jsonl"
+    result = tuneforge(home, "generate", run["id"], "--data", str(data), "--out", str(out), "--max-tokens", "4", "--precision", "int8")
+    assert result.returncode == 0 and len(out.read_text().splitlines()) == 12, result.stderr
+
+
+def test_cli_precisions_are_the_engines():
+    from tuneforge.cli.common import PRECISION_CHOICES
+    from tuneforge.serve.fast_llama import PRECISIONS
+
+    assert PRECISION_CHOICES == PRECISIONS
+
+
 def test_interactive_chat_reads_turns_until_an_empty_line(trained):
     home, run, _ = trained
     env = {**os.environ, "TUNEFORGE_HOME": str(home)}
@@ -113,6 +129,8 @@ def test_export_merged_loads_with_plain_transformers(trained, tmp_path):
     (("train", "--data", "x.jsonl", "--prompt-loss-weight", "2"), "prompt_loss_weight"),
     (("train", "--resume", "run-missing"), "no run"),
     (("chat", "ft:nothing:here::run-0", "hi"), "no tuned model"),
+    (("chat", "ft:nothing:here::run-0", "hi", "--precision", "int4"), "not one of auto, fp32, bf16, int8"),
+    (("serve", "--precision", "fp16"), "not one of auto, fp32, bf16, int8"),
 ])
 def test_training_usage_errors_are_clear(tmp_path, args, message):
     result = tuneforge(tmp_path, *args)

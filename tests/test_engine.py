@@ -10,7 +10,7 @@ from tuneforge.data.examples import Message
 from tuneforge.errors import UsageError
 from tuneforge.serve.decode import BatchDecoder, HFStepper, Sampling
 from tuneforge.serve.engine import Engine, EnginePool
-from tuneforge.serve.fast_llama import PackedLlama, PackedStepper
+from tuneforge.serve.fast_llama import PackedLlama, PackedStepper, quantize_rows
 from tuneforge.serve.text import TextAssembler
 
 QUESTIONS = ["Hi", "How do I export my invoices to a spreadsheet every month?", "Refund case 12: what now, and who pays the fee?"]
@@ -75,19 +75,32 @@ def test_greedy_decoding_matches_hugging_face_generate_with_rows_finishing_early
 
 
 def test_the_engine_decodes_llama_models_on_the_packed_path(engine):
-    assert isinstance(engine.shared.stepper(None, torch.float32), PackedStepper)
+    assert isinstance(engine.shared.stepper(None, "fp32"), PackedStepper)
 
 
-def test_bf16_packed_logits_stay_within_bf16_rounding_of_the_model(engine):
+def test_packed_logits_stay_within_each_precisions_rounding_of_the_model(engine):
     prompt = torch.tensor([engine._chat_ids(conversations()[1][:1])])
     positions = torch.arange(prompt.shape[1])[None]
+    assert prompt.shape[1] > 9  # its prefill takes int8's many-rows path, the step after it the one-row kernel
     with torch.inference_mode():
         reference = engine.model(prompt).logits[:, -1]
-        for dtype, tolerance in [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)]:
-            packed = PackedLlama(engine.model, dtype)
-            logits = PackedStepper(packed).start(prompt, torch.ones_like(prompt), positions, prompt.shape[1] + 1)
-            error = (logits.float() - reference).abs().max() / reference.abs().max()
-            assert error < tolerance, (dtype, error)
+        errors = {}
+        for precision in ("fp32", "bf16", "int8"):
+            stepper = PackedStepper(PackedLlama(engine.model, precision))
+            stepper.start(prompt[:, :-1], torch.ones_like(prompt[:, :-1]), positions[:, :-1], prompt.shape[1])
+            logits = stepper.step(prompt[:, -1:], torch.ones_like(prompt), positions[:, -1:])
+            errors[precision] = float((logits.float() - reference).abs().max() / reference.abs().max())
+    assert errors["fp32"] < 1e-5 and errors["bf16"] < 2e-2 and errors["int8"] < 5e-2, errors
+    assert errors["int8"] > errors["fp32"]  # int8 really ran: its rounding shows
+
+
+def test_int8_rows_dequantise_to_within_half_a_step_of_the_weight():
+    weight = torch.randn(64, 48) * torch.logspace(-3, 1, 64)[:, None]  # rows of very different scales
+    rows, scales = quantize_rows(weight)
+    assert rows.dtype == torch.int8 and scales.dtype == torch.bfloat16 and int(rows.abs().max()) == 127
+    # the scale is rounded to bf16 (the kernel's dtype): q = round(w / s) with the fp32 s, so allow its rounding too
+    error = (rows.float() * scales.float()[:, None] - weight).abs()
+    assert bool((error <= scales.float()[:, None] * (0.5 + 127 * 2**-8)).all())
 
 
 def test_generate_counts_tokens_and_says_why_it_stopped(engine):
@@ -293,3 +306,13 @@ def test_pool_evicts_the_least_recently_used_model_and_forgets_on_request(two_ad
     assert pool.get(first) is not a
     with pytest.raises(UsageError):
         EnginePool(capacity=0)
+
+
+def test_the_servers_precision_option_reaches_its_engines(tiny_model_dir):
+    from tuneforge.serve.app import ServerOptions, create_app, engines
+
+    app = create_app(ServerOptions(auth=False, start_worker=False, precision="int8"))
+    engine = engines(app).get(str(tiny_model_dir))
+    assert engine.precision == "int8"
+    [answer] = engine.generate(conversations()[:1], max_new_tokens=4)
+    assert answer.completion_tokens == 4 or answer.finish_reason == "stop"

@@ -14,6 +14,19 @@ console = Console()
 err_console = Console(stderr=True)
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model whose tokenizer and chat template count tokens: catalog name, local dir or hub id; 'none' to skip.")]
+# fast_llama.PRECISIONS, spelled out here so that the CLI's help and checks import no torch.
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "int8")
+
+
+def _precision(value: str) -> str:
+    if value not in PRECISION_CHOICES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(PRECISION_CHOICES)}")
+    return value
+
+
+PrecisionOption = Annotated[str, typer.Option(callback=_precision, help="Weights while generating: auto (bf16 where the CPU has bf16 "
+                                                   "instructions, else fp32), fp32, bf16, or int8 (half of bf16's memory "
+                                                   "traffic, faster at small batches; slightly less accurate).")]
 
 
 def model_or_none(model: str) -> str | None:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tuneforge.cli.common import app, console
+from tuneforge.cli.common import PrecisionOption, app, console
 
 keys_app = typer.Typer(help="API keys: each belongs to a project and sees only that project's files, jobs and models.",
                        no_args_is_help=True)
@@ -22,6 +22,7 @@ def serve(
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a worker; run `tuneforge worker` yourself.")] = False,
     max_file_mb: Annotated[int, typer.Option(help="Largest file upload accepted, in MB.")] = 512,
     max_cached_models: Annotated[int, typer.Option(help="Models (tuned adapters or full models) kept loaded at once.")] = 4,
+    precision: PrecisionOption = "auto",
 ):
     """An OpenAI-compatible API: files, fine-tuning jobs, models, chat and text completions."""
     import uvicorn
@@ -29,7 +30,7 @@ def serve(
     from tuneforge.serve.app import ServerOptions, create_app
 
     options = ServerOptions(auth=not no_auth, start_worker=not no_worker, max_file_bytes=max_file_mb * 1024 * 1024,
-                            max_cached_models=max_cached_models)
+                            max_cached_models=max_cached_models, precision=precision)
     console.print(f"Tuneforge API on http://{host}:{port}/v1 ({'no auth' if no_auth else 'API keys required'}"
                   f"{', worker started' if not no_worker else ''})")
     uvicorn.run(create_app(options), host=host, port=port, log_level="warning")

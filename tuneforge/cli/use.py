@@ -5,7 +5,8 @@ from typing import Annotated
 
 import typer
 
-from tuneforge.cli.common import app, console
+from tuneforge.cli.common import PrecisionOption, app, console
+
 
 @app.command("chat")
 def chat(
@@ -14,12 +15,13 @@ def chat(
     system: Annotated[str | None, typer.Option(help="System message.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
+    precision: PrecisionOption = "auto",
 ):
     """Talk to a model: one-shot with PROMPT, or interactive (empty line or Ctrl-D to quit)."""
     from tuneforge.data.examples import Message
     from tuneforge.serve.engine import Engine
 
-    engine = Engine(model)
+    engine = Engine(model, precision=precision)
     history = [Message("system", system)] if system else []
     while True:
         text = prompt if prompt is not None else _ask()
@@ -48,11 +50,12 @@ def generate(
     max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+    precision: PrecisionOption = "auto",
 ):
     """Batch generation over a data file."""
     from tuneforge.evaluate.run import generate_file
 
-    written = generate_file(model, data, out, max_tokens, temperature, batch_size)
+    written = generate_file(model, data, out, max_tokens, temperature, batch_size, precision)
     console.print(f"wrote {written} generations to {out}")
 
 

@@ -66,12 +66,12 @@ def load_cases_and_labels(path: Path, max_examples: int | None) -> tuple[list[Ca
 
 
 def generate_file(model: str, data: Path, out: Path, max_new_tokens: int = 256, temperature: float = 0.0,
-                  batch_size: int = 8) -> int:
+                  batch_size: int = 8, precision: str = "auto") -> int:
     """`tuneforge generate`: answer every example's prompt; write prompt, reference and answer per line."""
     from tuneforge.serve.engine import Engine
 
     cases = load_cases(data, None)
-    engine = Engine(model)
+    engine = Engine(model, precision=precision)
     with out.open("w") as handle:
         for start in range(0, len(cases), batch_size):
             chunk = cases[start:start + batch_size]

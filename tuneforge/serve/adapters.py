@@ -63,11 +63,11 @@ class SharedModel:
         self.merges = 0  # adapter merges and restores so far (a cached adapter's request makes none)
         self._original: dict[str, torch.Tensor] = {}  # parameter name -> its values before any adapter
         self._changed: set[str] = set()  # parameters the active adapter changed
-        # Packed weights per adapter and dtype; an adapter's go when its engine (holding it) is dropped.
+        # Packed weights per adapter and precision; an adapter's go when its engine (holding it) is dropped.
         self._packed_for_adapter: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._packed_for_base: dict[torch.dtype, object] = {}
+        self._packed_for_base: dict[str, object] = {}
 
-    def stepper(self, adapter: LoadedAdapter | None, dtype: torch.dtype):
+    def stepper(self, adapter: LoadedAdapter | None, precision: str):
         """What `BatchDecoder` steps with for `adapter`: the packed fast path where the architecture
         allows, else the model's forward with the adapter merged. Hold `lock` while using it."""
         from tuneforge.serve.decode import HFStepper
@@ -77,10 +77,10 @@ class SharedModel:
             self.activate(adapter)
             return HFStepper(self.model)
         cache = self._packed_for_base if adapter is None else self._packed_for_adapter.setdefault(adapter, {})
-        if dtype not in cache:
+        if precision not in cache:
             self.activate(adapter)
-            cache[dtype] = PackedLlama(self.model, dtype)
-        return PackedStepper(cache[dtype])
+            cache[precision] = PackedLlama(self.model, precision)
+        return PackedStepper(cache[precision])
 
     @torch.no_grad()
     def activate(self, adapter: LoadedAdapter | None) -> None:

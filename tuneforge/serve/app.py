@@ -30,6 +30,7 @@ class ServerOptions:
     start_worker: bool = True
     max_file_bytes: int = 512 * 1024 * 1024  # OpenAI's own cap for one file
     max_cached_models: int = 4
+    precision: str = "auto"  # of the weights while generating: fast_llama.PRECISIONS
 
 
 def project(request: Request) -> str:
@@ -92,7 +93,7 @@ def engines(app: FastAPI):
         if getattr(app.state, "engines", None) is None:
             from tuneforge.serve.engine import EnginePool
 
-            app.state.engines = EnginePool(capacity=app.state.options.max_cached_models)
+            app.state.engines = EnginePool(capacity=app.state.options.max_cached_models, precision=app.state.options.precision)
         return app.state.engines
 
 

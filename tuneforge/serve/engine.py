@@ -244,7 +244,7 @@ class Engine:
         """(row, text delta) as tokens are decoded. The caller holds the lock."""
         if not request.prompts:
             return
-        stepper = self.shared.stepper(self.adapter, torch.bfloat16 if self.precision == "bf16" else torch.float32)
+        stepper = self.shared.stepper(self.adapter, self.precision)
         decoder = BatchDecoder(stepper, request.prompts, request.budgets, request.sampling, self.stop_ids, self.pad_id)
         texts = request.texts
         for step in decoder:
