@@ -166,6 +166,58 @@ def test_fused_lora_dropout_is_dropout_then_projection_with_a_replayable_mask(ti
     assert torch.equal(projection(x), torch.nn.functional.linear(x, projection.weight))
 
 
+def saved_bytes(model, batch, **options) -> int:
+    """Bytes of the distinct tensors autograd keeps for backward in one forward pass."""
+    storages = {}
+
+    def keep(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        weighted_token_loss(model, batch, **options)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("setup", ["lora fp32", "full fp32", "lora bf16 base, autocast"])
+def test_lean_activations_give_the_plain_loss_and_gradients_and_keep_less(tiny_model_dir, smol_tokenizer, setup):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.train.lean_activations import use_lean_activations
+
+    batch = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
+    dtype = torch.bfloat16 if "bf16" in setup else None
+    if setup.startswith("full"):
+        model = load(tiny_model_dir).train()  # the norms' weights train too
+    else:
+        torch.manual_seed(1)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype or torch.float32)
+        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)).train()
+    config = model.config
+    reference, plain_saved = loss_and_grads(model, batch, dtype=dtype), saved_bytes(model, batch, dtype=dtype)
+    assert use_lean_activations(model) == 3 * config.num_hidden_layers + 1  # two norms and an MLP per layer, the final norm
+    lean, lean_saved = loss_and_grads(model, batch, dtype=dtype), saved_bytes(model, batch, dtype=dtype)
+    assert_same(reference, lean, rtol=1e-5 if dtype is None else 2e-2)
+    # At least silu(gate), one (tokens x intermediate) tensor per layer, is no longer kept.
+    itemsize = 2 if dtype else 4
+    assert plain_saved - lean_saved >= config.num_hidden_layers * batch.input_ids.numel() * config.intermediate_size * itemsize
+
+
+def test_lean_activations_leave_other_norms_alone():
+    from tuneforge.train.lean_activations import use_lean_activations
+
+    class ScaledNorm(torch.nn.Module):  # a norm with Llama's attribute names but its own formula
+        variance_epsilon, weight = 1e-6, torch.nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return x * (1 + self.weight)
+
+    model = torch.nn.Sequential(ScaledNorm())
+    assert use_lean_activations(model) == 0
+    assert torch.equal(model(torch.ones(2, 4)), torch.full((2, 4), 2.0))
+
+
 def test_all_speed_tricks_train_like_the_plain_path(tmp_path, tiny_model_dir):
     """End to end: the recipe with every trick on and with every trick off (no dropout, so the two
     runs see the same randomness) gives the same training and validation losses."""
@@ -181,7 +233,8 @@ def test_all_speed_tricks_train_like_the_plain_path(tmp_path, tiny_model_dir):
     for on in (False, True):
         result = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0,
                                        seed=3, precision="fp32", learning_rate_multiplier=5, padding_free=on,
-                                       chunked_loss=on, fast_lora_dropout=on, sparse_output_layer=on, group_by_length=False))
+                                       chunked_loss=on, fast_lora_dropout=on, sparse_output_layer=on, lean_activations=on,
+                                       group_by_length=False))
         with (result.run_dir / "metrics.csv").open() as handle:
             rows = list(csv.DictReader(handle))
         traces.append([float(r["train_loss"]) for r in rows if r["train_loss"]] + [float(r["valid_loss"]) for r in rows if r["valid_loss"]])

@@ -5,3 +5,7 @@ The pipeline has four stages, one package each: `data` (files in, canonical exam
 """
 
 __version__ = "0.1.0"
+
+from tuneforge.train.host_memory import bound_kernel_caches
+
+bound_kernel_caches()  # before torch runs its first matmul: see train/host_memory.py

@@ -15,7 +15,10 @@ accuracy metric; the two are compared in benchmarks/RESULTS.md.
 
 import torch
 
-CHUNK_TOKENS = 1024  # 1024 x 49 k fp32 logits = 200 MB at a time
+# 256 x 49 k fp32 logits = 50 MB at a time. 1,024 was as fast, but its chunk's logits, their
+# log-softmax and gradient (~400 MB) come on top of every activation at the end of the forward pass,
+# the step's peak: 256 lowered the peak RSS by 165 MB (benchmarks/RESULTS.md).
+CHUNK_TOKENS = 256
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):

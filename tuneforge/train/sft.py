@@ -30,6 +30,7 @@ from tuneforge.settings import runs_dir
 from tuneforge.train import artifacts
 from tuneforge.train.config import ResolvedConfig, TrainConfig
 from tuneforge.train.inputs import locate_data, tokenized_file
+from tuneforge.train.host_memory import release_free_memory
 from tuneforge.train.loop import (
     Batch,
     TrainerState,
@@ -222,6 +223,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            release_free_memory()
             state.step, state.batch_in_epoch, state.trained_tokens = state.step + 1, state.batch_in_epoch + 1, state.trained_tokens + trained
             epoch_progress = state.epoch + state.batch_in_epoch / len(batches)
             epoch_end = state.batch_in_epoch == len(batches)
@@ -277,6 +279,10 @@ def build_model(config: ResolvedConfig):
         from tuneforge.train.padding_free import use_varlen_attention
 
         use_varlen_attention(model)
+    if config.lean_activations:
+        from tuneforge.train.lean_activations import use_lean_activations
+
+        use_lean_activations(model)
     if config.method == "lora":
         from peft import LoraConfig, get_peft_model
 
