@@ -14,7 +14,6 @@ import argparse
 import collections
 import ctypes
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +52,7 @@ def main() -> None:
     import tuneforge.train.chunked_loss as chunked_loss
     import tuneforge.train.host_memory as host_memory
     import tuneforge.train.sft as sft
-    from benchmarks.train_runners import MODEL, SEED, build_data
+    from benchmarks.train_runners import MODEL, SEED, build_data, peak_rss_mb
     from tuneforge.train.config import TrainConfig
 
     if args.chunk_tokens:
@@ -87,7 +86,7 @@ def main() -> None:
             heap = heap_in_use_mb()
             kinds = ", ".join(f"{kind}: {nbytes / 2**20:.0f}" for kind, nbytes in kept["kinds"])
             print(f"| {row['step']} | {kept['tokens']} | {kept['saved'] / 2**20:,.0f} ({kinds}) | {kept['rss_forward_end']:,.0f} | "
-                  f"{rss_mb():,.0f} | {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} | "
+                  f"{rss_mb():,.0f} | {peak_rss_mb():,.0f} | "
                   f"{'-' if heap is None else f'{heap:,.0f}'} | {row['tokens_per_second']:.0f} |", flush=True)
 
     print(f"{time.strftime('%Y-%m-%d %H:%M')}; {args.method} {args.precision}; lean_activations {not args.no_lean}; "

@@ -15,7 +15,8 @@ Precisions: fp32; bf16 (the default where the CPU has bf16 instructions); int8, 
 weight row stored as int8 with one bf16 scale (absmax / 127, as llama.cpp's Q8_0 but per row),
 activations in bf16, multiplied by ATen's `_weight_int8pack_mm`. At batch 1 a decode step reads
 every weight once, so its time is mostly memory traffic: int8 reads half of bf16's bytes (measured
-1.5x tokens/s; next-token loss +0.5 %, see benchmarks/RESULTS.md). Opt-in (`--precision int8`).
+1.3x bf16's tokens/s at batch 1, slower at batch 8; next-token loss +0.6 %, see benchmarks/RESULTS.md).
+Opt-in (`--precision int8`).
 
 Packed weights are a copy (half the model's size in bf16, a quarter in int8): `SharedModel.stepper`
 packs again when the model's weights change (an adapter switch).
