@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import chat
 
 from tuneforge.data.formats import parse_record
@@ -103,6 +104,39 @@ def test_padding_free_batch_gives_the_padded_loss_and_gradients(tiny_model_dir, 
     use_varlen_attention(model)
     assert_same(reference, loss_and_grads(model, free), rtol=2e-5)
     assert_same(reference, loss_and_grads(model, padded), rtol=2e-5)  # padded batches still take transformers' path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_varlen_attention_is_causal_attention_within_each_example(dtype):
+    from tuneforge.train.padding_free import varlen_sdpa_attention
+
+    torch.manual_seed(0)
+    lengths = [5, 9, 1, 7]
+    starts = torch.tensor([0, 5, 14, 15, 22])
+    query, key, value = (torch.randn(1, heads, sum(lengths), 16) for heads in (6, 2, 2))  # grouped-query heads
+    output_grad = torch.randn(1, sum(lengths), 6, 16)
+
+    def attention(function, dtype):
+        inputs = [t.detach().to(dtype).requires_grad_() for t in (query, key, value)]
+        output = function(inputs)
+        output.backward(output_grad.to(dtype))
+        return [output.float()] + [t.grad.float() for t in inputs]
+
+    def per_example(inputs):  # plain SDPA on each example alone
+        q, k, v = inputs
+        return torch.cat([F.scaled_dot_product_attention(*(t[:, :, a:b] for t in (q, k, v)), is_causal=True, enable_gqa=True)
+                          for a, b in zip(starts[:-1], starts[1:])], dim=2).transpose(1, 2)
+
+    module = torch.nn.Module().eval()
+    varlen = attention(lambda inputs: varlen_sdpa_attention(module, *inputs, None, scaling=0.25, cu_seq_lens_q=starts)[0], dtype)
+    exact = attention(per_example, torch.float32)
+    if dtype == torch.float32:
+        for ours, reference in zip(varlen, exact):
+            assert torch.allclose(ours, reference, atol=1e-5)
+        return
+    plain_bf16 = attention(per_example, torch.bfloat16)  # what SDPA's own bf16 path gives
+    for ours, plain, reference in zip(varlen, plain_bf16, exact):  # output, then each input's gradient
+        assert (ours - reference).abs().mean() <= 1.1 * (plain - reference).abs().mean()
 
 
 def padded_example(batch, row):
@@ -218,6 +252,73 @@ def test_lean_activations_leave_other_norms_alone():
     assert torch.equal(model(torch.ones(2, 4)), torch.full((2, 4), 2.0))
 
 
+def grad_errors(reference, other) -> dict:
+    """Each gradient's largest difference from the reference, relative to the reference's largest entry."""
+    return {name: float((other[3][name] - grad).abs().max() / grad.abs().max()) for name, grad in reference[3].items()}
+
+
+@pytest.mark.parametrize("setup", ["fp32", "bf16 base, autocast", "fp32 base, autocast"])
+def test_fused_lora_gives_peft_loss_and_gradients(tiny_model_dir, smol_tokenizer, setup):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.train.fused_lora import FusedLoraLinear, fuse_lora_layers
+
+    def model_for(base_dtype):
+        torch.manual_seed(1)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=base_dtype)
+        return get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)).train()
+
+    batch = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
+    exact = loss_and_grads(model_for(torch.float32), batch)  # peft in fp32: the reference for both
+    dtype = None if setup == "fp32" else torch.bfloat16
+    model = model_for(torch.bfloat16 if "bf16 base" in setup else torch.float32)
+    peft_result = loss_and_grads(model, batch, dtype=dtype)
+    assert fuse_lora_layers(model) == 7 * model.config.num_hidden_layers
+    calls = []
+    for module in model.modules():
+        if isinstance(module, FusedLoraLinear):
+            module.register_forward_hook(lambda m, args, out: calls.append(m._plain_adapter()))
+    fused = loss_and_grads(model, batch, dtype=dtype)
+    assert calls and all(adapter == "default" for adapter in calls)  # every layer took the fused path
+    assert any(".lora_B." in name for name in fused[3]) and any(".lora_A." in name for name in fused[3])
+    if dtype is None:
+        assert_same(peft_result, fused, rtol=1e-5)
+        return
+    # bf16: the two paths round in different places (gradients differ by up to ~5 % of their largest
+    # entry on this tiny model), so compare each with fp32: the fused path must be no worse than peft.
+    assert abs(fused[0] - exact[0]) <= 2 * abs(peft_result[0] - exact[0]) + 1e-3 * abs(exact[0])
+    peft_errors, fused_errors = grad_errors(exact, peft_result), grad_errors(exact, fused)
+    assert max(fused_errors.values()) <= 1.5 * max(peft_errors.values())
+    assert sum(fused_errors.values()) <= 1.2 * sum(peft_errors.values())
+
+
+def test_fused_lora_leaves_dropout_disabled_and_merged_adapters_to_peft(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from tuneforge.train.fused_lora import fuse_lora_layers
+
+    torch.manual_seed(1)
+    model = get_peft_model(load(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.5, target_modules=["q_proj"],
+                                                            init_lora_weights=False))
+    fuse_lora_layers(model)
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer._plain_adapter() is None  # dropout on the adapter's input: peft's path
+    layer.lora_dropout["default"] = torch.nn.Identity()
+    assert layer._plain_adapter() == "default"
+    x = torch.randn(2, 3, layer.in_features)
+    with torch.no_grad():
+        fused = layer(x)
+        with model.disable_adapter():
+            assert layer._plain_adapter() is None
+            assert torch.allclose(layer(x), layer.base_layer(x))
+        layer.merge()
+        assert layer._plain_adapter() is None
+        assert torch.allclose(layer(x), fused, atol=1e-5)  # the merged weight computes what the fused path did
+        layer.unmerge()
+        assert not torch.allclose(fused, layer.base_layer(x), atol=1e-3)  # the adapter did something
+
+
 def test_all_speed_tricks_train_like_the_plain_path(tmp_path, tiny_model_dir):
     """End to end: the recipe with every trick on and with every trick off (no dropout, so the two
     runs see the same randomness) gives the same training and validation losses."""
@@ -233,7 +334,7 @@ def test_all_speed_tricks_train_like_the_plain_path(tmp_path, tiny_model_dir):
     for on in (False, True):
         result = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0,
                                        seed=3, precision="fp32", learning_rate_multiplier=5, padding_free=on,
-                                       chunked_loss=on, fast_lora_dropout=on, sparse_output_layer=on, lean_activations=on,
+                                       chunked_loss=on, fast_lora_dropout=on, sparse_output_layer=on, lean_activations=on, fused_lora=on,
                                        group_by_length=False))
         with (result.run_dir / "metrics.csv").open() as handle:
             rows = list(csv.DictReader(handle))

@@ -298,6 +298,10 @@ def build_model(config: ResolvedConfig):
             from tuneforge.train.lora_dropout import fuse_lora_dropout
 
             fuse_lora_dropout(model)
+        if config.fused_lora:
+            from tuneforge.train.fused_lora import fuse_lora_layers
+
+            fuse_lora_layers(model)
         if bf16_base:
             # peft casts each layer's bf16 input to the adapters' fp32, and autocast casts it back for
             # the matmul: two copies of every adapted layer's input for nothing.
