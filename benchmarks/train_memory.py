@@ -1,6 +1,6 @@
 """Where a training step's memory goes: Tuneforge's LoRA trainer on the bundled model, step by step.
 
-Run: `python -m benchmarks.train_memory [--steps 6] [--precision bf16] [--method lora] [--chunk-tokens N] [--no-lean] [--no-trim]`
+Run: `python -m benchmarks.train_memory [--steps 6] [--precision bf16] [--method lora] [--chunk-tokens N] [--no-lean] [--trim grown|every|never]`
 
 Trains `--steps` steps of 8 x 256-token chats (the data of benchmarks/train.py) and prints, per step:
 the tokens, the bytes of the tensors autograd kept for backward at the end of the forward pass
@@ -19,11 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def heap_in_use_mb() -> float | None:
@@ -45,7 +40,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     parser.add_argument("--chunk-tokens", type=int, help="the chunked loss's chunk (default: Tuneforge's)")
     parser.add_argument("--no-lean", action="store_true", help="lean_activations off")
-    parser.add_argument("--no-trim", action="store_true", help="no malloc_trim after each step")
+    parser.add_argument("--trim", choices=["grown", "every", "never"], default="grown",
+                        help="malloc_trim when the process has grown past the slack (the trainer's), after every step, or never")
     args = parser.parse_args()
     os.environ.setdefault("TUNEFORGE_HOME", tempfile.mkdtemp(prefix="tuneforge-memory-"))
 
@@ -57,8 +53,15 @@ def main() -> None:
 
     if args.chunk_tokens:
         chunked_loss.CHUNK_TOKENS = args.chunk_tokens
-    if args.no_trim:
-        sft.release_free_memory = lambda: None
+    from tuneforge.train.host_memory import resident_mb as rss_mb
+
+    if args.trim != "grown":
+        class FixedTrim:
+            def after_step(self):
+                if args.trim == "every":
+                    host_memory.release_free_memory()
+
+        sft.HeapGrowthGuard = FixedTrim
     train, _ = build_data(Path(os.environ["TUNEFORGE_HOME"]) / "data", 256, args.steps * 8, 16)
     kept = {}
     loss = sft.weighted_token_loss
@@ -90,7 +93,7 @@ def main() -> None:
                   f"{'-' if heap is None else f'{heap:,.0f}'} | {row['tokens_per_second']:.0f} |", flush=True)
 
     print(f"{time.strftime('%Y-%m-%d %H:%M')}; {args.method} {args.precision}; lean_activations {not args.no_lean}; "
-          f"chunk {chunked_loss.CHUNK_TOKENS}; trim {not args.no_trim}; kernel caches "
+          f"chunk {chunked_loss.CHUNK_TOKENS}; trim {args.trim}; kernel caches "
           f"{os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')}/{os.environ.get('LRU_CACHE_CAPACITY')}; RSS after imports {rss_mb():.0f} MB\n")
     print("| step | tokens | kept for backward MB (largest kinds) | RSS at forward end MB | RSS after step MB | peak RSS MB | heap in use MB | tok/s |")
     print("|---|---|---|---|---|---|---|---|")

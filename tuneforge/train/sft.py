@@ -30,7 +30,7 @@ from tuneforge.settings import runs_dir
 from tuneforge.train import artifacts
 from tuneforge.train.config import ResolvedConfig, TrainConfig
 from tuneforge.train.inputs import locate_data, tokenized_file
-from tuneforge.train.host_memory import release_free_memory
+from tuneforge.train.host_memory import HeapGrowthGuard
 from tuneforge.train.loop import (
     Batch,
     TrainerState,
@@ -182,6 +182,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
         writer.writeheader()
     reporter.start(run_id, resolved, total_steps, state.step)
     started, stopped_early, interrupted = time.perf_counter(), False, False
+    heap_guard = HeapGrowthGuard()
     last_evaluation: dict = {}
 
     def validate(row: dict) -> bool:
@@ -223,7 +224,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            release_free_memory()
+            heap_guard.after_step()
             state.step, state.batch_in_epoch, state.trained_tokens = state.step + 1, state.batch_in_epoch + 1, state.trained_tokens + trained
             epoch_progress = state.epoch + state.batch_in_epoch / len(batches)
             epoch_end = state.batch_in_epoch == len(batches)
