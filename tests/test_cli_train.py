@@ -131,6 +131,7 @@ def test_export_merged_loads_with_plain_transformers(trained, tmp_path):
     (("chat", "ft:nothing:here::run-0", "hi"), "no tuned model"),
     (("chat", "ft:nothing:here::run-0", "hi", "--precision", "int4"), "not one of auto, fp32, bf16, int8"),
     (("serve", "--precision", "fp16"), "not one of auto, fp32, bf16, int8"),
+    (("eval", "ft:nothing:here::run-0", "--data", "x.jsonl", "--precision", "fp16"), "not one of auto, fp32, bf16, int8"),
 ])
 def test_training_usage_errors_are_clear(tmp_path, args, message):
     result = tuneforge(tmp_path, *args)
@@ -158,6 +159,15 @@ def test_eval_compares_a_run_with_its_base_model_by_default(trained, tmp_path):
     assert "| rouge_l |" in result.stdout
     shown = json.loads(tuneforge(home, "runs", "show", run["id"]).stdout)
     assert shown["evaluations"][0]["report_dir"] == str((tmp_path / "eval").resolve())
+
+
+def test_eval_takes_the_engines_precision(trained, tmp_path):
+    home, run, data = trained
+    result = tuneforge(home, "eval", run["id"], "--data", str(data), "--max-examples", "2", "--max-tokens", "2",
+                       "--against", "none", "--no-probes", "--precision", "int8", "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["decoding"]["precision"] == "int8" and results["scores"]["model"]["precision"] == "int8"
 
 
 def test_quickstart_before_after_panels_show_both_models(trained, tiny_model_dir, monkeypatch):

@@ -11,7 +11,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from tuneforge.cli.common import app, console
+from tuneforge.cli.common import PrecisionOption, app, console
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -43,6 +43,7 @@ def eval_command(
     max_tokens: Annotated[int, typer.Option(help="Most new tokens per answer.")] = 128,
     probes: Annotated[bool, typer.Option("--probes/--no-probes", help="Also run the built-in forgetting, safety and bias probes on both models.")] = True,
     sheet: Annotated[Path | None, typer.Option(help="Also write a blinded A/B sheet (CSV) of both models' answers for human raters; its key goes beside it as FILE.key.json.")] = None,
+    precision: PrecisionOption = "auto",
 ):
     """Score a model's answers on a data file, side by side with a base model (A/B with bootstrap intervals)."""
     from tuneforge.evaluate.compare import key_path
@@ -56,7 +57,7 @@ def eval_command(
         against = None
     out = out or Path("evals") / model.replace(":", "_").replace("/", "_")
     run_eval(model, data, against, metrics.split(",") if metrics else None, out, max_examples, max_tokens,
-             probes=probes, sheet=sheet)
+             probes=probes, sheet=sheet, precision=precision)
     console.print((out / "report.md").read_text(), markup=False, highlight=False)
     console.print(f"results: {out / 'results.json'}")
     if sheet is not None:

@@ -134,13 +134,13 @@ def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_t
 
 
 def _score_side(name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int,
-                probe_sets, probe_max_new_tokens: int) -> tuple[dict, dict | None]:
+                probe_sets, probe_max_new_tokens: int, precision: str = "auto") -> tuple[dict, dict | None]:
     """One model, loaded once: its scores on the cases and, with `probe_sets`, its probe results.
     The engine dies with this call, so the next model never shares memory with it."""
     from tuneforge.serve.engine import Engine
 
-    engine = Engine(name)
-    scored = score_model(name, cases, metric_names, max_new_tokens, batch_size, engine)
+    engine = Engine(name, precision=precision)
+    scored = {**score_model(name, cases, metric_names, max_new_tokens, batch_size, engine), "precision": engine.precision}
     if probe_sets is None:
         return scored, None
     return scored, probe_model(engine, probe_sets, probe_max_new_tokens, batch_size)
@@ -148,9 +148,10 @@ def _score_side(name: str, cases: list[Case], metric_names: list[str], max_new_t
 
 def run_eval(model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path,
              max_examples: int | None = None, max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0,
-             probes: bool = True, sheet: Path | None = None) -> dict:
+             probes: bool = True, sheet: Path | None = None, precision: str = "auto") -> dict:
     """With `probes`, also the built-in forgetting, safety and bias probes (`probes.py`); with `sheet`,
-    a blinded A/B sheet of the two models' answers for human raters (`compare.py`)."""
+    a blinded A/B sheet of the two models' answers for human raters (`compare.py`). `precision` is
+    the engines' weights (serve/fast_llama.py); each side's scores record what it resolved to."""
     cases, classification_like = load_cases_and_labels(data, max_examples)
     references = [c.reference for c in cases]
     kind = task_kind(references, classification_like)
@@ -167,9 +168,9 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
     for side, name in (("model", model), ("against", against)):
         if name:
             sides[side], probe_sides[side] = _score_side(name, cases, chosen, max_new_tokens, batch_size, probe_sets,
-                                                         probe_max_new_tokens)
+                                                         probe_max_new_tokens, precision)
     results = {"model": model, "against": against, "data": str(data.resolve()), "examples": len(cases),
-               "task": kind, "metrics": chosen, "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens},
+               "task": kind, "metrics": chosen, "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens, "precision": precision},
                "scores": {}}
     if probe_sets is not None:
         results["probes"] = summarize(probe_sets, probe_sides)
