@@ -25,9 +25,9 @@ FLOPS_PER_TOKEN = {"lora": 4, "full": 6}
 # Tuneforge's tokens/s x FLOPs per token over `measure_matmul_gflops` (1024^2, which reads ~1.17x
 # the benchmark's 2048^2: 412 vs 351 GFLOP/s bf16) on the reference CPU. bf16 from
 # benchmarks/RESULTS.md 2026-11-22: LoRA 315 tok/s (all tokens), full 223, against a 2048^2 bf16
-# ceiling of 370 and 350; fp32 from 2026-11-21 (evening): LoRA 182, full 124. The quickstart
-# (2 epochs, 75,884 tokens, shorter chats than the benchmark's) then shows ~4.5 min; it trained in
-# 3 min 38 s on 2026-11-22: the estimate errs long.
+# ceiling of 370 and 350; fp32 from 2026-11-21 (evening): LoRA 182, full 124. For the quickstart's
+# data (shorter chats than the benchmark's) that gives ~273 tok/s, ~4.6 min for its two epochs; it
+# trained them in 3 min 38 s on 2026-11-22: the estimate errs long.
 EFFICIENCY = {("lora", "bf16"): 0.39, ("lora", "fp32"): 0.60, ("full", "bf16"): 0.44, ("full", "fp32"): 0.60}
 HARDWARE_FORMAT = 2  # hardware.json's layout; an older file is measured again
 
