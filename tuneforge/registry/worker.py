@@ -10,7 +10,6 @@ again and continues from its run's newest complete checkpoint. A file lock keeps
 on the same home from starting.
 """
 
-import ctypes
 import fcntl
 import gc
 import logging
@@ -23,6 +22,7 @@ from tuneforge.errors import TuneforgeError
 from tuneforge.registry import jobs, store
 from tuneforge.registry.jobs import Job
 from tuneforge.settings import tuneforge_home
+from tuneforge.train.host_memory import release_free_memory
 from tuneforge.train.inputs import TrainingDataError
 from tuneforge.train.sft import Reporter, TrainingInterrupted
 
@@ -180,10 +180,7 @@ def recover_interrupted_jobs() -> None:
 
 def _release_memory() -> None:
     gc.collect()
-    try:  # glibc keeps freed arenas mapped; hand them back so an idle worker is small again
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    release_free_memory()  # glibc keeps freed pages mapped; hand them back so an idle worker is small again
 
 
 def run_worker(poll_seconds: float = 1.0, once: bool = False) -> None:
