@@ -13,8 +13,8 @@ input gradient the same way:
                dA = down_grad^T x;      dB = s dy^T down
 
 Measured on SmolLM2's shapes (1,774 tokens, bf16, forward and backward): 576 -> 1536 29.7 ->
-21.7 ms, 576 -> 576 9.4 -> 8.6 ms (benchmarks/RESULTS.md). Only what is kept for backward is the
-input, `down` (tokens x rank) and the weights, as with peft.
+21.7 ms, 576 -> 576 9.4 -> 8.6 ms (benchmarks/RESULTS.md). Backward keeps what peft's does: the
+input, `down` (tokens x rank) and the weights.
 
 Plain LoRA only: a layer with dropout on the adapter's input, DoRA or another variant, several
 active adapters, a merged or disabled adapter, or a base layer other than `nn.Linear` runs peft's
