@@ -119,6 +119,16 @@ def test_duplicate_names_the_original_line(tmp_path):
     assert [(f.line, f.message) for f in report.findings.kept["duplicate"]] == [(13, "same as line 5"), (14, "same as line 5")]
 
 
+def test_mixed_source_formats_names_the_minority_lines(tmp_path):
+    legacy = [{"prompt": f"a legacy example {i}", "completion": "in the same file"} for i in range(2)]
+    records = filler(6) + legacy[:1] + filler(11, start=6) + legacy[1:] + filler(3, start=17)
+    report = check_file(write_jsonl(tmp_path / "data.jsonl", records))
+    [finding] = report.findings.kept["mixed_source_formats"]
+    assert finding.line == 7
+    assert finding.message == ("the file mixes formats (openai_chat: 20, prompt_completion: 2); "
+                               "prompt_completion on lines 7, 19")
+
+
 # The same problem, an empty answer, in every accepted format and file type.
 EMPTY_ANSWER = [
     ("openai_chat", chat("q", ""), "messages[1].content"),

@@ -37,6 +37,36 @@ def test_rouge_l_is_the_longest_common_subsequence_f_measure():
     assert metrics.rouge_l("nothing shared", "entirely different") == 0.0
 
 
+def test_rouge_l_scores_identical_non_latin_answers_as_identical():
+    # rouge-score's default tokeniser keeps only [a-z0-9]: these had no tokens and scored 0
+    assert metrics.rouge_l("Счёт отправлен клиенту.", "Счёт отправлен клиенту.") == pytest.approx(1.0)
+    assert metrics.rouge_l("发票已发送给客户。", "发票已发送给客户。") == pytest.approx(1.0)
+
+
+def test_rouge_l_splits_chinese_into_characters():
+    # 7 characters each; LCS = 我喜欢学习 (5), so P = R = F = 5/7 rather than 0 for two different "words"
+    score = metrics.rouge_l("我喜欢机器学习", "我喜欢深度学习")
+    assert 0 < score < 1
+    assert score == pytest.approx(5 / 7)
+
+
+ENGLISH_PAIRS = [
+    ("the cat sat on a mat", "the cat sat on the mat"),
+    ("Open the Ledger tab, then click 'Invoices' -> Export (CSV).",
+     "Go to the Ledger tab and click Invoices, then Export as CSV."),
+    ("It's 3.14 or 42% -- don't_know!", "its 3 14 or 42 dont know"),
+    ("REFUNDS take 5-7 business days", "Refunds take 5 to 7 business days."),
+]
+
+
+@pytest.mark.parametrize("prediction,reference", ENGLISH_PAIRS)
+def test_rouge_l_on_english_matches_rouge_scores_default_tokeniser(prediction, reference):
+    from rouge_score import rouge_scorer
+
+    default = rouge_scorer.RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure
+    assert metrics.rouge_l(prediction, reference) == pytest.approx(default)
+
+
 def test_json_validity_and_schema():
     assert metrics.json_valid('{"label": "bug"}') == 1.0
     assert metrics.json_valid('```json\n{"label": "bug"}\n```') == 1.0

@@ -24,6 +24,7 @@ from tuneforge.train.estimate import auto_epochs
 
 MIN_EXAMPLES, RECOMMENDED_EXAMPLES = 10, 100
 LABEL_LIMIT = 50  # more distinct completions than this: not a classification task
+LINES_SHOWN = 5  # lines named in a finding about several lines (the minority formats of a mixed file)
 TOKENIZE_BATCH = 512
 
 
@@ -108,6 +109,7 @@ class DatasetChecker:
         self.formats: Counter[str] = Counter()
         self.kinds: Counter[str] = Counter()
         self.first_line_of_kind: dict[str, int] = {}
+        self.first_lines_of_format: dict[str, list[int]] = {}  # up to LINES_SHOWN lines per format
         self.records = self.examples = 0
         self.duplicates = DuplicateIndex()
         self.messages = Histogram()
@@ -134,6 +136,9 @@ class DatasetChecker:
             self.formats[fmt.name] += 1
             self.kinds[fmt.kind] += 1
             self.first_line_of_kind.setdefault(fmt.kind, item.line)
+            lines = self.first_lines_of_format.setdefault(fmt.name, [])
+            if len(lines) < LINES_SHOWN:
+                lines.append(item.line)
         if parsed is None:
             return None
         self.examples += 1
@@ -229,8 +234,12 @@ class DatasetChecker:
             self.log.add(Finding("mixed_formats", f"the file mixes kinds of examples ({counts})",
                                  line=self.first_line_of_kind[minority]))
         elif len(self.formats) > 1:
-            counts = ", ".join(f"{n} {k}" for k, n in self.formats.most_common())
-            self.log.add(Finding("mixed_source_formats", f"the file mixes formats ({counts})"))
+            ranked = self.formats.most_common()
+            counts = ", ".join(f"{name}: {n}" for name, n in ranked)
+            minority = ranked[1:]  # every format but the most common: the lines to look at
+            where = "; ".join(f"{name} on {self._lines_text(name, n)}" for name, n in minority)
+            self.log.add(Finding("mixed_source_formats", f"the file mixes formats ({counts}); {where}",
+                                 line=min(self.first_lines_of_format[name][0] for name, _ in minority)))
         self._duplicate_findings()
         if self.examples >= 3 and len(self.prompts) == 1:
             self.log.add(Finding("identical_prompts", f"all {self.examples} examples share one prompt"))
@@ -245,6 +254,12 @@ class DatasetChecker:
                 self.log.add(Finding("label_imbalance", f"{most[0]!r} has {most[1]} examples, {least[0]!r} only {least[1]}"))
         if self.tokenizer is None:
             self.log.add(Finding("no_tokenizer", "token statistics need a model's tokenizer"))
+
+    def _lines_text(self, fmt: str, count: int) -> str:
+        """'line 7' or 'lines 7, 19, ...': the first lines in `fmt`, with '...' when there are more."""
+        lines = self.first_lines_of_format[fmt]
+        shown = ", ".join(map(str, lines)) + (", ..." if count > len(lines) else "")
+        return f"line {shown}" if count == 1 else f"lines {shown}"
 
     def _classification_like(self) -> bool:
         if self.labels is None or self.examples < 20 or len(self.labels) < 2:

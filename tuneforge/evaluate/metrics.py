@@ -1,14 +1,16 @@
 """Metrics for a model's answers against reference answers, per example and over a set.
 
 Per-example scores are what the A/B comparison resamples (`paired_bootstrap`); corpus-level BLEU is
-sacrebleu's (the field's reference implementation), ROUGE-L is Google's rouge-score. Exact match
-comes plain and normalised (case, punctuation, articles and spacing ignored, as in SQuAD).
+sacrebleu's (the field's reference implementation), ROUGE-L is Google's rouge-score with a tokeniser
+that keeps every script's letters, not only [a-z0-9] (`UnicodeTokenizer`). Exact match comes plain
+and normalised (case, punctuation, articles and spacing ignored, as in SQuAD).
 Teacher-forced loss, perplexity and token accuracy live with the trainer (`train/loop.evaluate`).
 """
 
 import json
 import re
 import string
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
@@ -44,16 +46,56 @@ def sentence_bleu(prediction: str, reference: str) -> float:
     return sacrebleu.sentence_bleu(prediction, [reference]).score
 
 
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, Hiragana, Katakana and the
+# CJK ideographs (with their extensions and compatibility forms). Each character is one token there,
+# as Chinese BLEU and ROUGE usually count; Korean (Hangul) is written with spaces and stays in words.
+WRITTEN_WITHOUT_SPACES = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uf900-\ufaff\U00020000-\U0003ffff]")
+
+
+class UnicodeTokenizer:
+    """rouge-score's tokeniser for every script: lower-cased runs of letters and digits.
+
+    rouge-score's default keeps only [a-z0-9], so a Russian or Chinese answer has no tokens and
+    scores 0 even against itself. On ASCII text this gives the default's tokens exactly; beyond it,
+    accented letters stay in their word ("café", where the default keeps "caf"), combining marks
+    stay with their letter (Devanagari vowel signs), NFKC folds full-width forms ("ＡＢＣ１" -> "abc1"),
+    and each character of a script written without spaces is its own token.
+    """
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens: list[str] = []
+        in_word = False  # whether the next letter or digit continues tokens[-1]
+        after_letter = False  # whether a combining mark belongs to tokens[-1]
+        for char in unicodedata.normalize("NFKC", text).lower():
+            kind = unicodedata.category(char)[0]  # L letter, N number, M mark; the rest separate tokens
+            if kind == "M" and after_letter:
+                tokens[-1] += char
+            elif kind in "LN" and WRITTEN_WITHOUT_SPACES.match(char):
+                tokens.append(char)
+                in_word, after_letter = False, True
+            elif kind in "LN":
+                if in_word:
+                    tokens[-1] += char
+                else:
+                    tokens.append(char)
+                in_word = after_letter = True
+            else:
+                in_word = after_letter = False
+        return tokens
+
+
 _rouge_scorer = None
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure (0-1) from rouge-score, with its default tokenisation (no stemming)."""
+    """ROUGE-L F-measure (0-1) from rouge-score, no stemming, tokenised by `UnicodeTokenizer`."""
     global _rouge_scorer
     if _rouge_scorer is None:
         from rouge_score import rouge_scorer
 
-        _rouge_scorer = rouge_scorer.RougeScorer(["rougeL"])
+        _rouge_scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeTokenizer())
     return _rouge_scorer.score(reference, prediction)["rougeL"].fmeasure
 
 
