@@ -44,3 +44,16 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer):
     LlamaForCausalLM(config).save_pretrained(directory)
     smol_tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models' matmuls are too small to split over threads; on a busy machine two threads
+    waiting on each other made the engine tests ten times slower. Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -84,7 +84,7 @@ def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_resumable(tmp_path, tiny_mo
     data = write_jsonl(tmp_path / "train.jsonl", [chat(f"Say hi as the {a}", "hello") for a in ANIMALS])
     env = {**os.environ, "TUNEFORGE_HOME": str(tmp_path)}
     process = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", "--model", str(tiny_model_dir), "--data", str(data),
-                                "--n-epochs", "400", "--batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                "--n-epochs", "50", "--batch-size", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     runs = tmp_path / "runs"
 
     def steps_done() -> int:  # rows after the header: the training loop (and its signal handler) is running

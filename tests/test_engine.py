@@ -20,14 +20,7 @@ def conversations(questions=QUESTIONS):
     return [[Message("user", q)] for q in questions]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matmuls are too small to split over threads; on a busy machine two threads
-    waiting on each other made this file ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from helpers import write_jsonl
 from server_process import TINY_LORA, ServerProcess, tickets, wait_for
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    process = ServerProcess(tmp_path_factory.mktemp("serve-home")).start()
+def server(tmp_path_factory, tiny_model_dir):
+    process = ServerProcess(tmp_path_factory.mktemp("serve-home"), "--allow-model-dir", str(tiny_model_dir)).start()
     yield process
     process.stop()
 
@@ -148,7 +148,7 @@ def test_cancel_stops_a_running_job_within_seconds(alpha, tiny_model_dir, tmp_pa
     uploaded = alpha.files.create(file=data.open("rb"), purpose="fine-tune")
     alpha.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
     job = alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id,
-                                        hyperparameters={"n_epochs": 200, "batch_size": 4}, extra_body=TINY_LORA)
+                                        hyperparameters={"n_epochs": 50, "batch_size": 2}, extra_body=TINY_LORA)
     wait_for(alpha, job.id, ("running",), timeout=120)
     while not any(e.type == "metrics" for e in alpha.fine_tuning.jobs.list_events(job.id, limit=5)):
         time.sleep(0.2)

@@ -7,8 +7,9 @@ from server_process import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    server = ServerProcess(tmp_path_factory.mktemp("queue-home"), "--no-worker", "--max-file-mb", "1").start()
+def client(tmp_path_factory, tiny_model_dir):
+    server = ServerProcess(tmp_path_factory.mktemp("queue-home"), "--no-worker", "--max-file-mb", "1",
+                           "--allow-model-dir", str(tiny_model_dir)).start()
     yield openai.OpenAI(base_url=server.base_url, api_key=server.new_key("paging"), max_retries=0)
     server.stop()
 

@@ -24,3 +24,7 @@ class ModelNotAvailable(TuneforgeError):
     """A model name resolves to nothing this machine can load."""
 
     exit_code = 2
+
+
+class ContextTooLong(UsageError):
+    """A prompt longer than the model's context window."""

@@ -10,8 +10,19 @@ from pathlib import Path
 
 def tuneforge_home() -> Path:
     home = Path(os.environ.get("TUNEFORGE_HOME", Path.home() / ".tuneforge")).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds other people's data once a server runs on it
     return home
+
+
+def protect_home() -> None:
+    """For the server and the worker, which hold every project's files, runs and keys: the home is
+    this user's alone (0700) and every file they create is too (umask 077: files 0600, folders 0700)."""
+    os.umask(0o077)
+    home = tuneforge_home()
+    home.chmod(0o700)
+    for name in ("registry.db", "registry.db-wal", "registry.db-shm"):
+        if (home / name).exists():
+            (home / name).chmod(0o600)
 
 
 def model_cache_dir() -> Path:

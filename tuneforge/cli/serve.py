@@ -20,40 +20,59 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without an API key (local use only): all belong to the default project.")] = False,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a worker; run `tuneforge worker` yourself.")] = False,
-    max_file_mb: Annotated[int, typer.Option(help="Largest file upload accepted, in MB.")] = 512,
-    max_cached_models: Annotated[int, typer.Option(help="Models (tuned adapters or full models) kept loaded at once.")] = 4,
+    max_file_mb: Annotated[int, typer.Option(min=1, help="Largest file upload accepted, in MB.")] = 512,
+    max_cached_models: Annotated[int, typer.Option(min=1, help="Models (tuned adapters or full models) kept loaded at once.")] = 4,
     precision: PrecisionOption = "auto",
+    allow_model_dir: Annotated[list[Path] | None, typer.Option("--allow-model-dir", help="A local model directory API callers may use as `model` (by this path); repeat for more. Requests can name no other path.")] = None,
+    public_metrics: Annotated[bool, typer.Option("--public-metrics", help="Serve /metrics without the operator key (`tuneforge keys create --operator`).")] = False,
+    public_docs: Annotated[bool, typer.Option("--public-docs", help="Serve /docs and /openapi.json without an API key.")] = False,
+    allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="With --no-auth: another Host name to accept (the listening address and localhost always are).")] = None,
 ):
     """An OpenAI-compatible API: files, fine-tuning jobs, models, chat and text completions."""
     import uvicorn
 
     from tuneforge.serve.app import ServerOptions, create_app
+    from tuneforge.settings import protect_home
 
+    protect_home()  # uploads, runs and the registry: readable by this user only
     options = ServerOptions(auth=not no_auth, start_worker=not no_worker, max_file_bytes=max_file_mb * 1024 * 1024,
-                            max_cached_models=max_cached_models, precision=precision)
+                            max_cached_models=max_cached_models, precision=precision,
+                            allowed_model_dirs=tuple(str(p) for p in allow_model_dir or ()), public_metrics=public_metrics,
+                            public_docs=public_docs, host=host, allowed_hosts=tuple(allowed_host or ()))
+    app_ = create_app(options)
     console.print(f"Tuneforge API on http://{host}:{port}/v1 ({'no auth' if no_auth else 'API keys required'}"
                   f"{', worker started' if not no_worker else ''})")
-    uvicorn.run(create_app(options), host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command("worker")
 def worker(
     poll_seconds: Annotated[float, typer.Option(help="Seconds between looks at the queue when idle.")] = 1.0,
     once: Annotated[bool, typer.Option("--once", help="Carry out what is queued, then exit.")] = False,
+    parent_pid: Annotated[int | None, typer.Option(help="Exit (checkpointing a running job) when this process is gone; `serve` passes its own.")] = None,
 ):
     """Carry out queued fine-tuning jobs, one at a time (`tuneforge serve` starts one for you)."""
     from tuneforge.registry.worker import run_worker
+    from tuneforge.settings import protect_home
 
-    run_worker(poll_seconds, once)
+    protect_home()
+    run_worker(poll_seconds, once, parent_pid=parent_pid)
 
 
 @keys_app.command("create")
-def keys_create(project: Annotated[str, typer.Option("--project", help="The project the key belongs to.")]):
+def keys_create(
+    project: Annotated[str | None, typer.Option("--project", help="The project the key belongs to.")] = None,
+    operator: Annotated[bool, typer.Option("--operator", help="A key for the server's operator: reads /metrics, belongs to no project.")] = False,
+):
     """Create an API key; it is printed once and stored only as a hash."""
+    from tuneforge.errors import UsageError
     from tuneforge.registry import access
 
-    key = access.create_key(project)
-    console.print(f"API key for project [bold]{project}[/bold] (shown once, keep it secret):")
+    if operator == (project is not None):
+        raise UsageError("give either --project NAME or --operator", fix="tuneforge keys create --project support")
+    key = access.create_key(access.OPERATOR if operator else project)
+    console.print("Operator key (reads /metrics; shown once, keep it secret):" if operator
+                  else f"API key for project [bold]{project}[/bold] (shown once, keep it secret):")
     print(key)
 
 
@@ -68,7 +87,7 @@ def keys_list():
     for column in ("prefix", "project", "created", "state"):
         table.add_column(column)
     for key in access.list_keys():
-        table.add_row(key.prefix + "…", key.project, key.created_at.isoformat(timespec="seconds"),
+        table.add_row(key.prefix + "…", "(operator)" if key.project == access.OPERATOR else key.project, key.created_at.isoformat(timespec="seconds"),
                       "revoked" if key.revoked_at else "active")
     console.print(table)
 

@@ -7,6 +7,7 @@ prompt so feedback on one (a rating, a corrected answer) can become training dat
 """
 
 import hashlib
+import re
 import secrets
 from datetime import datetime
 
@@ -16,6 +17,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tuneforge.registry.store import Base, now, session
 
 DEFAULT_PROJECT = "default"  # what `--no-auth` requests and CLI-trained models belong to
+# Operator keys (`tuneforge keys create --operator`) read the server's /metrics and belong to no
+# project; the colon keeps this name out of reach of project names (PROJECT_NAME).
+OPERATOR = ":operator"
+PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ApiKey(Base):
@@ -73,6 +78,11 @@ def _digest(key: str) -> str:
 
 # -------------------------------------------------------------------------------------- keys
 def create_key(project: str) -> str:
+    from tuneforge.errors import UsageError
+
+    if project != OPERATOR and not PROJECT_NAME.match(project):
+        raise UsageError(f"'{project}' is not a valid project name",
+                         fix="Use up to 64 letters, digits, '-', '_' or '.', starting with a letter or digit.")
     key = "tf-" + secrets.token_urlsafe(32)
     with session() as db, db.begin():
         db.add(ApiKey(sha256=_digest(key), prefix=key[:10], project=project))

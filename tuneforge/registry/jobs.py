@@ -130,11 +130,23 @@ def set_file_status(file_id: str, status: str, details: str | None = None, repor
         row.status, row.status_details, row.report = status, details, report
 
 
+class FileInUse(Exception):
+    def __init__(self, job_ids: list[str]):
+        super().__init__(", ".join(job_ids))
+        self.job_ids = job_ids
+
+
 def delete_file(project: str, file_id: str) -> bool:
+    """Remove a file's row and bytes; False if the project has no such file. A file that a job not yet
+    finished trains on raises FileInUse: deleting it would fail that job (or its resume) later."""
     with session() as db, db.begin():
         row = db.scalar(select(StoredFile).where(StoredFile.id == file_id, StoredFile.project == project))
         if row is None:
             return False
+        users = list(db.scalars(select(Job.id).where((Job.training_file == file_id) | (Job.validation_file == file_id),
+                                                     Job.status.not_in(TERMINAL))))
+        if users:
+            raise FileInUse(users)
         Path(row.path).unlink(missing_ok=True)
         db.delete(row)
     return True
@@ -200,6 +212,22 @@ def next_job(statuses: tuple[str, ...]) -> Job | None:
 def jobs_with_status(status: str) -> list[Job]:
     with session() as db:
         return list(db.scalars(select(Job).where(Job.status == status).order_by(Job.seq.asc())))
+
+
+def jobs_held_by_a_worker() -> list[Job]:
+    """Jobs whose row names a worker process (it set worker_pid when it started them, and clears it when it lets go)."""
+    with session() as db:
+        return list(db.scalars(select(Job).where(Job.worker_pid.is_not(None)).order_by(Job.seq.asc())))
+
+
+def delete_metric_events_after(job_id: str, step: int) -> int:
+    """Remove the step and validation reports of steps after `step` (a resumed run trains them again)."""
+    with session() as db, db.begin():
+        stale = [event for event in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "metrics"))
+                 if (event.data or {}).get("step", 0) > step]
+        for event in stale:
+            db.delete(event)
+        return len(stale)
 
 
 def add_event(job_id: str, message: str, level: str = "info", type: str = "message", data: dict | None = None) -> None:

@@ -27,7 +27,6 @@ from tuneforge.train.inputs import TrainingDataError
 from tuneforge.train.sft import Reporter, TrainingInterrupted
 
 log = logging.getLogger("tuneforge.worker")
-STOP_STATUSES = ("cancelled", "paused")
 
 
 class WorkerBusy(TuneforgeError):
@@ -47,6 +46,8 @@ class JobReporter(Reporter):
 
     def start(self, run_id, config, total_steps, first_step):
         self.total_steps, self.first_step, self.began = total_steps, first_step, time.monotonic()
+        if first_step:  # steps after the checkpoint are trained again: their first reports are stale
+            jobs.delete_metric_events_after(self.job_id, first_step)
         hyperparameters = {"n_epochs": config.n_epochs, "batch_size": config.batch_size,
                            "learning_rate_multiplier": config.learning_rate_multiplier}
         jobs.update_job(self.job_id, resolved=hyperparameters)
@@ -74,9 +75,11 @@ class JobReporter(Reporter):
 
     def should_stop(self):
         # One registry read a second at most: a step is much longer than that, cancel stays prompt.
+        # Any status but `running` stops the run: a pause and a resume in the same second leave it
+        # `queued`, and the job must then continue from this step's checkpoint, not run on unseen.
         if not self._stop and time.monotonic() - self._checked_at >= 1.0:
             self._checked_at = time.monotonic()
-            self._stop = jobs.get_job(None, self.job_id).status in STOP_STATUSES
+            self._stop = jobs.get_job(None, self.job_id).status != "running" or PARENT.gone()
         return self._stop
 
 
@@ -115,7 +118,7 @@ def train_config(job: Job):
 
 def run_job(job: Job) -> None:
     from tuneforge.train.loop import newest_complete_checkpoint
-    from tuneforge.train.sft import new_run_id, train_sft
+    from tuneforge.train.sft import new_run_id
 
     resume = bool(job.resume and job.run_id and store.get_run(job.run_id)
                   and newest_complete_checkpoint(Path(store.get_run(job.run_id).run_dir) / "checkpoints"))
@@ -126,6 +129,15 @@ def run_job(job: Job) -> None:
     if job is None:
         return  # cancelled between the queue read and now
     try:
+        _train(job, run_id, resume)
+    finally:
+        jobs.update_job(job.id, worker_pid=None)  # no worker holds it now: recovery leaves it alone
+
+
+def _train(job: Job, run_id: str, resume: bool) -> None:
+    from tuneforge.train.sft import train_sft
+
+    try:
         result = train_sft(train_config(job), JobReporter(job), run_id=run_id, resume=resume, org=job.project)
     except TrainingInterrupted:
         status = jobs.get_job(None, job.id).status
@@ -134,7 +146,10 @@ def run_job(job: Job) -> None:
             jobs.add_event(job.id, "Job paused; resume continues from the saved checkpoint")
         elif status == "cancelled":
             jobs.add_event(job.id, "Job cancelled", level="warn")
-        elif jobs.transition(job.id, ("running",), "queued", resume=True, worker_pid=None):  # SIGTERM: the server is stopping
+        elif status == "queued":  # paused and resumed before this worker saw the pause
+            jobs.update_job(job.id, resume=True)
+            jobs.add_event(job.id, "Job paused and resumed; it continues from the saved checkpoint")
+        elif jobs.transition(job.id, ("running",), "queued", resume=True):  # SIGTERM, or the server is gone
             jobs.add_event(job.id, "The worker stopped; the job continues from its checkpoint when a worker starts", level="warn")
         return
     except TrainingDataError as error:  # what the upload check cannot see, e.g. a reply longer than the context
@@ -172,10 +187,14 @@ def _fail(job: Job, code: str, message: str, param: str | None) -> None:
 
 # ------------------------------------------------------------------------------------ the loop
 def recover_interrupted_jobs() -> None:
-    """Jobs left `running` by a worker that died: queue them again, to resume from a checkpoint."""
-    for job in jobs.jobs_with_status("running"):
-        jobs.transition(job.id, ("running",), "queued", resume=True, worker_pid=None)
-        jobs.add_event(job.id, "The worker restarted; the job continues from its newest checkpoint", level="warn")
+    """Jobs a dead worker held (crash, kill -9, power loss), whatever their status says: a running one
+    is queued again, and every one keeps its place, so it continues from its newest checkpoint."""
+    for job in jobs.jobs_held_by_a_worker():
+        if job.status == "running":
+            jobs.transition(job.id, ("running",), "queued", resume=True, worker_pid=None)
+            jobs.add_event(job.id, "The worker restarted; the job continues from its newest checkpoint", level="warn")
+        else:  # paused, queued again by a resume, or cancelled while the worker ran it
+            jobs.update_job(job.id, worker_pid=None, resume=job.status in ("paused", "queued") or job.resume)
 
 
 def _release_memory() -> None:
@@ -183,15 +202,47 @@ def _release_memory() -> None:
     release_free_memory()  # glibc keeps freed pages mapped; hand them back so an idle worker is small again
 
 
-def run_worker(poll_seconds: float = 1.0, once: bool = False) -> None:
+class ParentWatch:
+    """Whether the server that started this worker is gone (`--parent-pid`): after a kill -9 of the
+    server this process is adopted by another, and `os.getppid()` changes. Checked between steps and
+    between jobs, so an orphaned worker checkpoints its job and exits instead of holding the lock."""
+
+    def __init__(self):
+        self.parent_pid: int | None = None
+
+    def gone(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+
+PARENT = ParentWatch()
+
+
+def _take_lock(wait: bool):
+    """The home's worker lock. A worker started by a server waits for the previous one (an orphan
+    finishing its step) rather than failing, so a restarted server takes over without restart loops."""
     lock = open(tuneforge_home() / "worker.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise WorkerBusy(f"another worker is running on {tuneforge_home()}") from None
+    waiting_since = None
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if not wait:
+                raise WorkerBusy(f"another worker is running on {tuneforge_home()}") from None
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                log.info("another worker holds %s; waiting for it to stop", tuneforge_home() / "worker.lock")
+            if PARENT.gone():
+                raise SystemExit(0)
+            time.sleep(0.5)
+
+
+def run_worker(poll_seconds: float = 1.0, once: bool = False, parent_pid: int | None = None) -> None:
+    PARENT.parent_pid = parent_pid
+    lock = _take_lock(wait=parent_pid is not None)  # noqa: F841  (held while this process lives)
     recover_interrupted_jobs()
     log.info("worker %s ready (home %s)", os.getpid(), tuneforge_home())
-    while True:
+    while not PARENT.gone():
         job = jobs.next_job(("validating_files", "queued"))
         if job is not None:
             log.info("job %s: %s", job.id, job.status)
@@ -201,3 +252,4 @@ def run_worker(poll_seconds: float = 1.0, once: bool = False) -> None:
         if once:
             return
         time.sleep(poll_seconds)
+    log.warning("the server that started this worker (pid %s) is gone; stopping", parent_pid)

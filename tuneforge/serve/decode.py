@@ -8,6 +8,13 @@ through the output layer (`logits_to_keep=1`): at prefill that saves a (prompt, 
 Greedy decoding gives the same tokens as Hugging Face `generate` (tests/test_engine.py checks it);
 sampling (temperature, top-p) draws from a `torch.Generator` seeded per call, so a seed reproduces
 a run.
+
+Per step, before a token is chosen, the logits go through the request's options, in OpenAI's order:
+`logit_bias` is added, then frequency and presence penalties (over the tokens the row generated so
+far) are subtracted; a row with a constraint (constrained.py: JSON output) then has every token
+masked that would not keep its output a valid prefix. With none of these options a step does no
+extra work: greedy stays bit-identical to `generate`. Log-probs, when asked for, are taken after
+bias and penalties and before the constraint mask and the temperature (see `BatchDecoder`).
 """
 
 from collections.abc import Iterator
@@ -15,12 +22,30 @@ from dataclasses import dataclass
 
 import torch
 
+from tuneforge.errors import UsageError
+
+
+class InvalidOption(UsageError):
+    """A generation option this model cannot honour as given; `param` is the request field the API names in its 400."""
+
+    def __init__(self, message: str, *, param: str, fix: str | None = None):
+        super().__init__(message, fix=fix)
+        self.param = param
+
 
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int | None = None
+    frequency_penalty: float = 0.0  # OpenAI's: logit -= count x this, count = times the row generated the token
+    presence_penalty: float = 0.0  # logit -= this once the row has generated the token
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
+    logprobs: int | None = None  # None: no log-probs; k: the chosen token's and the k most likely ones'
+
+    @property
+    def penalized(self) -> bool:
+        return bool(self.frequency_penalty or self.presence_penalty)
 
     def generator(self) -> torch.Generator | None:
         if self.temperature <= 0:
@@ -75,12 +100,20 @@ class BatchDecoder:
 
     `stop(row)` ends a row early (its caller found a stop string). A row also ends after emitting
     one of `stop_ids` (that token is yielded) or after its `max_new_tokens[row]` tokens.
+
+    `constraints[row]` (or None) is a constrained.py row constraint: it masks the row's logits each
+    step and is told each token chosen. With `sampling.logprobs` set, `step_logprobs` holds, for
+    each pair of the step just yielded, `(log-prob of the token, [(token id, log-prob)] of the
+    k most likely)`: log_softmax of the logits after bias and penalties, before the constraint mask
+    and temperature, so they are the model's own probabilities as the request adjusted them.
     """
 
     def __init__(self, stepper, prompts: list[list[int]], max_new_tokens: list[int], sampling: Sampling,
-                 stop_ids: frozenset[int], pad_id: int):
+                 stop_ids: frozenset[int], pad_id: int, constraints: list | None = None):
         self.stepper, self.prompts, self.max_new_tokens = stepper, prompts, max_new_tokens
         self.sampling, self.stop_ids, self.pad_id = sampling, stop_ids, pad_id
+        self.constraints = constraints if constraints and any(constraints) else None
+        self.step_logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
         self._stopped: set[int] = set()
 
     def stop(self, row: int) -> None:
@@ -97,8 +130,38 @@ class BatchDecoder:
         produced = [0] * len(self.prompts)
         logits = self.stepper.start(input_ids, attention_mask, positions, width + max(self.max_new_tokens))
         positions = positions[:, -1:]
+        sampling, vocab = self.sampling, logits.shape[-1]
+        bias = None
+        if sampling.logit_bias:
+            bias = torch.zeros(vocab, device=logits.device)
+            ids, values = zip(*sampling.logit_bias)
+            bias[list(ids)] = torch.tensor(values, dtype=torch.float32, device=logits.device)
+        # (rows, vocab): how often each row generated each token
+        counts = torch.zeros(len(rows), vocab, device=logits.device) if sampling.penalized else None
+        masks = None
+        if self.constraints:
+            from tuneforge.serve import constrained
+
+            masks = constrained.Masks(len(rows), vocab)
         while rows:
-            tokens = next_tokens(logits, self.sampling, generator).tolist()
+            if bias is not None:
+                logits = logits.float() + bias
+            if counts is not None:
+                logits = logits.float() - counts * sampling.frequency_penalty - (counts > 0) * sampling.presence_penalty
+            if sampling.logprobs is not None:
+                scores = torch.log_softmax(logits.float(), dim=-1)
+            if masks is not None:
+                logits = masks.apply(logits, [(i, self.constraints[row]) for i, row in enumerate(rows)])
+            chosen = next_tokens(logits, sampling, generator)
+            if sampling.logprobs is not None:
+                self.step_logprobs = _logprobs(scores, chosen, sampling.logprobs)
+            if counts is not None:
+                counts[torch.arange(len(rows), device=chosen.device), chosen] += 1
+            tokens = chosen.tolist()
+            if self.constraints:
+                for row, token in zip(rows, tokens):
+                    if self.constraints[row] is not None:
+                        self.constraints[row].accept(token)
             yield list(zip(rows, tokens))
             keep = []
             for i, (row, token) in enumerate(zip(rows, tokens)):
@@ -111,7 +174,17 @@ class BatchDecoder:
                 index = torch.tensor(keep)
                 self.stepper.keep(index)
                 attention_mask, positions = attention_mask[index], positions[index]
+                counts = counts[index] if counts is not None else None
                 rows, tokens = [rows[i] for i in keep], [tokens[i] for i in keep]
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
             positions = positions + 1
             logits = self.stepper.step(torch.tensor(tokens).unsqueeze(1), attention_mask, positions)
+
+
+def _logprobs(scores: torch.Tensor, chosen: torch.Tensor, k: int) -> list[tuple[float, list[tuple[int, float]]]]:
+    """(rows, vocab) log-probs and (rows,) chosen ids -> per row (chosen's log-prob, the k best (id, log-prob))."""
+    picked = scores.gather(-1, chosen.unsqueeze(-1)).squeeze(-1).tolist()
+    if k == 0:
+        return [(p, []) for p in picked]
+    values, ids = scores.topk(k, dim=-1)
+    return [(p, list(zip(i, v))) for p, i, v in zip(picked, ids.tolist(), values.tolist())]

@@ -4,7 +4,8 @@ A MODEL is a base model (catalog name, local dir, hub id), a run id (`run-...`),
 name (`ft:<base>:<org>:<suffix>:<run id>`). A LoRA run loads as base + adapter (peft); a full run
 loads its own weights. The run's saved tokenizer and chat template are used unchanged.
 
-`Engine` generates (batched, streamed, with stop strings) through the decode loop in decode.py;
+`Engine` generates (batched, streamed, with stop strings) through the decode loop in decode.py,
+with OpenAI's options (penalties, logit_bias, log-probs; JSON `response_format` through constrained.py);
 `EnginePool` is the server's cache of engines, sharing one base model between LoRA runs.
 """
 
@@ -20,10 +21,10 @@ import torch
 
 from tuneforge.data.examples import Message
 from tuneforge.data.tokenize import ChatTokenizer
-from tuneforge.errors import ModelNotAvailable, UsageError
+from tuneforge.errors import ContextTooLong, ModelNotAvailable, UsageError
 from tuneforge.registry import store
 from tuneforge.serve.adapters import LoadedAdapter, SharedModel
-from tuneforge.serve.decode import BatchDecoder, Sampling
+from tuneforge.serve.decode import BatchDecoder, InvalidOption, Sampling
 from tuneforge.serve.fast_llama import PRECISIONS, inference_precision
 from tuneforge.serve.text import TextAssembler
 
@@ -129,6 +130,29 @@ class _Request:
     budgets: list[int]  # most new tokens per prompt (within the model's context)
     sampling: Sampling
     texts: list[TextAssembler]
+    constraints: list | None = None  # per prompt: its response format's matcher (constrained.py)
+    logprobs: list[list["TokenLogprob"]] | None = None  # per prompt, when asked for
+
+
+@dataclass
+class TokenLogprob:
+    """A generated token's log-prob (see decode.BatchDecoder for which distribution) and the most likely alternatives."""
+
+    token: str  # its text; "bytes:\\xe6" when the token holds part of a character (OpenAI's notation)
+    bytes: list[int]  # its UTF-8 bytes
+    logprob: float
+    top_logprobs: list["TokenLogprob"]  # most likely first; empty for the alternatives themselves
+
+
+class TextDelta(str):
+    """A streamed text delta that also carries the log-probs of the tokens decoded since the last delta."""
+
+    logprobs: list[TokenLogprob]
+
+    def __new__(cls, text: str, logprobs: list[TokenLogprob]):
+        delta = super().__new__(cls, text)
+        delta.logprobs = logprobs
+        return delta
 
 
 @dataclass
@@ -137,6 +161,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # stop | length
+    logprobs: list[TokenLogprob] | None = None  # one per generated token but the end-of-turn, when asked for
 
 
 class Engine:
@@ -162,6 +187,7 @@ class Engine:
         self.pad_id = self.chat.pad_id
         self.context_length = getattr(self.shared.model.config, "max_position_embeddings", None)
         self.precision = inference_precision(precision, self.shared.model)
+        self.vocab_size = self.shared.model.config.vocab_size  # the logits' width
 
     @property
     def model(self):
@@ -173,28 +199,43 @@ class Engine:
         return self.shared.lock
 
     # ---------------------------------------------------------------------------------- public
+    # Every call also takes the keyword options of `_request`: frequency_penalty, presence_penalty,
+    # logit_bias, logprobs, response_format.
     def generate(self, conversations: list[list[Message]], max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None) -> list[Generation]:
+                 top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None, **options) -> list[Generation]:
         """Answer each conversation with the chat template; answers are stripped of surrounding whitespace."""
         prompts = [self._chat_ids(messages) for messages in conversations]
-        return self._collect(self._request(prompts, max_new_tokens, temperature, top_p, seed, stop, strip=True))
+        return self._collect(self._request(prompts, max_new_tokens, temperature, top_p, seed, stop, strip=True, **options))
 
     def complete(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, stop: list[str] | None = None) -> list[Generation]:
+                 seed: int | None = None, stop: list[str] | None = None, **options) -> list[Generation]:
         """Continue each raw text (no chat template); the continuation is returned as decoded."""
         ids = [self._text_ids(p) for p in prompts]
-        return self._collect(self._request(ids, max_new_tokens, temperature, top_p, seed, stop, strip=False))
+        return self._collect(self._request(ids, max_new_tokens, temperature, top_p, seed, stop, strip=False, **options))
 
     def stream(self, conversation: list[Message] | str, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None) -> Iterator[str | Generation]:
+               top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
+               **options) -> Iterator[str | Generation]:
         """Text deltas as they are decoded, then one `Generation` (its text is the deltas joined).
 
         A `str` is raw text to continue; a message list is a chat. Bad input raises here, before the
         first delta. The iterator holds the model's lock from its first item until it is exhausted or closed.
+        With `logprobs`, each delta is a `TextDelta` carrying the log-probs of the tokens since the last one.
         """
         chat = not isinstance(conversation, str)
         ids = self._chat_ids(conversation) if chat else self._text_ids(conversation)
-        return self._stream(self._request([ids], max_new_tokens, temperature, top_p, seed, stop, strip=chat))
+        return self._stream(self._request([ids], max_new_tokens, temperature, top_p, seed, stop, strip=chat, **options))
+
+    def vocabulary(self, param: str = "response_format"):
+        """llguidance's view of this engine's tokenizer (constrained.py), built on first use and shared per
+        tokenizer. llguidance reads fast (Rust) tokenizers only: another one is a 400 naming `param`."""
+        from tuneforge.serve import constrained
+
+        try:
+            return constrained.vocabulary(self.tokenizer, self.vocab_size, self.stop_ids)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise InvalidOption(f"{param} needs the model's tokenizer in its fast form, and this one cannot be read that "
+                                f"way ({type(error).__name__}: {error})", param=param) from None
 
     # -------------------------------------------------------------------------------- internals
     def _chat_ids(self, messages: list[Message]) -> list[int]:
@@ -209,8 +250,17 @@ class Engine:
         return ids
 
     def _request(self, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-                 seed: int | None, stop: list[str] | None, strip: bool) -> _Request:
-        """Checked options, each prompt's token budget and its text assembler."""
+                 seed: int | None, stop: list[str] | None, strip: bool, *, frequency_penalty: float = 0.0,
+                 presence_penalty: float = 0.0, logit_bias: dict[int, float] | None = None, logprobs: int | None = None,
+                 response_format: dict | None = None) -> _Request:
+        """Checked options, each prompt's token budget and its text assembler.
+
+        frequency_penalty, presence_penalty: OpenAI's, in [-2, 2], over the tokens each answer generated so far.
+        logit_bias: token id -> bias in [-100, 100], added to the token's logit at every step.
+        logprobs: None, or k in [0, 20]: each Generation gets its tokens' log-probs and the k most likely alternatives.
+        response_format: OpenAI's {"type": "text" | "json_object" | "json_schema", ...}: JSON ones constrain decoding.
+        Out-of-range options raise `InvalidOption` naming the request field.
+        """
         if max_new_tokens < 1:
             raise UsageError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -221,11 +271,30 @@ class Engine:
         if self.context_length and prompts:
             longest = max(map(len, prompts))
             if longest >= self.context_length:
-                raise UsageError(f"the prompt has {longest} tokens; the model's context is {self.context_length}",
+                raise ContextTooLong(f"the prompt has {longest} tokens; the model's context is {self.context_length}",
                                  fix="Shorten the conversation or the prompt.")
             budgets = [min(max_new_tokens, self.context_length - len(p)) for p in prompts]
         texts = [TextAssembler(self.tokenizer, stop, strip) for _ in prompts]
-        return _Request(prompts, budgets, Sampling(temperature, top_p, seed), texts)
+        for name, penalty in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
+            if not -2 <= penalty <= 2:
+                raise InvalidOption(f"{name} must be between -2 and 2, got {penalty}", param=name)
+        bias = tuple(sorted((logit_bias or {}).items()))
+        for token, value in bias:
+            if not (isinstance(token, int) and 0 <= token < self.vocab_size):
+                raise InvalidOption(f"logit_bias: {token!r} is not a token id of this model (0 to {self.vocab_size - 1})",
+                                    param="logit_bias")
+            if not -100 <= value <= 100:
+                raise InvalidOption(f"logit_bias: the bias of token {token} must be between -100 and 100, got {value}",
+                                    param="logit_bias")
+        if logprobs is not None and not 0 <= logprobs <= 20:
+            raise InvalidOption(f"logprobs must ask for 0 to 20 alternatives, got {logprobs}", param="logprobs")
+        grammar = self.vocabulary().compile(response_format) if response_format is not None else None
+        if logprobs is not None:
+            self.vocabulary("logprobs")  # tokens' bytes come from it: fail here, before the first token
+        sampling = Sampling(temperature, top_p, seed, frequency_penalty, presence_penalty, bias, logprobs)
+        return _Request(prompts, budgets, sampling, texts,
+                        constraints=[grammar.constraint() for _ in prompts] if grammar else None,
+                        logprobs=[[] for _ in prompts] if logprobs is not None else None)
 
     def _collect(self, request: _Request) -> list[Generation]:
         with self.lock:
@@ -234,8 +303,12 @@ class Engine:
         return self._generations(request)
 
     def _stream(self, request: _Request) -> Iterator[str | Generation]:
+        sent = 0  # log-probs already carried by a delta
         with self.lock:
             for _, delta in self._decode(request):
+                if request.logprobs is not None:
+                    logprobs = request.logprobs[0]
+                    delta, sent = TextDelta(delta, logprobs[sent:]), len(logprobs)
                 yield delta
         [generation] = self._generations(request)
         yield generation
@@ -245,9 +318,14 @@ class Engine:
         if not request.prompts:
             return
         stepper = self.shared.stepper(self.adapter, self.precision)
-        decoder = BatchDecoder(stepper, request.prompts, request.budgets, request.sampling, self.stop_ids, self.pad_id)
+        decoder = BatchDecoder(stepper, request.prompts, request.budgets, request.sampling, self.stop_ids, self.pad_id,
+                               constraints=request.constraints)
         texts = request.texts
         for step in decoder:
+            if request.logprobs is not None:
+                for (row, token), (logprob, top) in zip(step, decoder.step_logprobs):
+                    if token not in self.stop_ids:  # OpenAI lists the answer's tokens, not its end-of-turn
+                        request.logprobs[row].append(self._token_logprob(token, logprob, top))
             for row, token in step:
                 delta = texts[row].add(token)
                 if texts[row].stopped:
@@ -260,8 +338,22 @@ class Engine:
 
     def _generations(self, request: _Request) -> list[Generation]:
         return [Generation(text.released, len(ids), len(text.tokens),
-                           "stop" if text.stopped or (text.tokens and text.tokens[-1] in self.stop_ids) else "length")
-                for ids, text in zip(request.prompts, request.texts)]
+                           "stop" if text.stopped or (text.tokens and text.tokens[-1] in self.stop_ids) else "length",
+                           request.logprobs[row] if request.logprobs is not None else None)
+                for row, (ids, text) in enumerate(zip(request.prompts, request.texts))]
+
+    def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]]) -> TokenLogprob:
+        vocabulary = self.vocabulary()
+
+        def entry(token: int, logprob: float, alternatives: list[TokenLogprob]) -> TokenLogprob:
+            raw = vocabulary.token_bytes(token)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = "bytes:" + "".join(f"\\x{byte:02x}" for byte in raw)
+            return TokenLogprob(text, list(raw), logprob, alternatives)
+
+        return entry(token, logprob, [entry(t, lp, []) for t, lp in top])
 
 
 class EnginePool:

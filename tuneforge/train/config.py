@@ -18,6 +18,7 @@ from tuneforge.train.estimate import auto_epochs, bf16_is_fast
 Auto = Literal["auto"]
 # Peak learning rate at multiplier 1.0, per method: OpenAI's multiplier scales a base rate the same way.
 BASE_LEARNING_RATE = {"lora": 2e-3, "full": 1e-4}
+MAXIMA = {"n_epochs": 50, "batch_size": 256, "max_seq_length": 131_072}
 
 
 class TrainConfig(BaseModel):
@@ -28,7 +29,7 @@ class TrainConfig(BaseModel):
     data: Path = Field(..., description="Training data: a directory from `tuneforge data prepare` (train/validation.jsonl) or a JSONL file.")
     validation_data: Path | None = Field(None, description="Validation JSONL; default: validation.jsonl beside the training data, if any.")
     method: Literal["lora", "full"] = Field("lora", description="lora: train small adapter matrices (fast, small files); full: train every weight.")
-    suffix: str | None = Field(None, max_length=64, description="A name for the tuned model, like OpenAI's suffix (ft:<base>:<suffix>:<id>).")
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$", description="A name for the tuned model, like OpenAI's suffix (ft:<base>:<suffix>:<id>): up to 64 letters, digits, '-' and '_'.")
 
     # The controls users know from hosted fine-tuning.
     n_epochs: int | Auto = Field("auto", description="Passes over the training data; auto: 3, more for tiny datasets, fewer for huge ones.")
@@ -40,10 +41,10 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming the learning rate up from 0.")
     lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate decay after warm-up.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches summed per optimiser step (same result, less memory).")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Micro-batches summed per optimiser step (same result, less memory).")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
     max_seq_length: int | Auto = Field("auto", description="Tokens per example before truncation; auto: the model's context, at most 2048.")
-    seed: int = Field(42, description="Seed for data order, initialisation and dropout: same seed, same run.")
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for data order, initialisation and dropout: same seed, same run.")
 
     # Speed (each gives the same result as the plain path, to within bf16 rounding for precision).
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Matmul precision: bf16 autocast keeps fp32 master weights; auto picks bf16 where the hardware runs it natively.")
@@ -58,8 +59,8 @@ class TrainConfig(BaseModel):
     cache_tokens: bool = Field(True, description="Keep the tokenised data under $TUNEFORGE_HOME/cache/tokens, keyed by the data's sha256 and the tokenizer, so the next run or a resume skips parsing and tokenising.")
 
     # LoRA.
-    lora_rank: int = Field(16, ge=1, description="LoRA rank r.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha (the update is scaled by alpha / r).")
+    lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank r.")
+    lora_alpha: int = Field(32, ge=1, le=65536, description="LoRA scaling alpha (the update is scaled by alpha / r).")
     # 0 by default, as in PEFT, LLaMA-Factory and Unsloth: on this CPU, dropout on every adapted layer's
     # input cost 18 % of a LoRA step even fused (benchmarks/RESULTS.md); set it for small, noisy data.
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input (0: none, the fastest).")
@@ -67,9 +68,9 @@ class TrainConfig(BaseModel):
 
     # Validation, early stopping, checkpoints.
     eval_every_steps: int | None = Field(None, ge=1, description="Also validate every N steps (always at each epoch's end).")
-    max_eval_examples: int = Field(200, ge=1, description="Validation examples used at most (the first N, in file order).")
+    max_eval_examples: int = Field(200, ge=1, le=100_000, description="Validation examples used at most (the first N, in file order).")
     early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many validations without improvement; the best checkpoint is kept.")
-    keep_checkpoints: int = Field(3, ge=1, description="Newest epoch checkpoints kept (the best one is always kept too).")
+    keep_checkpoints: int = Field(3, ge=1, le=100, description="Newest epoch checkpoints kept (the best one is always kept too).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps (for smoke tests and benchmarks).")
 
     @field_validator("lora_target_modules")
@@ -84,8 +85,10 @@ class TrainConfig(BaseModel):
     @field_validator("n_epochs", "batch_size")
     @classmethod
     def _at_least_one(cls, value, info):
-        if value != "auto" and value < 1:
-            raise ValueError(f"{info.field_name} must be at least 1 or auto")
+        # OpenAI's own maxima: 50 epochs, batches of 256 (beyond them a run is a mistake, not a plan).
+        most = MAXIMA[info.field_name]
+        if value != "auto" and not 1 <= value <= most:
+            raise ValueError(f"{info.field_name} must be between 1 and {most}, or auto")
         return value
 
     @field_validator("learning_rate_multiplier")
@@ -98,8 +101,8 @@ class TrainConfig(BaseModel):
     @field_validator("max_seq_length")
     @classmethod
     def _sequence(cls, value):
-        if value != "auto" and value < 16:
-            raise ValueError("max_seq_length must be at least 16 tokens or auto")
+        if value != "auto" and not 16 <= value <= MAXIMA["max_seq_length"]:
+            raise ValueError(f"max_seq_length must be between 16 and {MAXIMA['max_seq_length']} tokens, or auto")
         return value
 
     # ------------------------------------------------------------------------------ resolution

@@ -6,6 +6,7 @@ thread pool and the server keeps answering other requests meanwhile. Every answe
 its completion id, so feedback on it (POST /v1/tuneforge/feedback) can become training data.
 """
 
+import codecs
 import json
 import secrets
 import time
@@ -16,36 +17,81 @@ from fastapi.responses import StreamingResponse
 from tuneforge.data.examples import Message
 from tuneforge.errors import TuneforgeError
 from tuneforge.registry import access
-from tuneforge.serve.app import engines, project, route_template
+from tuneforge.serve.app import engines, project
+from tuneforge.serve.monitoring import record_request
 from tuneforge.serve.protocol import APIError, ChatCompletionRequest, ChatMessage, CompletionRequest, usage
-from tuneforge.serve.routes.models import check_access, model_not_found
+from tuneforge.serve.model_access import model_not_found, servable_model
 
 router = APIRouter(tags=["inference"])
 DEFAULT_MAX_TOKENS = 256
 
 
 def _engine(request: Request, owner: str, name: str):
-    check_access(owner, name)  # another project's model: 404 before anything loads
+    # Another project's model, or a name that is not a model callers may use: 404 before anything loads.
+    load_name = servable_model(owner, name, request.app.state.allowed_model_dirs)
     try:
-        return engines(request.app).get(name)
+        return engines(request.app).get(load_name)
     except TuneforgeError:
         raise model_not_found(name) from None
 
 
-def _text(content) -> str:
-    """OpenAI content parts -> text (images and audio have no meaning to a text model)."""
+TEXT_PARTS = ("text", "input_text")
+
+
+def _text(content, param: str) -> str:
+    """OpenAI content parts -> text. Images and audio mean nothing to a text model: refused, not dropped."""
     if content is None or isinstance(content, str):
         return content or ""
-    return "".join(part.get("text", "") for part in content if part.get("type") in ("text", "input_text"))
+    for index, part in enumerate(content):
+        if part.type not in TEXT_PARTS or part.text is None:
+            raise APIError(400, f"content parts of type '{part.type}' are not supported: this server's models read text "
+                                "(parts of type 'text' with a string 'text')", param=f"{param}.{index}", code="unsupported_content")
+    return "".join(part.text for part in content)
 
 
 def _messages(messages: list[ChatMessage]) -> list[Message]:
-    return [Message("system" if m.role == "developer" else m.role, _text(m.content), name=m.name) for m in messages]
+    return [Message("system" if m.role == "developer" else m.role, _text(m.content, f"messages.{i}.content"), name=m.name)
+            for i, m in enumerate(messages)]
 
 
 def _sampling(body) -> dict:
     # OpenAI's temperature 0 means greedy; so does ours. top_p < 1 only matters when sampling.
-    return {"temperature": body.temperature, "top_p": body.top_p, "seed": body.seed, "stop": body.stop_list()}
+    return {"temperature": body.temperature, "top_p": body.top_p, "seed": body.seed, "stop": body.stop_list(),
+            "frequency_penalty": body.frequency_penalty, "presence_penalty": body.presence_penalty,
+            "logit_bias": body.logit_bias_ids(), "logprobs": body.logprob_alternatives(),
+            "response_format": body.response_format}
+
+
+def _chat_logprobs(logprobs) -> dict | None:
+    """The engine's token log-probs -> OpenAI's chat `logprobs` object (None when not asked for)."""
+    if logprobs is None:
+        return None
+
+    def entry(token) -> dict:
+        return {"token": token.token, "logprob": token.logprob, "bytes": token.bytes}
+
+    return {"content": [{**entry(t), "top_logprobs": [entry(a) for a in t.top_logprobs]} for t in logprobs],
+            "refusal": None}
+
+
+class _LegacyLogprobs:
+    """/v1/completions' `logprobs` object; text_offset counts characters from the prompt's start, as
+    OpenAI's does, and carries on from one streamed chunk to the next."""
+
+    def __init__(self, prompt: str):
+        self.offset, self.characters = len(prompt), codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def render(self, logprobs) -> dict | None:
+        if logprobs is None:
+            return None
+        offsets = []
+        for token in logprobs:
+            offsets.append(self.offset)
+            self.offset += len(self.characters.decode(bytes(token.bytes)))  # a split character counts once complete
+        # OpenAI lists the k most likely tokens and the chosen one: up to k + 1 entries.
+        top = [{**{a.token: a.logprob for a in t.top_logprobs}, t.token: t.logprob} for t in logprobs]
+        return {"tokens": [t.token for t in logprobs], "token_logprobs": [t.logprob for t in logprobs],
+                "top_logprobs": top, "text_offset": offsets}
 
 
 def _finish(request: Request, owner: str, name: str, completion_id: str, answer: str, prompt_tokens: int,
@@ -57,6 +103,7 @@ def _finish(request: Request, owner: str, name: str, completion_id: str, answer:
 
 @router.post("/chat/completions")
 def chat_completions(body: ChatCompletionRequest, request: Request, owner: str = Depends(project)):
+    request.state.input_param = "messages"  # what the engine's refusals (too long for the context) point at
     engine = _engine(request, owner, body.model)
     messages = _messages(body.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens or DEFAULT_MAX_TOKENS
@@ -66,13 +113,14 @@ def chat_completions(body: ChatCompletionRequest, request: Request, owner: str =
         if body.n != 1:
             raise APIError(400, "streaming supports n=1 only", param="n")
 
-        def chunk(delta: dict, finish_reason=None, **extra) -> dict:
+        def chunk(delta: dict, finish_reason=None, logprobs=None, **extra) -> dict:
             return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
-                    "system_fingerprint": None, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                    "system_fingerprint": None, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
                                                              "finish_reason": finish_reason}], **extra}
 
-        return _stream(request, owner, body, engine.stream(messages, max_new_tokens=max_tokens, **_sampling(body)),
-                       first=chunk({"role": "assistant", "content": ""}), delta=lambda text: chunk({"content": text}),
+        pieces = engine.stream(messages, max_new_tokens=max_tokens, **_sampling(body))
+        return _stream(request, owner, body, pieces, first=chunk({"role": "assistant", "content": ""}),
+                       delta=lambda text: chunk({"content": text}, logprobs=_chat_logprobs(getattr(text, "logprobs", None))),
                        last=lambda g: chunk({}, g.finish_reason),
                        on_done=lambda g: _finish(request, owner, body.model, completion_id, g.text, g.prompt_tokens,
                                                  g.completion_tokens, messages=stored),
@@ -83,11 +131,13 @@ def chat_completions(body: ChatCompletionRequest, request: Request, owner: str =
     return {"id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
             "system_fingerprint": None, "usage": counts,
             "choices": [{"index": i, "message": {"role": "assistant", "content": g.text, "refusal": None},
-                         "logprobs": None, "finish_reason": g.finish_reason} for i, g in enumerate(generations)]}
+                         "logprobs": _chat_logprobs(g.logprobs), "finish_reason": g.finish_reason}
+                        for i, g in enumerate(generations)]}
 
 
 @router.post("/completions")
 def completions(body: CompletionRequest, request: Request, owner: str = Depends(project)):
+    request.state.input_param = "prompt"
     engine = _engine(request, owner, body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if not prompts:
@@ -101,8 +151,11 @@ def completions(body: CompletionRequest, request: Request, owner: str = Depends(
     if body.stream:
         if body.n != 1 or len(prompts) != 1:
             raise APIError(400, "streaming supports one prompt and n=1 only", param="stream")
-        return _stream(request, owner, body, engine.stream(prompts[0], max_new_tokens=body.max_tokens, **_sampling(body)),
-                       first=None, delta=lambda text: envelope([{"text": text, "index": 0, "logprobs": None, "finish_reason": None}]),
+        pieces = engine.stream(prompts[0], max_new_tokens=body.max_tokens, **_sampling(body))
+        legacy = _LegacyLogprobs(prompts[0])
+        return _stream(request, owner, body, pieces, first=None,
+                       delta=lambda text: envelope([{"text": text, "index": 0, "finish_reason": None,
+                                                     "logprobs": legacy.render(getattr(text, "logprobs", None))}]),
                        last=lambda g: envelope([{"text": "", "index": 0, "logprobs": None, "finish_reason": g.finish_reason}]),
                        on_done=lambda g: _finish(request, owner, body.model, completion_id, g.text, g.prompt_tokens,
                                                  g.completion_tokens, prompt=prompts[0]),
@@ -112,8 +165,9 @@ def completions(body: CompletionRequest, request: Request, owner: str = Depends(
     prompt_tokens = sum(g.prompt_tokens for g in generations[::body.n])
     counts = _finish(request, owner, body.model, completion_id, generations[0].text, prompt_tokens,
                      sum(g.completion_tokens for g in generations), prompt=prompts[0])
-    return envelope([{"text": g.text, "index": i, "logprobs": None, "finish_reason": g.finish_reason}
-                     for i, g in enumerate(generations)], usage=counts)
+    return envelope([{"text": g.text, "index": i, "logprobs": _LegacyLogprobs(prompt).render(g.logprobs),
+                      "finish_reason": g.finish_reason} for i, (prompt, g) in enumerate(zip(repeated, generations))],
+                    usage=counts)
 
 
 def _stream(request: Request, owner: str, body, pieces, first, delta, last, on_done, usage_chunk) -> StreamingResponse:
@@ -141,8 +195,6 @@ def _stream(request: Request, owner: str, body, pieces, first, delta, last, on_d
             status, error = 500, f"{type(failure).__name__}: {failure}"
             yield f"data: {json.dumps(APIError(500, error, type='server_error').envelope())}\n\n"
         yield "data: [DONE]\n\n"
-        access.log_request(project=owner, method="POST", route=route_template(request), model=body.model, status_code=status,
-                           latency_ms=(time.perf_counter() - began) * 1000, prompt_tokens=counts.get("prompt_tokens", 0),
-                           completion_tokens=counts.get("completion_tokens", 0), error=error)
+        record_request(request, status, began, model=body.model, usage=counts, error=error)
 
     return StreamingResponse(events(), media_type="text/event-stream")

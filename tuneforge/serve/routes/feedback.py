@@ -3,11 +3,11 @@
 POST /v1/tuneforge/feedback takes a completion id, a rating (1 or -1) and optionally the answer the
 model should have given; `tuneforge feedback export` turns them into SFT or DPO training data.
 GET /v1/tuneforge/metrics summarises the request log (latency, errors, tokens) for the caller's
-project; GET /metrics gives the same for every project in Prometheus' text format.
+project; GET /metrics is the operator's view of the whole server in Prometheus' format (routes,
+statuses, latency histograms and tokens; no project's names), behind an operator key.
 """
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Request, Response
 
 from tuneforge.registry import access
 from tuneforge.serve.app import project
@@ -32,23 +32,7 @@ def metrics(owner: str = Depends(project)) -> dict:
     return {"object": "list", "data": access.request_summary(owner)}
 
 
-@prometheus.get("/metrics", response_class=PlainTextResponse)
-def prometheus_metrics() -> str:
-    lines = ["# HELP tuneforge_requests_total Requests served, by route, model and outcome.",
-             "# TYPE tuneforge_requests_total counter"]
-    summary = access.request_summary()
-    for row in summary:
-        labels = f'method="{row["method"]}",route="{row["route"]}",model="{row["model"] or ""}"'
-        lines.append(f'tuneforge_requests_total{{{labels},outcome="ok"}} {row["requests"] - row["errors"]}')
-        lines.append(f'tuneforge_requests_total{{{labels},outcome="error"}} {row["errors"]}')
-    lines += ["# HELP tuneforge_request_latency_ms Request latency in milliseconds.", "# TYPE tuneforge_request_latency_ms gauge"]
-    for row in summary:
-        labels = f'method="{row["method"]}",route="{row["route"]}",model="{row["model"] or ""}"'
-        for stat in ("mean", "p50", "p95", "max"):
-            lines.append(f'tuneforge_request_latency_ms{{{labels},stat="{stat}"}} {row["latency_ms"][stat]:.3f}')
-    lines += ["# HELP tuneforge_tokens_total Tokens processed.", "# TYPE tuneforge_tokens_total counter"]
-    for row in summary:
-        labels = f'route="{row["route"]}",model="{row["model"] or ""}"'
-        lines.append(f'tuneforge_tokens_total{{{labels},kind="prompt"}} {row["prompt_tokens"]}')
-        lines.append(f'tuneforge_tokens_total{{{labels},kind="completion"}} {row["completion_tokens"]}')
-    return "\n".join(lines) + "\n"
+@prometheus.get("/metrics")
+def prometheus_metrics(request: Request) -> Response:
+    metrics = request.app.state.metrics
+    return Response(metrics.exposition(), media_type=metrics.content_type)

@@ -97,6 +97,11 @@ def content(file_id: str, owner: str = Depends(project)):
 
 @router.delete("/files/{file_id}")
 def delete(file_id: str, owner: str = Depends(project)) -> dict:
-    if not jobs.delete_file(owner, file_id):
+    try:
+        deleted = jobs.delete_file(owner, file_id)
+    except jobs.FileInUse as in_use:
+        raise APIError(409, f"File '{file_id}' is used by fine-tuning job(s) not yet finished ({', '.join(in_use.job_ids)}); "
+                            "cancel them or wait for them to finish, then delete it.", param="file_id", code="file_in_use") from None
+    if not deleted:
         raise not_found("file", file_id, "file_id")
     return {"id": file_id, "object": "file", "deleted": True}

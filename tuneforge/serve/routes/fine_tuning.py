@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from tuneforge.registry import jobs, store
 from tuneforge.registry.jobs import Job
 from tuneforge.serve.app import project
+from tuneforge.serve.model_access import base_model_for_request, is_tuned_name
 from tuneforge.serve.protocol import APIError, JobCreate, event_object, job_object, not_found, page
 
 router = APIRouter(tags=["fine-tuning"])
@@ -50,8 +51,6 @@ def _checked_file(owner: str, file_id: str | None, param: str):
 
 @router.post("/fine_tuning/jobs")
 def create(body: JobCreate, request: Request, owner: str = Depends(project)) -> dict:
-    from tuneforge.errors import TuneforgeError
-    from tuneforge.models.catalog import resolve_model
     from tuneforge.train.config import TrainConfig
 
     method = body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
@@ -61,25 +60,26 @@ def create(body: JobCreate, request: Request, owner: str = Depends(project)) -> 
     hyperparameters = (body.method.supervised.hyperparameters if body.method and body.method.supervised else None) or body.hyperparameters
     hyperparameters = hyperparameters.model_dump(exclude_none=True) if hyperparameters else {}
     method["supervised"] = {"hyperparameters": hyperparameters}
-    if body.model.startswith("ft:"):
+    if is_tuned_name(body.model):
         raise APIError(400, "continuing from a tuned model is not available yet; use a base model", param="model",
                        code="model_not_available")
-    try:
-        resolve_model(body.model)
-    except TuneforgeError as error:
-        raise APIError(400, error.message + (f" {error.fix}" if error.fix else ""), param="model", code="model_not_available") from None
+    base = base_model_for_request(body.model, request.app.state.allowed_model_dirs)
+    if base is None:  # the same answer whatever exists on the server's disk
+        raise APIError(400, f"The model '{body.model}' does not exist or you do not have access to it. Use a model "
+                            "listed by GET /v1/models.", param="model", code="model_not_available")
+    model = base[0]
     training = _checked_file(owner, body.training_file, "training_file")
     _checked_file(owner, body.validation_file, "validation_file")
     extras = _extras(body)
     seed = body.seed if body.seed is not None else 42
     try:  # the same validation `tuneforge train` applies, before anything is queued
-        TrainConfig(model=body.model, data=Path(training.path), suffix=body.suffix, seed=seed,
+        TrainConfig(model=model, data=Path(training.path), suffix=body.suffix, seed=seed,
                     **{k: v for k, v in hyperparameters.items()}, **extras)
     except ValidationError as error:
         first = error.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise APIError(400, f"Invalid value for '{param}': {first['msg']}", param=param, code="invalid_value") from None
-    job = jobs.create_job(owner, model=body.model, training_file=body.training_file, validation_file=body.validation_file,
+    job = jobs.create_job(owner, model=model, training_file=body.training_file, validation_file=body.validation_file,
                           suffix=body.suffix, seed=seed, method=method, extra=extras, meta=body.metadata)
     return job_object(job)
 
