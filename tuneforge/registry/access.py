@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.registry.store import Base, now, session
+from tuneforge.registry.db import Base, now, session
 
 DEFAULT_PROJECT = "default"  # what `--no-auth` requests and CLI-trained models belong to
 # Operator keys (`tuneforge keys create --operator`) read the server's /metrics and belong to no

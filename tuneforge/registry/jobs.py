@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tuneforge.registry.store import Base, now, session
+from tuneforge.registry.db import Base, now, session
 from tuneforge.settings import tuneforge_home
 
 ALPHABET = string.ascii_letters + string.digits

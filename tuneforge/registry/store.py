@@ -1,29 +1,19 @@
 """The registry: what exists and what came from what, shared by the CLI, the worker and the server.
 
-SQLAlchemy over SQLite in `$TUNEFORGE_HOME/registry.db` by default; `TUNEFORGE_DATABASE_URL` (e.g.
-`postgresql+psycopg://...`) points it elsewhere. A run is a directory plus a row: `delete_run`
-removes both, and `runs list` flags rows whose directory has gone missing.
+Datasets, runs, checkpoints, tuned models, evaluations and human ratings, and the operations on
+them (the database itself is db.py's). A run is a directory plus a row: `delete_run` removes both,
+and `runs list` flags rows whose directory has gone missing.
 """
 
 import json
-import os
 import shutil
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from tuneforge.settings import tuneforge_home
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dict: JSON}
+from tuneforge.registry.db import Base, _sessionmaker, database_url, now, session  # noqa: F401  (the registry's API)
 
 
 class Dataset(Base):
@@ -118,26 +108,6 @@ class HumanRating(Base):
     ci_low: Mapped[float] = mapped_column(Float)  # 95 % interval of the win rate
     ci_high: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-
-
-def database_url() -> str:
-    return os.environ.get("TUNEFORGE_DATABASE_URL") or f"sqlite:///{tuneforge_home() / 'registry.db'}"
-
-
-@lru_cache(maxsize=4)
-def _sessionmaker(url: str) -> sessionmaker:
-    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
-    if url.startswith("sqlite"):
-        # The server and the worker are two processes on one file: WAL lets readers go on while one writes.
-        event.listen(engine, "connect", lambda connection, _: connection.execute("PRAGMA journal_mode=WAL"))
-    from tuneforge.registry import access, jobs  # noqa: F401  (their tables join Base before create_all)
-
-    Base.metadata.create_all(engine)
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def session() -> Session:
-    return _sessionmaker(database_url())()
 
 
 # -------------------------------------------------------------------------------- operations
