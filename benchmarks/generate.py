@@ -134,9 +134,9 @@ def hf_runner(model_name: str, precision: str, new_tokens: int):
 
 
 def engine_runner(model_name: str, precision: str, new_tokens: int):
-    from tuneforge.serve.engine import Engine
+    from tuneforge.runs.models import engine as engine_for
 
-    engine = Engine(model_name, precision=precision)
+    engine = engine_for(model_name, precision=precision)
     engine.stop_ids = frozenset()  # ignore end-of-turn: exactly new_tokens per prompt
 
     def generate(conversations):

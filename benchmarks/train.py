@@ -50,8 +50,8 @@ def rows_for(method: str, only: str | None) -> list[tuple[str, str, dict]]:
 
 def matmul_gflops(dtype_name: str) -> float:
     """The sustained matmul rate one process gets with torch's threads: Tuneforge's own measurement
-    (train/estimate.py), on larger matrices and for longer than its quick start-up check."""
-    from tuneforge.train.estimate import measure_matmul_gflops
+    (hardware.py), on larger matrices and for longer than its quick start-up check."""
+    from tuneforge.hardware import measure_matmul_gflops
 
     return measure_matmul_gflops(size=2048, seconds=2.0, dtype_name=dtype_name)
 

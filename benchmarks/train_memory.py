@@ -84,7 +84,10 @@ def main() -> None:
 
     sft.weighted_token_loss = measured_loss
 
-    class Report(sft.Reporter):
+    from tuneforge.runs.training import train_run
+    from tuneforge.train.reporter import Reporter
+
+    class Report(Reporter):
         def step(self, row):
             heap = heap_in_use_mb()
             kinds = ", ".join(f"{kind}: {nbytes / 2**20:.0f}" for kind, nbytes in kept["kinds"])
@@ -100,7 +103,7 @@ def main() -> None:
     config = TrainConfig(model=MODEL, data=train, n_epochs=1, max_steps=args.steps, batch_size=8, max_seq_length=256,
                          method=args.method, precision=args.precision, lean_activations=not args.no_lean,
                          learning_rate_multiplier=0.1, lr_scheduler="constant", warmup_ratio=0.0, seed=SEED)
-    sft.train_sft(config, Report())
+    train_run(config, Report())
     host_memory.release_free_memory()
 
 

@@ -208,7 +208,8 @@ def run_plain(settings: dict, train: Path, validation: Path, steps: int, batch_s
 
 def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, batch_size: int, seq_len: int) -> dict:
     from tuneforge.train.config import TrainConfig
-    from tuneforge.train.sft import Reporter, train_sft
+    from tuneforge.runs.training import train_run
+    from tuneforge.train.reporter import Reporter
 
     rows = []
 
@@ -220,7 +221,7 @@ def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, bat
     config = TrainConfig(model=MODEL, data=train, n_epochs=1, max_steps=steps, batch_size=batch_size,
                          max_seq_length=seq_len, learning_rate_multiplier=0.1, lr_scheduler="constant",
                          warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=SEED, **flags)
-    result = train_sft(config, Collect())
+    result = train_run(config, Collect())
     training_peak = peak_rss_mb()
     trained = [row["trained_tokens"] for row in rows]
     if config.method == "lora":

@@ -63,7 +63,7 @@ def test_chat_and_generate_take_int8_weights(trained, tmp_path):
 
 def test_cli_precisions_are_the_engines():
     from tuneforge.cli.common import PRECISION_CHOICES
-    from tuneforge.serve.fast_llama import PRECISIONS
+    from tuneforge.inference.fast_llama import PRECISIONS
 
     assert PRECISION_CHOICES == PRECISIONS
 

@@ -8,10 +8,12 @@ import torch
 
 from tuneforge.data.examples import Message
 from tuneforge.errors import UsageError
-from tuneforge.serve.decode import BatchDecoder, HFStepper, Sampling
-from tuneforge.serve.engine import Engine, EnginePool
-from tuneforge.serve.fast_llama import PackedLlama, PackedStepper, quantize_rows
-from tuneforge.serve.text import TextAssembler
+from tuneforge.inference.decode import BatchDecoder, HFStepper, Sampling
+from tuneforge.inference.engine import Engine, EnginePool
+from tuneforge.inference.fast_llama import PackedLlama, PackedStepper, quantize_rows
+from tuneforge.inference.text import TextAssembler
+from tuneforge.runs.models import engine as engine_for
+from tuneforge.runs.models import resolve_spec
 
 QUESTIONS = ["Hi", "How do I export my invoices to a spreadsheet every month?", "Refund case 12: what now, and who pays the fee?"]
 
@@ -215,10 +217,10 @@ def answers(engine):
 
 def test_pool_shares_one_base_and_switches_adapters_exactly(two_adapters, tiny_model_dir):
     first, second = two_adapters
-    alone = {name: answers(Engine(name)) for name in (first, second, str(tiny_model_dir))}
+    alone = {name: answers(engine_for(name)) for name in (first, second, str(tiny_model_dir))}
     assert alone[first] != alone[second]  # the adapters really differ
 
-    pool = EnginePool(capacity=3)
+    pool = EnginePool(capacity=3, resolve=resolve_spec)
     a, b, base = pool.get(first), pool.get(second), pool.get(str(tiny_model_dir))
     assert a.shared is b.shared is base.shared
     original = {n: p.clone() for n, p in base.model.named_parameters()}
@@ -243,8 +245,8 @@ def test_an_adapter_on_a_tied_output_layer_keeps_its_embeddings_after_a_switch(t
                                  num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base_dir)
     smol_tokenizer.save_pretrained(base_dir)
     tuned = register_lora_run(base_dir, tmp_path, 5, targets=("lm_head", "q_proj"))
-    expected = answers(Engine(tuned))
-    pool = EnginePool(capacity=2)
+    expected = answers(engine_for(tuned))
+    pool = EnginePool(capacity=2, resolve=resolve_spec)
     base = pool.get(str(base_dir))
     assert answers(pool.get(tuned)) == expected
     embedding_while_tuned = base.model.model.embed_tokens.weight.clone()
@@ -255,18 +257,18 @@ def test_an_adapter_on_a_tied_output_layer_keeps_its_embeddings_after_a_switch(t
 
 def test_the_model_forward_path_switches_adapters_by_merging(two_adapters, monkeypatch):
     """Architectures without the packed path merge the adapter into the shared weights at each switch."""
-    import tuneforge.serve.fast_llama as fast_llama
+    import tuneforge.inference.fast_llama as fast_llama
 
-    expected = {name: answers(Engine(name, precision="fp32")) for name in two_adapters}
+    expected = {name: answers(engine_for(name, precision="fp32")) for name in two_adapters}
     monkeypatch.setattr(fast_llama, "supports", lambda model: False)
-    pool = EnginePool(capacity=2)
+    pool = EnginePool(capacity=2, resolve=resolve_spec)
     for name in two_adapters * 2:
         assert answers(pool.get(name)) == expected[name]
     assert pool.get(two_adapters[0]).shared.merges == 4
 
 
 def test_pool_serialises_threads_on_a_shared_base(two_adapters):
-    pool = EnginePool(capacity=2)
+    pool = EnginePool(capacity=2, resolve=resolve_spec)
     expected = {name: answers(pool.get(name)) for name in two_adapters}
     results, errors = [], []
 
@@ -288,7 +290,7 @@ def test_pool_serialises_threads_on_a_shared_base(two_adapters):
 
 def test_pool_evicts_the_least_recently_used_model_and_forgets_on_request(two_adapters, tiny_model_dir):
     first, second = two_adapters
-    pool = EnginePool(capacity=2)
+    pool = EnginePool(capacity=2, resolve=resolve_spec)
     a = pool.get(first)
     pool.get(second)
     assert pool.get(first) is a  # cached
@@ -302,7 +304,8 @@ def test_pool_evicts_the_least_recently_used_model_and_forgets_on_request(two_ad
 
 
 def test_the_servers_precision_option_reaches_its_engines(tiny_model_dir):
-    from tuneforge.serve.app import ServerOptions, create_app, engines
+    from tuneforge.serve.app import ServerOptions, create_app
+    from tuneforge.serve.deps import engines
 
     app = create_app(ServerOptions(auth=False, start_worker=False, precision="int8"))
     engine = engines(app).get(str(tiny_model_dir))

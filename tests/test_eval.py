@@ -5,9 +5,9 @@ import json
 import pytest
 from helpers import chat, write_jsonl
 
-from tuneforge.evaluate.run import run_eval
+from tuneforge.runs.evaluation import run_eval
 from tuneforge.train.config import TrainConfig
-from tuneforge.train.sft import train_sft
+from tuneforge.runs.training import train_run
 
 LABELS = ["billing", "bug"]
 
@@ -17,7 +17,7 @@ def classifier(tmp_path_factory, tiny_model_dir):
     directory = tmp_path_factory.mktemp("eval")
     records = [chat(f"Ticket {i}: my {'invoice' if i % 2 else 'screen'} problem", LABELS[i % 2]) for i in range(40)]
     data = write_jsonl(directory / "tickets.jsonl", records)
-    run = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=3, batch_size=8, precision="fp32",
+    run = train_run(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=3, batch_size=8, precision="fp32",
                                 learning_rate_multiplier=5, lora_target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head"))
     return directory, data, run
 

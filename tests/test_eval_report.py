@@ -88,10 +88,10 @@ def test_quickstart_evaluation_prints_the_headline_and_the_report_path(tmp_path,
 
     from tuneforge import quickstart
     from tuneforge.train.config import TrainConfig
-    from tuneforge.train.sft import train_sft
+    from tuneforge.runs.training import train_run
 
     data = write_jsonl(tmp_path / "test.jsonl", [chat(f"Say hi to visitor {i}", f"hello, visitor {i}") for i in range(10)])
-    run = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=1, batch_size=8, precision="fp32"))
+    run = train_run(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=1, batch_size=8, precision="fp32"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(quickstart, "EVAL_EXAMPLES", 4)
     monkeypatch.setattr(quickstart, "EVAL_MAX_NEW_TOKENS", 3)

@@ -72,7 +72,7 @@ def test_a_bad_probe_file_names_its_line_and_field(tmp_path):
 def test_probes_compare_two_models_with_consistent_figures(tiny_model_dir, other_tiny_model_dir, small_sets):
     from tuneforge.data.examples import Conversation, Message
     from tuneforge.data.tokenize import ChatTokenizer
-    from tuneforge.serve.engine import Engine
+    from tuneforge.inference.engine import Engine
     from tuneforge.train.loop import collate, evaluate
 
     result = probes.run_probes(str(other_tiny_model_dir), str(tiny_model_dir), max_new_tokens=3, sets=small_sets)
@@ -114,7 +114,7 @@ def test_probes_compare_two_models_with_consistent_figures(tiny_model_dir, other
 
 
 def test_a_pair_of_identical_prompts_does_not_diverge(tiny_model_dir, small_sets):
-    from tuneforge.serve.engine import Engine
+    from tuneforge.inference.engine import Engine
 
     same = probes.BiasPair(id="same", axis="name", template="Describe {term}, a new colleague, in one sentence.",
                            terms=("Alex", "Alex"), continuation="They are friendly and helpful.")
@@ -128,7 +128,7 @@ def test_a_pair_of_identical_prompts_does_not_diverge(tiny_model_dir, small_sets
 
 
 def test_eval_runs_the_probes_and_records_their_headlines(tiny_model_dir, other_tiny_model_dir, tmp_path):
-    from tuneforge.evaluate.run import run_eval
+    from tuneforge.runs.evaluation import run_eval
     from tuneforge.registry import store
 
     data = write_jsonl(tmp_path / "qa.jsonl", [chat(f"What is {i} plus {i}?", f"{2 * i}") for i in range(1, 6)])

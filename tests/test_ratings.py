@@ -13,7 +13,8 @@ from helpers import chat, reseeded_model, write_jsonl
 from typer.testing import CliRunner
 
 from tuneforge.cli import app
-from tuneforge.evaluate.compare import SHEET_COLUMNS, import_ratings, key_path, wilson_interval
+from tuneforge.evaluate.compare import SHEET_COLUMNS, key_path, wilson_interval
+from tuneforge.runs.evaluation import import_ratings
 
 EXAMPLES = 12
 
@@ -139,7 +140,7 @@ def test_a_sheet_without_its_key_or_without_ratings_is_refused(sheet, tmp_path):
 
 def test_a_sheet_needs_a_model_to_compare_with(tiny_model_dir, tmp_path):
     from tuneforge.errors import UsageError
-    from tuneforge.evaluate.run import run_eval
+    from tuneforge.runs.evaluation import run_eval
 
     data = write_jsonl(tmp_path / "q.jsonl", [chat("hi", "hello")])
     with pytest.raises(UsageError, match="compares two models"):

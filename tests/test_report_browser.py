@@ -14,9 +14,9 @@ import pytest
 from helpers import chat, write_jsonl
 
 from tuneforge.evaluate.report import CSP
-from tuneforge.evaluate.run import run_eval
+from tuneforge.runs.evaluation import run_eval
 from tuneforge.train.config import TrainConfig
-from tuneforge.train.sft import train_sft
+from tuneforge.runs.training import train_run
 
 LABELS = ["billing", "bug"]
 MODEL_BLUE = (76, 114, 176)  # report.MODEL_COLOUR, the tuned model's bars
@@ -73,7 +73,7 @@ def evaluated(chromium, tmp_path_factory, tiny_model_dir):
     directory = tmp_path_factory.mktemp("report")
     records = [chat(f"Ticket {i}: my {'invoice' if i % 2 else 'screen'} problem", LABELS[i % 2]) for i in range(24)]
     data = write_jsonl(directory / "tickets.jsonl", records)
-    run = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=8, precision="fp32",
+    run = train_run(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=8, precision="fp32",
                                 learning_rate_multiplier=5))
     results = run_eval(run.run_id, data, str(tiny_model_dir), None, directory / "eval", max_new_tokens=4, probes=True)
     return directory, results, run

@@ -17,8 +17,9 @@ import torch
 from server_process import ServerProcess
 
 from tuneforge.data.examples import Message
-from tuneforge.serve.decode import BatchDecoder, HFStepper, InvalidOption, Sampling
-from tuneforge.serve.engine import Engine, TextDelta
+from tuneforge.errors import InvalidOption
+from tuneforge.inference.decode import BatchDecoder, HFStepper, Sampling
+from tuneforge.inference.engine import Engine, TextDelta
 
 CONVERSATION = [Message("user", "Describe a ticket as JSON.")]
 TICKET = {"type": "object", "additionalProperties": False, "required": ["urgent", "priority", "team", "title"],

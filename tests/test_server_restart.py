@@ -126,7 +126,7 @@ def _alive(pid: int) -> bool:
 
 def test_recovery_finds_jobs_a_dead_worker_held_whatever_their_status(tmp_path, monkeypatch):
     from tuneforge.registry import jobs
-    from tuneforge.registry.worker import recover_interrupted_jobs
+    from tuneforge.jobs.worker import recover_interrupted_jobs
 
     monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path))
     held = {status: jobs.create_job("ops", model="m", training_file="file-x", seed=1, method={"type": "supervised"})

@@ -327,12 +327,12 @@ def test_all_speed_tricks_train_like_the_plain_path(tmp_path, tiny_model_dir):
     from helpers import write_jsonl
 
     from tuneforge.train.config import TrainConfig
-    from tuneforge.train.sft import train_sft
+    from tuneforge.runs.training import train_run
 
     data = write_jsonl(tmp_path / "d.jsonl", [chat(f"Tell me about item {i} " + "x " * (i % 9), f"Item {i} is fine") for i in range(24)])
     traces = []
     for on in (False, True):
-        result = train_sft(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0,
+        result = train_run(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0,
                                        seed=3, precision="fp32", learning_rate_multiplier=5, padding_free=on,
                                        chunked_loss=on, fast_lora_dropout=on, sparse_output_layer=on, lean_activations=on, fused_lora=on,
                                        group_by_length=False))

@@ -12,7 +12,8 @@ from helpers import chat, write_jsonl
 from tuneforge.registry import store
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.inputs import TrainingDataError
-from tuneforge.train.sft import Reporter, TrainingInterrupted, train_sft
+from tuneforge.runs.training import train_run
+from tuneforge.train.reporter import Reporter, TrainingInterrupted
 
 ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel", "yak", "emu"]
 
@@ -52,7 +53,7 @@ class StopAt(Reporter):
 
 
 def test_lora_learns_a_tiny_task_to_near_zero_loss(tmp_path, tiny_model_dir):
-    result = train_sft(config(tiny_model_dir, learnable(tmp_path), n_epochs=40, learning_rate_multiplier=5,
+    result = train_run(config(tiny_model_dir, learnable(tmp_path), n_epochs=40, learning_rate_multiplier=5,
                               lora_target_modules=WITH_HEAD))
     trace = losses(result.run_dir)
     assert trace[0] > 5 and trace[-1] < 0.05, (trace[0], trace[-1])
@@ -61,11 +62,11 @@ def test_lora_learns_a_tiny_task_to_near_zero_loss(tmp_path, tiny_model_dir):
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, tiny_model_dir):
     data = learnable(tmp_path)
     settings = dict(n_epochs=3, lora_dropout=0.1, learning_rate_multiplier=5)  # dropout: RNG state must resume too
-    whole = train_sft(config(tiny_model_dir, data, **settings))
+    whole = train_run(config(tiny_model_dir, data, **settings))
     with pytest.raises(TrainingInterrupted):
-        train_sft(config(tiny_model_dir, data, **settings), StopAt(4), run_id="run-interrupted")
+        train_run(config(tiny_model_dir, data, **settings), StopAt(4), run_id="run-interrupted")
     assert store.get_run("run-interrupted").status == "interrupted"
-    resumed = train_sft(config(tiny_model_dir, data, **settings), run_id="run-interrupted", resume=True)
+    resumed = train_run(config(tiny_model_dir, data, **settings), run_id="run-interrupted", resume=True)
     assert len(losses(resumed.run_dir)) == len(losses(whole.run_dir)) == 9
     assert losses(resumed.run_dir) == pytest.approx(losses(whole.run_dir), abs=1e-5)
     assert resumed.metrics["valid_loss" if "valid_loss" in resumed.metrics else "trained_tokens"] == pytest.approx(
@@ -74,8 +75,8 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, ti
 
 def test_gradient_accumulation_gives_the_same_losses_as_one_batch(tmp_path, tiny_model_dir):
     data = learnable(tmp_path)
-    one = train_sft(config(tiny_model_dir, data, learning_rate_multiplier=5))
-    accumulated = train_sft(config(tiny_model_dir, data, learning_rate_multiplier=5, gradient_accumulation_steps=2))
+    one = train_run(config(tiny_model_dir, data, learning_rate_multiplier=5))
+    accumulated = train_run(config(tiny_model_dir, data, learning_rate_multiplier=5, gradient_accumulation_steps=2))
     assert losses(accumulated.run_dir) == pytest.approx(losses(one.run_dir), abs=1e-5)
 
 
@@ -83,7 +84,7 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(tmp_path, tiny_model
     train = learnable(tmp_path)
     # Validation wants the opposite answers: it improves while the format is learned, then gets worse.
     validation = learnable(tmp_path, answer="goodbye now", name="validation.jsonl")
-    result = train_sft(config(tiny_model_dir, train, validation_data=validation, n_epochs=40, eval_every_steps=1,
+    result = train_run(config(tiny_model_dir, train, validation_data=validation, n_epochs=40, eval_every_steps=1,
                               early_stopping_patience=3, learning_rate_multiplier=5, lora_target_modules=WITH_HEAD))
     assert result.stopped_early and result.metrics["step"] < 40 * 3
     best = result.metrics["best_step"]
@@ -105,7 +106,7 @@ def test_reloaded_adapter_reproduces_the_final_validation_loss(tmp_path, tiny_mo
     from tuneforge.train.loop import collate, evaluate
 
     validation = learnable(tmp_path, answer="goodbye now", name="validation.jsonl")
-    result = train_sft(config(tiny_model_dir, learnable(tmp_path), validation_data=validation, learning_rate_multiplier=5))
+    result = train_run(config(tiny_model_dir, learnable(tmp_path), validation_data=validation, learning_rate_multiplier=5))
     tokenizer = AutoTokenizer.from_pretrained(result.run_dir / "adapter")
     encoded = tokenize_for_sft(load_examples(validation, "validation"), ChatTokenizer(tokenizer), validation)
     batches = [collate(encoded[i:i + 4], tokenizer.pad_token_id) for i in range(0, len(encoded), 4)]
@@ -117,7 +118,7 @@ def test_adapter_reloads_with_peft_and_merged_export_matches(tmp_path, tiny_mode
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    result = train_sft(config(tiny_model_dir, learnable(tmp_path), learning_rate_multiplier=25))
+    result = train_run(config(tiny_model_dir, learnable(tmp_path), learning_rate_multiplier=25))
     adapter = result.run_dir / "adapter"
     assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
     tokens = torch.tensor([[1, 200, 300, 400, 500]])
@@ -128,7 +129,8 @@ def test_adapter_reloads_with_peft_and_merged_export_matches(tmp_path, tiny_mode
         tuned_logits = tuned(tokens).logits
     assert not torch.allclose(base_logits, tuned_logits, atol=1e-4), "the adapter changed nothing"
 
-    from tuneforge.serve.engine import load_for_inference, resolve_spec
+    from tuneforge.inference.engine import load_for_inference
+    from tuneforge.runs.models import resolve_spec
 
     merged_dir = tmp_path / "merged"
     model, tokenizer = load_for_inference(resolve_spec(result.run_id))
@@ -141,7 +143,7 @@ def test_adapter_reloads_with_peft_and_merged_export_matches(tmp_path, tiny_mode
 def test_full_fine_tuning_saves_loadable_weights(tmp_path, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    result = train_sft(config(tiny_model_dir, learnable(tmp_path), method="full", learning_rate_multiplier=10))
+    result = train_run(config(tiny_model_dir, learnable(tmp_path), method="full", learning_rate_multiplier=10))
     weights = result.run_dir / "model"
     assert (weights / "model.safetensors").exists() and (weights / "chat_template.jinja").exists()
     loaded = AutoModelForCausalLM.from_pretrained(weights)
@@ -150,7 +152,7 @@ def test_full_fine_tuning_saves_loadable_weights(tmp_path, tiny_model_dir):
 
 
 def test_run_directory_and_registry_agree_and_are_removed_together(tmp_path, tiny_model_dir):
-    result = train_sft(config(tiny_model_dir, learnable(tmp_path), suffix="animals"))
+    result = train_run(config(tiny_model_dir, learnable(tmp_path), suffix="animals"))
     run = store.get_run(result.run_id)
     assert run.status == "succeeded" and Path(run.run_dir) == result.run_dir
     assert result.model_name == f"ft:{Path(tiny_model_dir).name}:tuneforge:animals:{result.run_id}"
@@ -170,14 +172,14 @@ def test_an_example_with_nothing_left_after_truncation_fails_before_training(tmp
     records = [chat(f"Say hi as the {a}", "hi") for a in ANIMALS[:11]] + [chat("word " * 100, "cut off")]
     data = write_jsonl(tmp_path / "train.jsonl", records)
     with pytest.raises(TrainingDataError) as caught:
-        train_sft(config(tiny_model_dir, data, max_seq_length=64))
+        train_run(config(tiny_model_dir, data, max_seq_length=64))
     assert caught.value.line == 12 and caught.value.code == "too_long"
 
 
 def test_data_errors_fail_before_the_model_loads(tmp_path, tiny_model_dir):
     data = write_jsonl(tmp_path / "train.jsonl", [chat(f"q{a}", "a") for a in ANIMALS[:11]] + [{"messages": [{"role": "robot", "content": "x"}]}])
     with pytest.raises(TrainingDataError) as caught:
-        train_sft(config(tiny_model_dir, data))
+        train_run(config(tiny_model_dir, data))
     assert (caught.value.code, caught.value.line, caught.value.field) == ("unknown_role", 12, "messages[0].role")
 
 
@@ -195,7 +197,7 @@ def test_a_run_that_fails_is_recorded_as_failed_with_its_error(tmp_path, tiny_mo
     from tuneforge.errors import UsageError
 
     with pytest.raises(UsageError, match="lora_target_modules"):
-        train_sft(config(tiny_model_dir, learnable(tmp_path), lora_target_modules="no_such_proj"), run_id="run-failing")
+        train_run(config(tiny_model_dir, learnable(tmp_path), lora_target_modules="no_such_proj"), run_id="run-failing")
     run = store.get_run("run-failing")
     assert run.status == "failed" and "no_such_proj" in run.error
 
@@ -203,7 +205,7 @@ def test_a_run_that_fails_is_recorded_as_failed_with_its_error(tmp_path, tiny_mo
 def test_continued_pretraining_on_a_text_file(tmp_path, tiny_model_dir):
     notes = tmp_path / "handbook.txt"
     notes.write_text("\n\n".join(f"Payouts for workspace {i} arrive in two business days." for i in range(12)) + "\n")
-    result = train_sft(config(tiny_model_dir, notes, learning_rate_multiplier=5))
+    result = train_run(config(tiny_model_dir, notes, learning_rate_multiplier=5))
     assert store.get_run(result.run_id).status == "succeeded"
     with store.session() as db:
         assert db.get(store.Dataset, store.get_run(result.run_id).train_dataset).kind == "text"
@@ -214,14 +216,14 @@ def test_early_stopping_without_validation_data_is_refused(tmp_path, tiny_model_
     from tuneforge.errors import UsageError
 
     with pytest.raises(UsageError, match="validation"):
-        train_sft(config(tiny_model_dir, learnable(tmp_path), early_stopping_patience=2))
+        train_run(config(tiny_model_dir, learnable(tmp_path), early_stopping_patience=2))
 
 
 def test_a_second_run_on_the_same_file_takes_its_tokens_from_the_cache(tmp_path, tiny_model_dir, monkeypatch):
     from tuneforge.train import inputs, token_cache
 
     data = learnable(tmp_path, name="cached.jsonl")
-    first = train_sft(config(tiny_model_dir, data))
+    first = train_run(config(tiny_model_dir, data))
     cached = set(token_cache.cache_dir().glob("*.npz"))
     assert cached
 
@@ -229,14 +231,14 @@ def test_a_second_run_on_the_same_file_takes_its_tokens_from_the_cache(tmp_path,
         raise AssertionError("the file was read again instead of the cache")
 
     monkeypatch.setattr(inputs, "load_examples", no_reading)
-    second = train_sft(config(tiny_model_dir, data))
+    second = train_run(config(tiny_model_dir, data))
     assert losses(second.run_dir) == losses(first.run_dir)
     assert set(token_cache.cache_dir().glob("*.npz")) == cached  # same key: nothing new written
     with store.session() as db:
         assert db.get(store.Dataset, store.get_run(second.run_id).train_dataset).kind == "conversation"
 
     monkeypatch.undo()  # what the tokens depend on changes the key: a fresh tokenisation
-    third = train_sft(config(tiny_model_dir, data, prompt_loss_weight=0.5, max_steps=1))
+    third = train_run(config(tiny_model_dir, data, prompt_loss_weight=0.5, max_steps=1))
     assert len(set(token_cache.cache_dir().glob("*.npz")) - cached) == 1
     assert store.get_run(third.run_id).status == "succeeded"
 
@@ -260,10 +262,10 @@ def test_the_token_cache_round_trips_exactly(tmp_path, smol_tokenizer):
 
 
 def test_speed_estimate_uses_the_precision_auto_picks_and_the_trainers_measured_efficiency(monkeypatch):
-    from tuneforge.train import estimate
+    from tuneforge import hardware as estimate
 
     facts = {"fp32_matmul_gflops": 150.0, "bf16_matmul_gflops": 350.0}
-    monkeypatch.setattr(estimate, "hardware", lambda: facts)
+    monkeypatch.setattr(estimate, "machine_facts", lambda: facts)
     n = 134_515_008
     efficiency = estimate.EFFICIENCY
     assert estimate.estimated_tokens_per_second(n, "lora") == pytest.approx(350e9 * efficiency["lora", "bf16"] / (4 * n))

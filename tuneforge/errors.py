@@ -28,3 +28,11 @@ class ModelNotAvailable(TuneforgeError):
 
 class ContextTooLong(UsageError):
     """A prompt longer than the model's context window."""
+
+
+class InvalidOption(UsageError):
+    """A generation option a model cannot honour as given; `param` is the request field the server names in its 400."""
+
+    def __init__(self, message: str, *, param: str, fix: str | None = None):
+        super().__init__(message, fix=fix)
+        self.param = param

@@ -1,4 +1,6 @@
-"""What a training run will cost before it starts: default epochs and expected time on this machine.
+"""The machine, a leaf every stage may import (it imports none of them): whether bf16 runs natively,
+the matmul ceiling measured once, and what a training run will cost before it starts (default
+epochs, expected time on this machine).
 
 `auto_epochs` follows OpenAI's documented rule for `n_epochs: "auto"`: 3 epochs, more for tiny
 datasets (so that about 100 examples are seen) and fewer for huge ones (about 25 000).
@@ -56,7 +58,7 @@ def measure_matmul_gflops(size: int = 1024, seconds: float = 0.3, dtype_name: st
     return 2 * size**3 * calls / (time.perf_counter() - start) / 1e9
 
 
-def hardware() -> dict:
+def machine_facts() -> dict:
     """This machine's facts, measured once and cached; re-measured when the CPU or thread count changes."""
     import torch
 
@@ -75,7 +77,7 @@ def hardware() -> dict:
 
 
 def estimated_tokens_per_second(parameters: int, method: str = "lora", precision: str = "auto") -> float:
-    facts = hardware()
+    facts = machine_facts()
     if precision == "auto":
         precision = "bf16" if "bf16_matmul_gflops" in facts else "fp32"
     flops = facts[f"{precision}_matmul_gflops"] * 1e9 * EFFICIENCY[(method, precision)]

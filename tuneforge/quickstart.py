@@ -46,10 +46,10 @@ def run_quickstart(console: Console, out: Path, reporter) -> str:
     prepared = prepared_result.out_dir
 
     console.rule(f"[bold]2. Train: LoRA on {DEFAULT_MODEL}, {QUICKSTART_EPOCHS} epochs")
-    from tuneforge.train.sft import train_sft
+    from tuneforge.runs.training import train_run
 
     try:
-        result = train_sft(TrainConfig(data=prepared, n_epochs=QUICKSTART_EPOCHS, suffix="support"), reporter)
+        result = train_run(TrainConfig(data=prepared, n_epochs=QUICKSTART_EPOCHS, suffix="support"), reporter)
     finally:
         reporter.close()
 
@@ -72,14 +72,13 @@ def run_quickstart(console: Console, out: Path, reporter) -> str:
 
 def show_before_after(console: Console, test_file: Path, tuned_model: str, base_model: str = DEFAULT_MODEL,
                       max_new_tokens: int = 120) -> None:
-    from tuneforge.serve.engine import Engine
-
     from tuneforge.evaluate.run import load_cases
+    from tuneforge.runs.models import engine
 
     prompts = [case.prompt for case in load_cases(test_file, SHOWN_PROMPTS)]
     answers = {}
     for label, name in (("before (base model)", base_model), ("after (tuned)", tuned_model)):
-        answers[label] = Engine(name).generate(prompts, max_new_tokens=max_new_tokens)
+        answers[label] = engine(name).generate(prompts, max_new_tokens=max_new_tokens)
     for i, prompt in enumerate(prompts):
         body = Table.grid(padding=(0, 1))
         body.add_column(style="bold", no_wrap=True)
@@ -93,7 +92,7 @@ def show_before_after(console: Console, test_file: Path, tuned_model: str, base_
 def show_evaluation(console: Console, test_file: Path, run_id: str, base_model: str = DEFAULT_MODEL) -> Path:
     """`tuneforge eval RUN --data test.jsonl --against BASE`, capped; prints the headline; returns report.html."""
     from tuneforge.evaluate.report import headline
-    from tuneforge.evaluate.run import run_eval
+    from tuneforge.runs.evaluation import run_eval
 
     out_dir = Path("evals") / run_id  # where `tuneforge eval RUN_ID` puts it too
     began = time.perf_counter()

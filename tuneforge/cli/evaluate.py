@@ -47,8 +47,8 @@ def eval_command(
 ):
     """Score a model's answers on a data file, side by side with a base model (A/B with bootstrap intervals)."""
     from tuneforge.evaluate.compare import key_path
-    from tuneforge.evaluate.run import run_eval
-    from tuneforge.serve.engine import resolve_spec
+    from tuneforge.runs.evaluation import run_eval
+    from tuneforge.runs.models import resolve_spec
 
     spec = resolve_spec(model)
     if against is None and spec.base_model != model:
@@ -75,7 +75,7 @@ def import_ratings_command(
 
     from rich.table import Table
 
-    from tuneforge.evaluate.compare import import_ratings
+    from tuneforge.runs.evaluation import import_ratings
 
     result = import_ratings(sheet)
     if as_json:

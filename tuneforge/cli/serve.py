@@ -52,7 +52,7 @@ def worker(
     parent_pid: Annotated[int | None, typer.Option(help="Exit (checkpointing a running job) when this process is gone; `serve` passes its own.")] = None,
 ):
     """Carry out queued fine-tuning jobs, one at a time (`tuneforge serve` starts one for you)."""
-    from tuneforge.registry.worker import run_worker
+    from tuneforge.jobs.worker import run_worker
     from tuneforge.settings import protect_home
 
     protect_home()

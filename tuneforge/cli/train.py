@@ -9,24 +9,18 @@ from tuneforge.cli.common import app, console
 from tuneforge.errors import UsageError
 
 def _train(config_file: Path | None = None, resume: str | None = None, **fields):
-    from tuneforge.train.config import TrainConfig, load_config
+    from tuneforge.runs.training import resume_config, train_run
+    from tuneforge.train.config import load_config
     from tuneforge.train.progress import ConsoleReporter
-    from tuneforge.train.sft import train_sft
 
     reporter = ConsoleReporter(console)
     try:
         if resume:
-            from tuneforge.registry import store
-
-            run = store.get_run(resume)
-            if run is None:
-                raise UsageError(f"no run '{resume}'", fix="See `tuneforge runs list`.")
-            config = TrainConfig(**{k: v for k, v in run.config.items() if k in TrainConfig.model_fields})
-            result = train_sft(config, reporter, run_id=resume, resume=True)
+            result = train_run(resume_config(resume), reporter, run_id=resume, resume=True)
         else:
             if fields.get("data") is None and config_file is None:
                 raise UsageError("name the training data with --data (a prepared directory or a JSONL file)")
-            result = train_sft(load_config(config_file, fields), reporter)
+            result = train_run(load_config(config_file, fields), reporter)
     finally:
         reporter.close()
     _print_run_summary(result.run_id)
@@ -46,11 +40,34 @@ def _train_signature():
     ]
     for name, field in TrainConfig.model_fields.items():
         default = field.default if field.default is not None and not field.is_required() else None
+        if isinstance(default, bool):
+            default = "on" if default else "off"
         help_text = field.description + (f" (default: {default})" if default is not None else "")
+        option_type, metavar = _option_type(field.annotation)
+        flag = f"--{name.replace('_', '-')}"
+        # Every option defaults to None, "not given", so a YAML file's values and the config's own
+        # defaults stand; a bool is --flag/--no-flag, so both a YAML true and a default on can be undone.
+        declaration = f"{flag}/--no-{flag[2:]}" if option_type is bool else flag
         parameters.append(inspect.Parameter(
             name, inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[str | None, typer.Option(f"--{name.replace('_', '-')}", help=help_text, show_default=False)]))
+            annotation=Annotated[option_type | None, typer.Option(declaration, help=help_text, show_default=False, metavar=metavar)]))
     return inspect.Signature(parameters)
+
+
+def _option_type(annotation) -> tuple[type, str | None]:
+    """What Typer parses a field's option as (bool, int, float, Path, str or the Literal's choices),
+    and a metavar for the ones it cannot: `int | "auto"` stays a string that TrainConfig parses, so its
+    error still names the field."""
+    import types
+    from typing import Literal, Union, get_args, get_origin
+
+    if get_origin(annotation) not in (Union, types.UnionType):
+        return annotation, None
+    choices = [choice for choice in get_args(annotation) if choice is not type(None)]
+    if len(choices) == 1:
+        return choices[0], None
+    names = ["|".join(get_args(choice)) if get_origin(choice) is Literal else choice.__name__ for choice in choices]
+    return str, f"<{'|'.join(names)}>"  # Typer's own style: <int>, <lora|full>
 
 
 _train.__signature__ = _train_signature()

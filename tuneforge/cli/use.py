@@ -19,9 +19,9 @@ def chat(
 ):
     """Talk to a model: one-shot with PROMPT, or interactive (empty line or Ctrl-D to quit)."""
     from tuneforge.data.examples import Message
-    from tuneforge.serve.engine import Engine
+    from tuneforge.runs.models import engine as engine_for
 
-    engine = Engine(model, precision=precision)
+    engine = engine_for(model, precision=precision)
     history = [Message("system", system)] if system else []
     while True:
         text = prompt if prompt is not None else _ask()
@@ -53,7 +53,7 @@ def generate(
     precision: PrecisionOption = "auto",
 ):
     """Batch generation over a data file."""
-    from tuneforge.evaluate.run import generate_file
+    from tuneforge.runs.evaluation import generate_file
 
     written = generate_file(model, data, out, max_tokens, temperature, batch_size, precision)
     console.print(f"wrote {written} generations to {out}")
@@ -65,7 +65,7 @@ def export(
     merged: Annotated[Path, typer.Option("--merged", help="Directory for merged full weights that plain transformers loads.")],
 ):
     """Write a run's model as merged full weights (adapter folded into the base) with its tokenizer."""
-    from tuneforge.serve.engine import export_merged
+    from tuneforge.runs.models import export_merged
 
     export_merged(run, merged)
     console.print(f"merged weights written to {merged} (load with AutoModelForCausalLM.from_pretrained)")

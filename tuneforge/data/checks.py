@@ -20,7 +20,7 @@ from tuneforge.data.findings import Finding, FindingLog
 from tuneforge.data.formats import parse_record
 from tuneforge.data.reader import Record, iter_records
 from tuneforge.data.tokenize import ChatTokenizer, conversations_for
-from tuneforge.train.estimate import auto_epochs
+from tuneforge.hardware import auto_epochs
 
 MIN_EXAMPLES, RECOMMENDED_EXAMPLES = 10, 100
 LABEL_LIMIT = 50  # more distinct completions than this: not a classification task
@@ -291,7 +291,7 @@ class DatasetChecker:
                 "tokens_x_epochs": int(self.total_tokens * epochs),
             })
             if self.parameters:
-                from tuneforge.train.estimate import estimated_tokens_per_second
+                from tuneforge.hardware import estimated_tokens_per_second
 
                 speed = estimated_tokens_per_second(self.parameters, "lora")
                 stats["estimated_lora_tokens_per_second"] = round(speed, 1)

@@ -8,7 +8,7 @@ with 1, 2 or tie, or leaves it empty to skip the row.
 
 `tuneforge eval import-ratings ratings.csv` reads the rated sheet with its key and computes the
 tuned model's win rate over the other model (ties count half; they are reported separately too)
-with a 95 % Wilson score interval, and records it in the registry (`store.HumanRating`).
+with a 95 % Wilson score interval; `runs.evaluation.import_ratings` records it in the registry.
 """
 
 import csv
@@ -76,7 +76,9 @@ class RatingResult:
     ci_high: float
     tie_rate: float
     sheet: str
-    registry_id: int | None = None
+    data_sha256: str = ""  # of the evaluated data, from the sheet's key
+    eval_dir: str = ""  # the evaluation the sheet came from
+    registry_id: int | None = None  # set once the service layer records it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -138,10 +140,8 @@ def read_ratings(sheet: Path) -> tuple[dict, dict[str, str]]:
     return key, ratings
 
 
-def import_ratings(sheet: Path) -> RatingResult:
-    """The tuned model's win rate on the rated sheet, recorded in the registry."""
-    from tuneforge.registry import store
-
+def rate_sheet(sheet: Path) -> RatingResult:
+    """The tuned model's win rate on the rated sheet (`runs.evaluation.import_ratings` records it)."""
     key, ratings = read_ratings(sheet)
     wins, ties = sum(r == "model" for r in ratings.values()), sum(r == "tie" for r in ratings.values())
     rated = len(ratings)
@@ -149,11 +149,6 @@ def import_ratings(sheet: Path) -> RatingResult:
     # of `rated` trials, which errs wide (a tie varies less than a coin toss between win and loss).
     score = wins + ties / 2
     low, high = wilson_interval(score, rated)
-    result = RatingResult(key["model"], key["against"], rated, wins, ties, rated - wins - ties, len(key["sides"]) - rated,
-                          score / rated, low, high, ties / rated, str(sheet.resolve()))
-    run = store.run_for_model(key["model"])
-    result.registry_id = store.record_human_ratings(
-        model=result.model, against=result.against, run_id=run.id if run else None, data_sha256=key["data_sha256"],
-        eval_dir=key["eval_dir"], sheet=result.sheet, rated=rated, wins=wins, ties=ties, losses=result.losses,
-        unrated=result.unrated, win_rate=result.win_rate, ci_low=low, ci_high=high)
-    return result
+    return RatingResult(key["model"], key["against"], rated, wins, ties, rated - wins - ties, len(key["sides"]) - rated,
+                        score / rated, low, high, ties / rated, str(sheet.resolve()),
+                        data_sha256=key["data_sha256"], eval_dir=key["eval_dir"])

@@ -276,12 +276,13 @@ def summarize(sets: ProbeSets, sides: dict[str, dict]) -> dict:
 
 
 def run_probes(model: str, against: str | None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, batch_size: int = 8,
-               sets: ProbeSets | None = None) -> dict:
-    """Every probe on `model` and, when given, `against`; each model loaded once, one at a time."""
-    from tuneforge.serve.engine import Engine
+               sets: ProbeSets | None = None, resolve=None) -> dict:
+    """Every probe on `model` and, when given, `against`; each model loaded once, one at a time.
+    `resolve` turns a name into a ModelSpec (base models only by default)."""
+    from tuneforge.inference.engine import Engine, base_spec
 
-    sets = sets or load_probe_sets()
-    sides = {side: probe_model(Engine(name), sets, max_new_tokens, batch_size)
+    sets, resolve = sets or load_probe_sets(), resolve or base_spec
+    sides = {side: probe_model(Engine(name, spec=resolve(name)), sets, max_new_tokens, batch_size)
              for side, name in (("model", model), ("against", against)) if name}
     return summarize(sets, sides)
 

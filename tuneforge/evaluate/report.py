@@ -65,14 +65,6 @@ def write_html_report(results: dict, out_dir: Path, run_dir: Path | None) -> Pat
     return path
 
 
-def run_directory(model: str) -> Path | None:
-    """The run directory behind a run id or a tuned model's name; None for a base model."""
-    from tuneforge.registry import store
-
-    run = store.run_for_model(model)
-    return Path(run.run_dir) if run else None
-
-
 def _e(value) -> str:
     return html.escape(str(value))
 

@@ -13,6 +13,7 @@ Writes `results.json` (everything), `examples.jsonl` (per example, both models),
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from tuneforge.evaluate import metrics
 from tuneforge.evaluate.compare import write_sheet
 from tuneforge.evaluate.probes import DEFAULT_MAX_NEW_TOKENS as PROBE_MAX_NEW_TOKENS
 from tuneforge.evaluate.probes import load_probe_sets, markdown_section, probe_model, summarize
-from tuneforge.evaluate.report import run_directory, write_html_report
+from tuneforge.evaluate.report import write_html_report
+from tuneforge.inference.engine import Engine, ModelSpec, base_spec
 from tuneforge.train.inputs import load_examples_and_report
 
 PER_EXAMPLE = {
@@ -66,12 +68,11 @@ def load_cases_and_labels(path: Path, max_examples: int | None) -> tuple[list[Ca
 
 
 def generate_file(model: str, data: Path, out: Path, max_new_tokens: int = 256, temperature: float = 0.0,
-                  batch_size: int = 8, precision: str = "auto") -> int:
-    """`tuneforge generate`: answer every example's prompt; write prompt, reference and answer per line."""
-    from tuneforge.serve.engine import Engine
-
+                  batch_size: int = 8, precision: str = "auto", resolve: Callable[[str], ModelSpec] = base_spec) -> int:
+    """`tuneforge generate`: answer every example's prompt; write prompt, reference and answer per line.
+    `resolve` turns the model's name into what to load (base models only by default; runs.models knows runs)."""
     cases = load_cases(data, None)
-    engine = Engine(model, precision=precision)
+    engine = Engine(model, precision=precision, spec=resolve(model))
     with out.open("w") as handle:
         for start in range(0, len(cases), batch_size):
             chunk = cases[start:start + batch_size]
@@ -101,7 +102,6 @@ def task_kind(references: list[str], classification_like: bool) -> str:
 def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int,
                 engine=None) -> dict:
     """Generate, score and measure the loss of one model on every case (with `engine`, already loaded)."""
-    from tuneforge.serve.engine import Engine
     from tuneforge.train.loop import collate, evaluate
 
     engine = engine or Engine(name)
@@ -133,13 +133,12 @@ def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_t
     }
 
 
-def _score_side(name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int,
+def _score_side(spec: ModelSpec, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int,
                 probe_sets, probe_max_new_tokens: int, precision: str = "auto") -> tuple[dict, dict | None]:
     """One model, loaded once: its scores on the cases and, with `probe_sets`, its probe results.
     The engine dies with this call, so the next model never shares memory with it."""
-    from tuneforge.serve.engine import Engine
-
-    engine = Engine(name, precision=precision)
+    name = spec.name
+    engine = Engine(name, precision=precision, spec=spec)
     scored = {**score_model(name, cases, metric_names, max_new_tokens, batch_size, engine), "precision": engine.precision}
     if probe_sets is None:
         return scored, None
@@ -148,10 +147,13 @@ def _score_side(name: str, cases: list[Case], metric_names: list[str], max_new_t
 
 def run_eval(model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path,
              max_examples: int | None = None, max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0,
-             probes: bool = True, sheet: Path | None = None, precision: str = "auto") -> dict:
+             probes: bool = True, sheet: Path | None = None, precision: str = "auto",
+             resolve: Callable[[str], ModelSpec] = base_spec, model_run_dir: Path | None = None) -> dict:
     """With `probes`, also the built-in forgetting, safety and bias probes (`probes.py`); with `sheet`,
     a blinded A/B sheet of the two models' answers for human raters (`compare.py`). `precision` is
-    the engines' weights (serve/fast_llama.py); each side's scores record what it resolved to."""
+    the engines' weights (inference/fast_llama.py); each side's scores record what it resolved to.
+    `resolve` turns the names into what to load; `model_run_dir`, the model's run, gives the report
+    its training curves. Recording the evaluation is the service layer's (`runs.evaluation`)."""
     cases, classification_like = load_cases_and_labels(data, max_examples)
     references = [c.reference for c in cases]
     kind = task_kind(references, classification_like)
@@ -167,7 +169,7 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
     sides, probe_sides = {}, {}
     for side, name in (("model", model), ("against", against)):
         if name:
-            sides[side], probe_sides[side] = _score_side(name, cases, chosen, max_new_tokens, batch_size, probe_sets,
+            sides[side], probe_sides[side] = _score_side(resolve(name), cases, chosen, max_new_tokens, batch_size, probe_sets,
                                                          probe_max_new_tokens, precision)
     results = {"model": model, "against": against, "data": str(data.resolve()), "examples": len(cases),
                "task": kind, "metrics": chosen, "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens, "precision": precision},
@@ -201,27 +203,20 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
         write_sheet(sheet, [(f"line-{c.line}", c.prompt, sides["model"]["generations"][i], sides["against"]["generations"][i])
                             for i, c in enumerate(cases)], model, against, data, out_dir, seed)
     (out_dir / "report.md").write_text(markdown_report(results))
-    write_html_report(results, out_dir, run_directory(model))
-    _record(model, against, data, results, out_dir)
+    write_html_report(results, out_dir, model_run_dir)
     return results
 
 
-def _record(model: str, against: str | None, data: Path, results: dict, out_dir: Path) -> None:
-    """A registry row for the evaluation, and, for a run, a link from its model card to the report."""
-    from tuneforge.data.split import sha256_file
-    from tuneforge.registry import store
-    from tuneforge.train.report import link_evaluation
-
-    run = store.run_for_model(model)
-    headline = {side: {k: scores[k] for k in ("means", "loss", "perplexity", "token_accuracy")}
-                for side, scores in results["scores"].items()}
+def headline(results: dict) -> dict:
+    """What the registry keeps of an evaluation: per side the means, loss, perplexity and token
+    accuracy; the comparison; the probes' headlines."""
+    summary = {side: {k: scores[k] for k in ("means", "loss", "perplexity", "token_accuracy")}
+               for side, scores in results["scores"].items()}
     if "comparison" in results:
-        headline["comparison"] = results["comparison"]
+        summary["comparison"] = results["comparison"]
     if "probes" in results:
-        headline["probes"] = {name: probe["headline"] for name, probe in results["probes"].items()}
-    store.record_evaluation(model, against, run.id if run else None, sha256_file(data), results["task"], headline, out_dir.resolve())
-    if run is not None and Path(run.run_dir, "README.md").exists():
-        link_evaluation(Path(run.run_dir), out_dir.resolve(), markdown_report(results))
+        summary["probes"] = {name: probe["headline"] for name, probe in results["probes"].items()}
+    return summary
 
 
 def markdown_report(results: dict) -> str:

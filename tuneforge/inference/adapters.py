@@ -70,8 +70,8 @@ class SharedModel:
     def stepper(self, adapter: LoadedAdapter | None, precision: str):
         """What `BatchDecoder` steps with for `adapter`: the packed fast path where the architecture
         allows, else the model's forward with the adapter merged. Hold `lock` while using it."""
-        from tuneforge.serve.decode import HFStepper
-        from tuneforge.serve.fast_llama import PackedLlama, PackedStepper, supports
+        from tuneforge.inference.decode import HFStepper
+        from tuneforge.inference.fast_llama import PackedLlama, PackedStepper, supports
 
         if not supports(self.model):
             self.activate(adapter)

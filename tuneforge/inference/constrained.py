@@ -24,7 +24,7 @@ import weakref
 import numpy
 import torch
 
-from tuneforge.serve.decode import InvalidOption
+from tuneforge.errors import InvalidOption
 
 # OpenAI's json_object mode: any JSON object. Compact whitespace (", " and ": ") is enforced: a weak
 # model allowed "any whitespace" between tokens can pad newlines until it runs out of tokens.

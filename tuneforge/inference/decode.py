@@ -22,15 +22,6 @@ from dataclasses import dataclass
 
 import torch
 
-from tuneforge.errors import UsageError
-
-
-class InvalidOption(UsageError):
-    """A generation option this model cannot honour as given; `param` is the request field the API names in its 400."""
-
-    def __init__(self, message: str, *, param: str, fix: str | None = None):
-        super().__init__(message, fix=fix)
-        self.param = param
 
 
 @dataclass(frozen=True)
@@ -140,7 +131,7 @@ class BatchDecoder:
         counts = torch.zeros(len(rows), vocab, device=logits.device) if sampling.penalized else None
         masks = None
         if self.constraints:
-            from tuneforge.serve import constrained
+            from tuneforge.inference import constrained
 
             masks = constrained.Masks(len(rows), vocab)
         while rows:

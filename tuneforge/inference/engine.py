@@ -1,19 +1,19 @@
-"""Inference: turn any model name into a loaded model; generate from chat messages or raw text.
+"""Inference: turn a `ModelSpec` (what to load) into a loaded model; generate from chat messages or raw text.
 
-A MODEL is a base model (catalog name, local dir, hub id), a run id (`run-...`), or a tuned model
-name (`ft:<base>:<org>:<suffix>:<run id>`). A LoRA run loads as base + adapter (peft); a full run
-loads its own weights. The run's saved tokenizer and chat template are used unchanged.
+A spec is a base model (catalog name, local dir, hub id), optionally with a LoRA adapter directory
+or a full fine-tune's weights directory. A LoRA run loads as base + adapter (peft); a full run loads
+its own weights; the run's saved tokenizer and chat template are used unchanged. Which run a name
+(`run-...`, `ft:...`, a checkpoint) means is the registry's business: `tuneforge.runs.models`.
 
 `Engine` generates (batched, streamed, with stop strings) through the decode loop in decode.py,
 with OpenAI's options (penalties, logit_bias, log-probs; JSON `response_format` through constrained.py);
 `EnginePool` is the server's cache of engines, sharing one base model between LoRA runs.
 """
 
-import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +21,11 @@ import torch
 
 from tuneforge.data.examples import Message
 from tuneforge.data.tokenize import ChatTokenizer
-from tuneforge.errors import ContextTooLong, ModelNotAvailable, UsageError
-from tuneforge.registry import store
-from tuneforge.serve.adapters import LoadedAdapter, SharedModel
-from tuneforge.serve.decode import BatchDecoder, InvalidOption, Sampling
-from tuneforge.serve.fast_llama import PRECISIONS, inference_precision
-from tuneforge.serve.text import TextAssembler
+from tuneforge.errors import ContextTooLong, InvalidOption, UsageError
+from tuneforge.inference.adapters import LoadedAdapter, SharedModel
+from tuneforge.inference.decode import BatchDecoder, Sampling
+from tuneforge.inference.fast_llama import PRECISIONS, inference_precision
+from tuneforge.inference.text import TextAssembler
 
 
 @dataclass(frozen=True)
@@ -43,44 +42,9 @@ class ModelSpec:
         return str(directory) if directory and (directory / "tokenizer_config.json").exists() else None
 
 
-CHECKPOINT_NAME = re.compile(r"^(?P<model>.+):ckpt-step-(?P<step>\d+)$")  # OpenAI's name for a job's checkpoint
-
-
-def run_id_of(name: str) -> str:
-    """The run behind a run id, a tuned model name (its last field) or a checkpoint name."""
-    match = CHECKPOINT_NAME.match(name)
-    name = match["model"] if match else name
-    return name.rsplit(":", 1)[-1] if name.startswith("ft:") else name
-
-
-def _checkpoint_spec(name: str, step: int) -> ModelSpec:
-    run = store.get_run(run_id_of(name))
-    checkpoint = next((c for c in run.checkpoints if c.step == step), None) if run else None
-    if checkpoint is None or not Path(checkpoint.path).exists():
-        raise ModelNotAvailable(f"no checkpoint '{name}'", fix="List them with the jobs API's checkpoints, or `tuneforge runs show`.")
-    path = Path(checkpoint.path)
-    return ModelSpec(name, run.base_model, adapter=path if run.method == "lora" else None,
-                     weights=path if run.method == "full" else None)
-
-
-def resolve_spec(name: str) -> ModelSpec:
-    """Run id, tuned model name, checkpoint name (`<tuned model>:ckpt-step-N`) or base model -> what to load."""
-    if match := CHECKPOINT_NAME.match(name):
-        return _checkpoint_spec(name, int(match["step"]))
-    tuned = store.find_model(name)
-    run = store.get_run(tuned.run_id if tuned else name)
-    if run is not None:
-        if run.status != "succeeded" or not run.models:
-            raise ModelNotAvailable(f"run '{run.id}' has no finished model (status: {run.status})",
-                                    fix=f"Resume it with `tuneforge train --resume {run.id}`." if run.status == "interrupted" else None)
-        model = tuned or run.models[0]
-        path = Path(model.path)
-        if not path.exists():
-            raise ModelNotAvailable(f"the weights of '{model.name}' are missing ({path})")
-        return ModelSpec(name, model.base_model, adapter=path if model.kind == "adapter" else None,
-                         weights=path if model.kind == "full" else None)
-    if name.startswith(("ft:", "run-")):
-        raise ModelNotAvailable(f"no tuned model or run named '{name}'", fix="See `tuneforge models list` and `tuneforge runs list`.")
+def base_spec(name: str) -> ModelSpec:
+    """A base model (catalog name, local directory or hub id) -> what to load. Runs and tuned models
+    are the registry's: `tuneforge.runs.models.resolve_spec` turns their names into specs."""
     from tuneforge.models.catalog import resolve_model
 
     resolve_model(name)  # raises a clear error for unknown names
@@ -112,16 +76,6 @@ def load_for_inference(spec: ModelSpec):
             # Merged once at load time: no per-token adapter overhead while generating.
             model = PeftModel.from_pretrained(model, spec.adapter).merge_and_unload()
     return model.eval(), load_tokenizer_for(spec)
-
-
-def export_merged(name: str, directory: Path) -> None:
-    """A run's weights with any adapter folded in, saved with its tokenizer: loads with plain transformers."""
-    spec = resolve_spec(name)
-    if spec.adapter is None and spec.weights is None:
-        raise UsageError(f"'{name}' is a base model, not a run", fix="Export a run id or an ft: model name.")
-    model, tokenizer = load_for_inference(spec)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
 
 
 @dataclass
@@ -176,7 +130,7 @@ class Engine:
                  shared: SharedModel | None = None, adapter: LoadedAdapter | None = None, tokenizer=None):
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision '{precision}'", fix=f"Use one of: {', '.join(PRECISIONS)}.")
-        self.spec = spec or resolve_spec(name)
+        self.spec = spec or base_spec(name)
         if shared is None:
             model, tokenizer = load_for_inference(self.spec)
             shared = SharedModel(model)
@@ -229,7 +183,7 @@ class Engine:
     def vocabulary(self, param: str = "response_format"):
         """llguidance's view of this engine's tokenizer (constrained.py), built on first use and shared per
         tokenizer. llguidance reads fast (Rust) tokenizers only: another one is a 400 naming `param`."""
-        from tuneforge.serve import constrained
+        from tuneforge.inference import constrained
 
         try:
             return constrained.vocabulary(self.tokenizer, self.vocab_size, self.stop_ids)
@@ -364,10 +318,12 @@ class EnginePool:
     Thread-safe: `get` may be called from any thread; generation on one base takes turns on its lock.
     """
 
-    def __init__(self, capacity: int = 4, precision: str = "auto"):
+    def __init__(self, capacity: int = 4, precision: str = "auto", resolve: Callable[[str], ModelSpec] = base_spec):
+        """`resolve` turns a name into what to load: base models only by default; the server passes
+        `runs.models.resolve_spec`, which knows runs, tuned models and checkpoints too."""
         if capacity < 1:
             raise UsageError(f"the engine pool needs room for at least one model, got capacity {capacity}")
-        self.capacity, self.precision = capacity, precision
+        self.capacity, self.precision, self.resolve = capacity, precision, resolve
         self._engines: OrderedDict[tuple, Engine] = OrderedDict()  # least recently used first
         self._keys: dict[str, tuple] = {}  # every name asked for -> its model's key
         self._bases: weakref.WeakValueDictionary[str, SharedModel] = weakref.WeakValueDictionary()
@@ -377,7 +333,7 @@ class EnginePool:
         with self._lock:
             key = self._keys.get(name)
             if key is None or key not in self._engines:
-                spec = resolve_spec(name)
+                spec = self.resolve(name)
                 key = ("adapter", str(spec.adapter)) if spec.adapter else ("full", str(spec.weights)) if spec.weights \
                     else ("base", spec.base_model)
                 self._keys[name] = key

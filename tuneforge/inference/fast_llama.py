@@ -60,7 +60,7 @@ def inference_precision(requested: str, model) -> str:
     fast decode step supports the architecture (measured ~1.6x tokens/s at batch 1 on Zen 4, see
     benchmarks/RESULTS.md); greedy answers can then differ from fp32 ones after a few dozen tokens.
     int8 only when asked for: it costs a little accuracy."""
-    from tuneforge.train.estimate import bf16_is_fast
+    from tuneforge.hardware import bf16_is_fast
 
     if requested == "auto":
         return "bf16" if bf16_is_fast() and supports(model) else "fp32"

@@ -1,1 +1,1 @@
-"""Stage 4: inference (engine.py) and, later, the OpenAI-compatible server."""
+"""Stage 4's HTTP door: the OpenAI-compatible server (app.py), its protocol models and routes/."""

@@ -14,12 +14,13 @@ accepting paths (`models.catalog.resolve_model`).
 import re
 from pathlib import Path
 
-from tuneforge.registry import access, jobs, store
+from tuneforge.registry import store
+from tuneforge.runs import ownership
+from tuneforge.runs.naming import is_tuned_name
 from tuneforge.serve.protocol import APIError
 
 # huggingface_hub's repo-id rule, spelled out so that no name with `..`, `~` or a leading `/` passes.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-CHECKPOINT_SUFFIX = re.compile(r":ckpt-step-\d+$")
 
 
 def model_not_found(name: str) -> APIError:
@@ -42,30 +43,12 @@ def allowed_model_dirs(paths: list[str] | tuple[str, ...]) -> dict[str, str]:
     return allowed
 
 
-def is_tuned_name(name: str) -> bool:
-    return name.startswith(("ft:", "run-"))
-
-
-def run_owner(run_id: str) -> str:
-    """The project a run belongs to: its job's, or the default project for `tuneforge train` runs."""
-    job = jobs.job_for_run(run_id)
-    return job.project if job else access.DEFAULT_PROJECT
-
-
-def owner_of(model: store.Model) -> str:
-    return run_owner(model.run_id)
-
-
-def _run_id_of(name: str) -> str:
-    name = CHECKPOINT_SUFFIX.sub("", name)
-    return name.rsplit(":", 1)[-1] if name.startswith("ft:") else name
-
-
 def check_tuned_access(owner: str, name: str) -> None:
     """A tuned model, run or checkpoint of another project (or of none): 404, as if it did not exist."""
-    run = store.get_run(_run_id_of(name))
-    if run is None or run_owner(run.id) != owner:
-        raise model_not_found(name)
+    try:
+        ownership.check_owned(owner, name)
+    except ownership.NotOwned:
+        raise model_not_found(name) from None
 
 
 def cached_hub_id(name: str) -> bool:
@@ -107,14 +90,9 @@ def servable_model(owner: str, name: str, allowed_dirs: dict[str, str]) -> str:
 
 
 def owned_tuned_model(owner: str, name: str) -> store.Model | None:
-    """The tuned model (by `ft:` name or run id) if it exists and belongs to `owner`; None if the name
-    is no tuned model's. Another project's model raises 404, as if it did not exist."""
-    if not is_tuned_name(name):
-        return None
-    model = store.find_model(name)
-    if model is None:
-        run = store.get_run(name)
-        model = run.models[0] if run and run.models else None
-    if model is None or owner_of(model) != owner:
-        raise model_not_found(name)
-    return model
+    """The caller's tuned model by `ft:` name or run id; None if the name is no tuned model's; 404 if
+    it is another project's or does not exist."""
+    try:
+        return ownership.owned_tuned_model(owner, name)
+    except ownership.NotOwned:
+        raise model_not_found(name) from None

@@ -99,7 +99,7 @@ def write_run(run_dir: Path, model, tokenizer, config, model_name: str, final: d
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)  # the run's chat template travels with its weights
-    from tuneforge.train.estimate import hardware
+    from tuneforge.hardware import machine_facts
     from tuneforge.train.report import plot_loss, write_model_card
 
     manifest = {
@@ -114,7 +114,7 @@ def write_run(run_dir: Path, model, tokenizer, config, model_name: str, final: d
         },
         "versions": _versions(),
         "git_commit": _git_commit(),
-        "hardware": {**hardware(), "platform": platform.platform(), "python": platform.python_version(),
+        "hardware": {**machine_facts(), "platform": platform.platform(), "python": platform.python_version(),
                      "cuda": torch.cuda.is_available()},
         "wall_seconds": final["wall_seconds"],
         "trained_tokens": final["trained_tokens"],

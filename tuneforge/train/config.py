@@ -6,19 +6,25 @@ directory records (`config.json`), so a run can always be repeated exactly.
 """
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tuneforge.errors import UsageError
-from tuneforge.train.estimate import auto_epochs, bf16_is_fast
+from tuneforge.hardware import auto_epochs, bf16_is_fast
 
 Auto = Literal["auto"]
 # Peak learning rate at multiplier 1.0, per method: OpenAI's multiplier scales a base rate the same way.
 BASE_LEARNING_RATE = {"lora": 2e-3, "full": 1e-4}
+RECORDED = {"recorded": True}  # validation context of a run's own record: see _no_contradictions
 MAXIMA = {"n_epochs": 50, "batch_size": 256, "max_seq_length": 131_072}
+# What only LoRA uses: the adapters' shape, and the switches of how LoRA runs.
+LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
+LORA_SWITCHES = ("fused_lora", "fast_lora_dropout", "frozen_weights_bf16")
 
 
 class TrainConfig(BaseModel):
@@ -105,6 +111,82 @@ class TrainConfig(BaseModel):
             raise ValueError(f"max_seq_length must be between 16 and {MAXIMA['max_seq_length']} tokens, or auto")
         return value
 
+    # ------------------------------------------------------------------------------ contradictions
+    # Options that cannot both hold, rejected at load as LitGPT's __post_init__ does. Each error's
+    # `loc` is the option the user set, so the CLI, YAML and the jobs API (`param`) point at it; its
+    # message names the other option and says what to do. Only explicit choices are judged
+    # (model_fields_set): defaults never contradict each other, and a switch turned off where it
+    # could not run anyway (--no-fused-lora with method full) is harmless, so it is accepted.
+    # Accepted on purpose:
+    # - early_stopping_patience without validation_data: validation.jsonl beside prepared data counts
+    #   too, and the jobs API checks its config before the files are attached, so only the run can
+    #   tell; sft.py stops with "early stopping needs validation data" before the model loads.
+    # - eval_every_steps above max_steps: a smoke test adds --max-steps to a config that validates
+    #   every N steps; the run still validates before the first step and at each epoch's end.
+    # - fast_lora_dropout with lora_dropout 0: the defaults themselves; with no dropout there is
+    #   nothing to fuse and nothing is lost.
+    @model_validator(mode="after")
+    def _no_contradictions(self, info: ValidationInfo) -> "TrainConfig":
+        # A run's record (a ResolvedConfig from `resolve`, the registry's copy that `--resume` reloads)
+        # names every field, so every value in it looks chosen, and its autos are Tuneforge's choices
+        # (precision auto -> fp32 beside frozen_weights_bf16's default). It is validated with
+        # `context=RECORDED` and taken as it ran: the TrainConfig it came from was checked.
+        if (info.context or {}).get("recorded"):
+            return self
+        problems = list(self._contradictions())
+        if problems:  # a ValidationError, not a ValueError, so that each error keeps its field as `loc`
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("contradiction", "{message}", {"message": message}),
+                                 loc=(field,), input=getattr(self, field)) for field, message in problems])
+        return self
+
+    def _contradictions(self) -> Iterator[tuple[str, str]]:
+        """(field the user set, what is wrong and what to do) for each contradiction."""
+        chosen = self.model_fields_set
+        if "chunked_loss" in chosen and self.chunked_loss and not self.sparse_output_layer:
+            # weighted_token_loss only chunks the loss-carrying tokens that the sparse output layer
+            # selects; without it the full logits are computed and chunked_loss is silently unused.
+            yield "chunked_loss", ("chunked_loss needs sparse_output_layer: the loss is chunked over the tokens that the "
+                                   "sparse output layer selects, and sparse_output_layer is off. Turn sparse_output_layer "
+                                   "on, or set chunked_loss to false.")
+        if self.method == "full":
+            for name in LORA_SETTINGS:
+                if name in chosen and getattr(self, name) != TrainConfig.model_fields[name].default:
+                    yield name, (f"{name} is a LoRA setting, but method is full (every weight trains, there are no "
+                                 f"adapters), so {name}={getattr(self, name)} would be ignored. Use method lora, or "
+                                 f"leave {name} out.")
+            for name in LORA_SWITCHES:
+                if name in chosen and getattr(self, name):
+                    yield name, (f"{name} only applies to LoRA, but method is full (every weight trains, there are no "
+                                 f"adapters). Use method lora, or set {name} to false.")
+        elif "frozen_weights_bf16" in chosen and self.frozen_weights_bf16 and self.precision == "fp32":
+            yield "frozen_weights_bf16", ("frozen_weights_bf16 stores the frozen weights in bf16, but precision is fp32, "
+                                          "so they would stay fp32. Use precision bf16 (or auto), or set "
+                                          "frozen_weights_bf16 to false.")
+        if self.batch_size != "auto" and self.gradient_accumulation_steps > self.batch_size:
+            # batch_size counts one optimiser step's examples, and accumulation splits them (unlike
+            # Hugging Face's per-device batch x accumulation), so they cannot fill that many micro-batches.
+            yield "gradient_accumulation_steps", (
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) is more than batch_size "
+                f"({self.batch_size}): batch_size is the examples of one optimiser step, split into "
+                f"gradient_accumulation_steps micro-batches. For {self.batch_size * self.gradient_accumulation_steps} "
+                f"examples per step, set batch_size to {self.batch_size * self.gradient_accumulation_steps}; "
+                f"otherwise lower gradient_accumulation_steps to at most {self.batch_size}.")
+
+    def __setattr__(self, name, value):
+        # pydantic applies an assignment before the model validator runs and keeps it when the validator
+        # rejects it (pydantic#7105): put the old value back, so a rejected assignment changes nothing.
+        if name not in type(self).model_fields:
+            return super().__setattr__(name, value)
+        old, was_chosen = self.__dict__.get(name), name in self.model_fields_set
+        try:
+            super().__setattr__(name, value)
+        except ValidationError:
+            self.__dict__[name] = old
+            if not was_chosen:
+                self.model_fields_set.discard(name)
+            raise
+
     # ------------------------------------------------------------------------------ resolution
     def resolved_max_seq_length(self, context_length: int | None) -> int:
         """Known before the data is read (unlike the other autos), so tokenisation can come first."""
@@ -121,7 +203,8 @@ class TrainConfig(BaseModel):
             max_seq_length=self.resolved_max_seq_length(context_length),
             precision=self.precision if self.precision != "auto" else ("bf16" if bf16_is_fast() else "fp32"),
         )
-        return ResolvedConfig(**values, learning_rate=BASE_LEARNING_RATE[self.method] * multiplier)
+        return ResolvedConfig.model_validate({**values, "learning_rate": BASE_LEARNING_RATE[self.method] * multiplier},
+                                             context=RECORDED)
 
 
 class ResolvedConfig(TrainConfig):

@@ -25,7 +25,8 @@ KERNEL_CACHE_CAPACITY = "64"
 
 def bound_kernel_caches() -> None:
     """Cap the kernel caches unless the user set them; read by oneDNN and PyTorch at first use, so
-    this runs when tuneforge is imported (before any matmul)."""
+    this runs where a process starts work, before any matmul: the CLI's `main`, the benchmarks'
+    package, the test session."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE_CAPACITY)
     os.environ.setdefault("LRU_CACHE_CAPACITY", KERNEL_CACHE_CAPACITY)
 

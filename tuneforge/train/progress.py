@@ -4,7 +4,7 @@ and a line per validation."""
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from tuneforge.train.sft import Reporter
+from tuneforge.train.reporter import Reporter
 
 
 class ConsoleReporter(Reporter):

@@ -5,30 +5,27 @@ Run: `tuneforge train --data prepared/support_chat` (see `tuneforge train --help
 data -> token ids with loss weights (inputs.py) -> model (+ LoRA adapters via peft) -> AdamW with
 warm-up and decay -> per step: weighted cross-entropy, clipping, metrics.csv row -> validation every
 N steps and at each epoch's end -> checkpoint per epoch (and at each new best) -> early stopping ->
-final adapter/weights, model card, loss curve, manifest, registry rows (artifacts.py).
+final adapter/weights, model card, loss curve, manifest (artifacts.py). The run's life goes to the
+`Reporter` (reporter.py); `tuneforge.runs.training` records it in the registry.
 
 Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and stops; `--resume RUN_ID`
 continues from the newest complete checkpoint with the same result as an uninterrupted run.
 """
 
 import csv
-import secrets
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from tuneforge.data.tokenize import ChatTokenizer
-from tuneforge.errors import TuneforgeError, UsageError
+from tuneforge.errors import UsageError
 from tuneforge.models.catalog import load_model, load_tokenizer, model_facts
-from tuneforge.registry import store
-from tuneforge.settings import runs_dir
 from tuneforge.train import artifacts
 from tuneforge.train.config import ResolvedConfig, TrainConfig
+from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
 from tuneforge.train.inputs import locate_data, tokenized_file
 from tuneforge.train.host_memory import HeapGrowthGuard
 from tuneforge.train.loop import (
@@ -51,45 +48,6 @@ METRIC_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_m
                   "valid_perplexity", "epoch", "learning_rate", "tokens", "tokens_per_second", "trained_tokens"]
 
 
-class TrainingInterrupted(TuneforgeError):
-    exit_code = 130
-
-
-class Reporter:
-    """What a recipe tells the outside world. The CLI draws a progress bar; the worker writes events."""
-
-    def start(self, run_id: str, config: ResolvedConfig, total_steps: int, first_step: int) -> None: ...
-    def step(self, row: dict) -> None: ...
-    def evaluation(self, row: dict) -> None: ...
-    def checkpoint(self, step: int, path: Path) -> None: ...
-    def should_stop(self) -> bool:
-        return False
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    run_dir: Path
-    model_name: str
-    config: ResolvedConfig
-    metrics: dict
-    stopped_early: bool
-
-
-def display_name(model: str) -> str:
-    """The base model as it appears in a tuned model's name: a local directory by its folder name."""
-    return Path(model).name if Path(model).expanduser().is_dir() else model
-
-
-def tuned_model_name(base_model: str, org: str, suffix: str | None, run_id: str) -> str:
-    """OpenAI's shape of a tuned model's name: `ft:<base>:<org>:<suffix>:<id>`."""
-    return f"ft:{display_name(base_model)}:{org}:{suffix or ''}:{run_id}"
-
-
-def new_run_id() -> str:
-    return f"run-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
 @contextmanager
 def stop_requests():
     """Turn the first Ctrl-C/SIGTERM into a flag checked between steps (a step is never left half
@@ -109,25 +67,25 @@ def stop_requests():
             signal.signal(sig, old)
 
 
-def train_sft(config: TrainConfig, reporter: Reporter | None = None, run_id: str | None = None,
-              resume: bool = False, org: str = "tuneforge") -> RunResult:
-    """Train; the registry row says `failed` (with the error) if anything goes wrong after it exists."""
-    run_id = run_id or new_run_id()
+def train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: bool = False,
+              model_name: str | None = None) -> RunResult:
+    """Train into `run_dir` (its name is the run id), or continue it from its newest checkpoint with
+    `resume`. `model_name` is what the result is called in its card (default: the run id). What
+    becomes of the run's life (rows, events, a progress bar) is the reporter's business."""
+    run_id = run_dir.name
     try:
-        return _train_sft(config, reporter or Reporter(), run_id, resume, org)
+        return _train_sft(config, reporter, run_dir, resume, model_name or run_id)
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt:  # a second Ctrl-C: no new checkpoint, but the last complete one resumes
-        if store.get_run(run_id) is not None:
-            store.update_run(run_id, status="interrupted")
+        reporter.interrupted(run_id, None)
         raise
     except Exception as error:
-        if store.get_run(run_id) is not None:
-            store.update_run(run_id, status="failed", error=f"{type(error).__name__}: {error}")
+        reporter.failed(run_id, f"{type(error).__name__}: {error}")
         raise
 
 
-def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: bool, org: str) -> RunResult:
+def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: bool, model_name: str) -> RunResult:
     # ---- data: everything that can be wrong is found before the model loads
     train_file, validation_file = locate_data(config.data, config.validation_data)
     if config.early_stopping_patience and not validation_file:
@@ -141,19 +99,19 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     resolved = config.resolve(len(train_set), facts["context_length"])
     pad_id = tokenizer.pad_id
 
-    # ---- the run: a directory plus a row
-    run_dir = runs_dir() / run_id
+    # ---- the run: a directory (and, through the reporter, whatever records it)
+    run_id = run_dir.name
     checkpoints_dir = run_dir / "checkpoints"
     if resume:
         if not run_dir.exists():
-            raise UsageError(f"no run directory for '{run_id}' under {runs_dir()}")
+            raise UsageError(f"no run directory for '{run_id}' at {run_dir}")
     else:
         checkpoints_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text(resolved.model_dump_json(indent=2))
-        train_sha = store.record_dataset(train_file.path, train_file.sha256, kind, len(train_set), train_file.manifest)
-        valid_sha = (store.record_dataset(validation_file.path, validation_file.sha256, kind, len(validation_set), None)
-                     if validation_file else None)
-        store.create_run(run_id, resolved.model_dump(mode="json"), run_dir, train_sha, valid_sha)
+        reporter.created(run_id, resolved, run_dir,
+                         DataRecord(train_file.path, train_file.sha256, kind, len(train_set), train_file.manifest),
+                         DataRecord(validation_file.path, validation_file.sha256, kind, len(validation_set), None)
+                         if validation_file else None)
 
     # ---- model, optimiser, schedule
     seed_everything(resolved.seed)
@@ -172,7 +130,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
         artifacts.load_weights(model, checkpoint, resolved.method)
         state = load_training_state(checkpoint, optimizer, scheduler)
         artifacts.truncate_metrics(run_dir / "metrics.csv", state.step)
-        store.update_run(run_id, status="running", error=None)
+        reporter.resumed(run_id)
 
     validation_batches = _validation_batches(validation_set, resolved.batch_size, pad_id, resolved.padding_free)
     dtype = compute_dtype(resolved)
@@ -203,7 +161,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     def checkpoint(epoch_end: bool) -> None:
         path = save_checkpoint(checkpoints_dir / f"step-{state.step}", model, optimizer, scheduler, state,
                                last_evaluation or None, epoch_end)
-        store.sync_checkpoints(run_id, artifacts.prune_checkpoints(checkpoints_dir, resolved.keep_checkpoints, state.best_step))
+        reporter.checkpoints_kept(run_id, artifacts.prune_checkpoints(checkpoints_dir, resolved.keep_checkpoints, state.best_step))
         reporter.checkpoint(state.step, path)
 
     if validation_batches and state.step == 0:
@@ -255,19 +213,17 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_id: str, resume: boo
     wall = time.perf_counter() - started
 
     if interrupted:
-        store.update_run(run_id, status="interrupted", trained_tokens=int(state.trained_tokens))
+        reporter.interrupted(run_id, int(state.trained_tokens))
         raise TrainingInterrupted(f"run {run_id} stopped at step {state.step}; a checkpoint was saved",
                                   fix=f"Resume with: tuneforge train --resume {run_id}")
     if resolved.early_stopping_patience and state.best_step is not None and state.best_step != state.step:
         artifacts.load_weights(model, checkpoints_dir / f"step-{state.best_step}", resolved.method)
-    model_name = tuned_model_name(resolved.model, org, resolved.suffix, run_id)
     final = {"step": state.step, "trained_tokens": int(state.trained_tokens), "wall_seconds": round(wall, 1),
              "best_step": state.best_step, "stopped_early": stopped_early, **last_evaluation}
     artifacts.write_run(run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file)
-    store.update_run(run_id, status="succeeded", trained_tokens=int(state.trained_tokens), metrics=final)
-    store.register_model(model_name, run_id, resolved.model, "adapter" if resolved.method == "lora" else "full",
-                         artifacts.weights_dir(run_dir, resolved.method))
-    return RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
+    result = RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
+    reporter.finished(result, artifacts.weights_dir(run_dir, resolved.method))
+    return result
 
 
 def build_model(config: ResolvedConfig):

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from tuneforge.data.examples import Message
 from tuneforge.errors import TuneforgeError
 from tuneforge.registry import access
-from tuneforge.serve.app import engines, project
+from tuneforge.serve.deps import engines, project
 from tuneforge.serve.monitoring import record_request
 from tuneforge.serve.protocol import APIError, ChatCompletionRequest, ChatMessage, CompletionRequest, usage
 from tuneforge.serve.model_access import model_not_found, servable_model

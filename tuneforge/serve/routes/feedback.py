@@ -10,7 +10,7 @@ statuses, latency histograms and tokens; no project's names), behind an operator
 from fastapi import APIRouter, Depends, Request, Response
 
 from tuneforge.registry import access
-from tuneforge.serve.app import project
+from tuneforge.serve.deps import project
 from tuneforge.serve.protocol import FeedbackCreate, not_found
 
 router = APIRouter(tags=["tuneforge"])

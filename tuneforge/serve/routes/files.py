@@ -13,7 +13,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, Requ
 from fastapi.responses import FileResponse
 
 from tuneforge.registry import jobs
-from tuneforge.serve.app import project
+from tuneforge.serve.deps import project
 from tuneforge.serve.protocol import APIError, file_object, not_found, page
 
 router = APIRouter(tags=["files"])

@@ -6,7 +6,6 @@ stops at the end of the current step, saving a checkpoint (a paused job resumes 
 """
 
 import csv
-import hashlib
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +14,9 @@ from pydantic import ValidationError
 
 from tuneforge.registry import jobs, store
 from tuneforge.registry.jobs import Job
-from tuneforge.serve.app import project
-from tuneforge.serve.model_access import base_model_for_request, is_tuned_name
+from tuneforge.serve.deps import project
+from tuneforge.runs.naming import checkpoint_id, checkpoint_model_name, is_tuned_name, tuned_model_name
+from tuneforge.serve.model_access import base_model_for_request
 from tuneforge.serve.protocol import APIError, JobCreate, event_object, job_object, not_found, page
 
 router = APIRouter(tags=["fine-tuning"])
@@ -146,14 +146,14 @@ def checkpoints(job_id: str, owner: str = Depends(project), after: str | None = 
     if run is None:
         return page([], False)
     train_rows = _metrics_by_step(Path(run.run_dir) / "metrics.csv")
-    model_name = job.fine_tuned_model or tuned_model_name(job, run)
+    model_name = job.fine_tuned_model or tuned_model_name(job.model, job.project, job.suffix, run.id)
     data = []
     for checkpoint in sorted(run.checkpoints, key=lambda c: c.step, reverse=True):
         row, valid = train_rows.get(checkpoint.step, {}), checkpoint.metrics or {}
         data.append({
             "object": "fine_tuning.job.checkpoint", "id": checkpoint_id(job.id, checkpoint.step),
             "created_at": jobs.unix(checkpoint.created_at), "fine_tuning_job_id": job.id, "step_number": checkpoint.step,
-            "fine_tuned_model_checkpoint": f"{model_name}:ckpt-step-{checkpoint.step}",
+            "fine_tuned_model_checkpoint": checkpoint_model_name(model_name, checkpoint.step),
             "metrics": {"step": checkpoint.step, "train_loss": row.get("train_loss"),
                         "train_mean_token_accuracy": row.get("train_accuracy"),
                         "valid_loss": valid.get("valid_loss"), "valid_mean_token_accuracy": valid.get("valid_mean_token_accuracy"),
@@ -163,16 +163,6 @@ def checkpoints(job_id: str, owner: str = Depends(project), after: str | None = 
         ids = [c["id"] for c in data]
         data = data[ids.index(after) + 1:] if after in ids else data
     return page(data[:limit], len(data) > limit)
-
-
-def checkpoint_id(job_id: str, step: int) -> str:
-    return "ftckpt_" + hashlib.sha256(f"{job_id}:{step}".encode()).hexdigest()[:24]
-
-
-def tuned_model_name(job: Job, run) -> str:
-    from tuneforge.train.sft import tuned_model_name as name
-
-    return name(job.model, job.project, job.suffix, run.id)
 
 
 def _metrics_by_step(path: Path) -> dict[int, dict]:

@@ -9,8 +9,9 @@ allowed directories, never an arbitrary path.
 from fastapi import APIRouter, Depends, Request
 
 from tuneforge.registry import jobs, store
-from tuneforge.serve.app import project
-from tuneforge.serve.model_access import base_model_for_request, model_not_found, owned_tuned_model, owner_of
+from tuneforge.serve.deps import project
+from tuneforge.runs.ownership import owner_of, tuned_models_of
+from tuneforge.serve.model_access import base_model_for_request, model_not_found, owned_tuned_model
 from tuneforge.serve.protocol import APIError, model_object
 
 router = APIRouter(tags=["models"])
@@ -32,7 +33,7 @@ def list_models(request: Request, owner: str = Depends(project)) -> dict:
     data = [model_object(ref.name, 0, "tuneforge" if ref.source == "bundled" else "huggingface", tuneforge={"source": ref.source})
             for ref in base_models() if ref.source != "bundled" or bundled_installed(ref.name)]
     data += [model_object(path, 0, "local", tuneforge={"source": "local"}) for path in sorted(set(_allowed_dirs(request).values()))]
-    data += [_tuned_object(m) for m in store.list_models() if owner_of(m) == owner]
+    data += [_tuned_object(m) for m in tuned_models_of(owner)]
     return {"object": "list", "data": data}
 
 

@@ -1,0 +1,47 @@
+"""Whose runs and tuned models are whose: the one place that answers "may this project use that model?".
+
+A run belongs to the project of the job that trained it; runs trained with `tuneforge train` belong
+to the default project. Another project's run, tuned model or checkpoint is, to a caller, a model
+that does not exist: `NotOwned` carries no hint of what is there.
+"""
+
+from tuneforge.registry import access, jobs, store
+from tuneforge.runs.naming import is_tuned_name, run_id_of
+
+
+class NotOwned(Exception):
+    """No run, tuned model or checkpoint of this name belongs to the project (or none exists)."""
+
+
+def run_owner(run_id: str) -> str:
+    job = jobs.job_for_run(run_id)
+    return job.project if job else access.DEFAULT_PROJECT
+
+
+def owner_of(model: store.Model) -> str:
+    return run_owner(model.run_id)
+
+
+def check_owned(project: str, name: str) -> None:
+    """A run id, tuned model name or checkpoint name that `project` may use; NotOwned otherwise."""
+    run = store.get_run(run_id_of(name))
+    if run is None or run_owner(run.id) != project:
+        raise NotOwned(name)
+
+
+def owned_tuned_model(project: str, name: str) -> store.Model | None:
+    """The tuned model (by `ft:` name or run id) if it belongs to `project`; None if the name is no tuned
+    model's at all; NotOwned if it names one that does not exist or is another project's."""
+    if not is_tuned_name(name):
+        return None
+    model = store.find_model(name)
+    if model is None:
+        run = store.get_run(name)
+        model = run.models[0] if run and run.models else None
+    if model is None or owner_of(model) != project:
+        raise NotOwned(name)
+    return model
+
+
+def tuned_models_of(project: str) -> list[store.Model]:
+    return [model for model in store.list_models() if owner_of(model) == project]

@@ -1,0 +1,91 @@
+"""Training runs as recorded runs: the one place that creates and resumes them.
+
+`train_run` names the run and its tuned model, calls the recipe (train/sft.py) with a reporter that
+records the run's life in the registry (dataset rows, the run row, checkpoints, the model) and
+forwards everything to the caller's reporter (a progress bar, job events). The CLI's `--resume`,
+the worker's resumed jobs and the quickstart all come through here.
+"""
+
+from pathlib import Path
+
+from tuneforge.errors import UsageError
+from tuneforge.registry import store
+from tuneforge.runs.naming import new_run_id, tuned_model_name
+from tuneforge.settings import runs_dir
+from tuneforge.train.config import RECORDED, TrainConfig
+from tuneforge.train.reporter import DataRecord, Reporter, RunResult
+from tuneforge.train.sft import train_sft
+
+
+class RecordingReporter(Reporter):
+    """The recipe's reports, recorded as registry rows and passed on to `inner`."""
+
+    def __init__(self, inner: Reporter):
+        self.inner = inner
+
+    # ---- recorded
+    def created(self, run_id, config, run_dir, training: DataRecord, validation: DataRecord | None):
+        def record(data: DataRecord | None) -> str | None:
+            return store.record_dataset(data.path, data.sha256, data.kind, data.examples, data.manifest) if data else None
+
+        store.create_run(run_id, config.model_dump(mode="json"), run_dir, record(training), record(validation))
+        self.inner.created(run_id, config, run_dir, training, validation)
+
+    def resumed(self, run_id):
+        store.update_run(run_id, status="running", error=None)
+        self.inner.resumed(run_id)
+
+    def checkpoints_kept(self, run_id, checkpoints):
+        store.sync_checkpoints(run_id, checkpoints)
+        self.inner.checkpoints_kept(run_id, checkpoints)
+
+    def finished(self, result: RunResult, weights: Path):
+        store.update_run(result.run_id, status="succeeded", trained_tokens=result.metrics["trained_tokens"], metrics=result.metrics)
+        store.register_model(result.model_name, result.run_id, result.config.model,
+                             "adapter" if result.config.method == "lora" else "full", weights)
+        self.inner.finished(result, weights)
+
+    def interrupted(self, run_id, trained_tokens):
+        if store.get_run(run_id) is not None:
+            store.update_run(run_id, status="interrupted", **({"trained_tokens": trained_tokens} if trained_tokens is not None else {}))
+        self.inner.interrupted(run_id, trained_tokens)
+
+    def failed(self, run_id, error):
+        if store.get_run(run_id) is not None:  # a run that failed before its row existed has nothing to mark
+            store.update_run(run_id, status="failed", error=error)
+        self.inner.failed(run_id, error)
+
+    # ---- passed on
+    def start(self, run_id, config, total_steps, first_step):
+        self.inner.start(run_id, config, total_steps, first_step)
+
+    def step(self, row):
+        self.inner.step(row)
+
+    def evaluation(self, row):
+        self.inner.evaluation(row)
+
+    def checkpoint(self, step, path):
+        self.inner.checkpoint(step, path)
+
+    def should_stop(self):
+        return self.inner.should_stop()
+
+
+def train_run(config: TrainConfig, reporter: Reporter | None = None, run_id: str | None = None, resume: bool = False,
+              org: str = "tuneforge") -> RunResult:
+    """Train a new run (or, with `resume`, continue `run_id` from its newest checkpoint) and record it.
+    `org` is the tuned model name's organisation field (a job's project; `tuneforge` from the CLI)."""
+    run_id = run_id or new_run_id()
+    name = tuned_model_name(config.model, org, config.suffix, run_id)
+    existing = store.get_run(run_id) if resume else None
+    run_dir = Path(existing.run_dir) if existing else runs_dir() / run_id  # where it was, if runs_dir moved since
+    return train_sft(config, RecordingReporter(reporter or Reporter()), run_dir, resume, name)
+
+
+def resume_config(run_id: str) -> TrainConfig:
+    """The config a run was started with, to continue it (`tuneforge train --resume RUN_ID`)."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run '{run_id}'", fix="See `tuneforge runs list`.")
+    return TrainConfig.model_validate({k: v for k, v in run.config.items() if k in TrainConfig.model_fields}, context=RECORDED)
