@@ -57,9 +57,9 @@ LEGACY_ROWS = [
     f"'adapter', '/runs/run-legacy/adapter', '{WHEN}')",
     f"INSERT INTO files VALUES (1, 'file-legacy', 'acme', 'train.jsonl', 'fine-tune', 2048, '/files/file-legacy', "
     f"'{'d' * 64}', 'processed', NULL, NULL, '{WHEN}')",
-    f"INSERT INTO jobs (id, project, model, training_file, seed, method, extra, status, result_files, resume, created_at) "
+    f"INSERT INTO jobs (id, project, model, training_file, seed, method, extra, status, result_files, resume, created_at, run_id) "
     f"VALUES ('ftjob-legacy', 'acme', 'smollm2-135m-instruct', 'file-legacy', 7, '{{\"type\": \"supervised\"}}', '{{}}', "
-    f"'succeeded', '[]', 0, '{WHEN}')",
+    f"'succeeded', '[]', 0, '{WHEN}', 'run-legacy')",
     f"INSERT INTO job_events (id, job_id, level, type, message, created_at) "
     f"VALUES ('ftevent-legacy', 'ftjob-legacy', 'info', 'message', 'Job succeeded', '{WHEN}')",
     f"INSERT INTO api_keys (sha256, prefix, project, created_at) "
@@ -109,6 +109,7 @@ def test_home_made_before_migrations_keeps_its_rows_and_ends_at_head(home):
     run = store.get_run("run-legacy")
     assert (run.status, run.trained_tokens, run.metrics, run.config) == ("succeeded", 3456, {"loss": 1.5}, {"method": "lora"})
     assert [(c.step, c.epoch) for c in run.checkpoints] == [(20, 1.0)]
+    assert run.project == "acme"  # 0002: the project of the job that trained it
     assert [m.name for m in run.models] == ["ft:smollm2-135m-instruct:old:run-legacy"]
     assert store.find_model("ft:smollm2-135m-instruct:old:run-legacy").kind == "adapter"
     assert store.session().get(store.Dataset, "d" * 64).examples == 12
@@ -142,6 +143,7 @@ def test_home_from_before_the_server_gains_the_tables_it_lacks(home):
     assert set(inspect(engine).get_table_names()) == set(store.Base.metadata.tables) | {"alembic_version"}
     assert migrate.check_models_match_migrations(engine, schema.metadata) == []
     assert [c.step for c in store.get_run("run-legacy").checkpoints] == [20]
+    assert store.get_run("run-legacy").project == "default"  # no job trained it: `tuneforge train`'s
     assert access.project_for_key(access.create_key("acme")) == "acme"
 
 

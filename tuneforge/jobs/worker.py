@@ -68,10 +68,9 @@ def train_config(job: Job):
 
 def run_job(job: Job) -> None:
     from tuneforge.runs.naming import new_run_id
-    from tuneforge.train.loop import newest_complete_checkpoint
+    from tuneforge.runs.training import resumable
 
-    resume = bool(job.resume and job.run_id and store.get_run(job.run_id)
-                  and newest_complete_checkpoint(Path(store.get_run(job.run_id).run_dir) / "checkpoints"))
+    resume = bool(job.resume) and resumable(job.run_id)
     if job.run_id and not resume and store.get_run(job.run_id):
         store.delete_run(job.run_id)  # cut off before its first checkpoint: start over
     run_id = job.run_id if resume else new_run_id()
@@ -88,7 +87,8 @@ def _train(job: Job, run_id: str, resume: bool) -> None:
     from tuneforge.runs.training import train_run
 
     try:
-        result = train_run(train_config(job), JobReporter(job, PARENT.gone), run_id=run_id, resume=resume, org=job.project)
+        result = train_run(train_config(job), JobReporter(job, PARENT.gone), run_id=run_id, resume=resume,
+                           project=job.project, org=job.project)
     except TrainingInterrupted:
         status = jobs.get_job(None, job.id).status
         if status == "paused":

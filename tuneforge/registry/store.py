@@ -36,6 +36,8 @@ class Run(Base):
     base_model: Mapped[str] = mapped_column(Text)
     suffix: Mapped[str | None] = mapped_column(String(64))
     run_dir: Mapped[str] = mapped_column(Text)
+    # Whose run it is: the project of the job that trained it, `default` for `tuneforge train`.
+    project: Mapped[str] = mapped_column(String(64), index=True, default="default", server_default="default")
     config: Mapped[dict] = mapped_column(JSON)
     train_dataset: Mapped[str | None] = mapped_column(ForeignKey("datasets.sha256"))
     validation_dataset: Mapped[str | None] = mapped_column(ForeignKey("datasets.sha256"))
@@ -118,10 +120,11 @@ def record_dataset(path: Path, sha256: str, kind: str | None, examples: int | No
     return sha256
 
 
-def create_run(run_id: str, config: dict, run_dir: Path, train_sha: str | None, validation_sha: str | None) -> None:
+def create_run(run_id: str, config: dict, run_dir: Path, train_sha: str | None, validation_sha: str | None,
+               project: str = "default") -> None:
     with session() as db, db.begin():
         db.add(Run(id=run_id, method=config["method"], base_model=config["model"], suffix=config.get("suffix"),
-                   run_dir=str(run_dir), config=json.loads(json.dumps(config, default=str)),
+                   run_dir=str(run_dir), project=project, config=json.loads(json.dumps(config, default=str)),
                    train_dataset=train_sha, validation_dataset=validation_sha))
 
 
@@ -159,9 +162,18 @@ def get_run(run_id: str) -> Run | None:
         return run
 
 
-def list_models() -> list[Model]:
+def list_models(project: str | None = None) -> list[Model]:
+    """Tuned models, newest first; with `project`, only that project's."""
     with session() as db:
-        return list(db.scalars(select(Model).order_by(Model.created_at.desc())))
+        query = select(Model).order_by(Model.created_at.desc())
+        if project is not None:
+            query = query.join(Run, Run.id == Model.run_id).where(Run.project == project)
+        return list(db.scalars(query))
+
+
+def project_of_run(run_id: str) -> str | None:
+    with session() as db:
+        return db.scalar(select(Run.project).where(Run.id == run_id))
 
 
 def find_model(name: str) -> Model | None:

@@ -1,11 +1,11 @@
 """Whose runs and tuned models are whose: the one place that answers "may this project use that model?".
 
-A run belongs to the project of the job that trained it; runs trained with `tuneforge train` belong
-to the default project. Another project's run, tuned model or checkpoint is, to a caller, a model
-that does not exist: `NotOwned` carries no hint of what is there.
+A run belongs to a project (`runs.project`): the project of the job that trained it, or the default
+project for `tuneforge train`. Another project's run, tuned model or checkpoint is, to a caller, a
+model that does not exist: `NotOwned` carries no hint of what is there.
 """
 
-from tuneforge.registry import access, jobs, store
+from tuneforge.registry import store
 from tuneforge.runs.naming import is_tuned_name, run_id_of
 
 
@@ -13,19 +13,13 @@ class NotOwned(Exception):
     """No run, tuned model or checkpoint of this name belongs to the project (or none exists)."""
 
 
-def run_owner(run_id: str) -> str:
-    job = jobs.job_for_run(run_id)
-    return job.project if job else access.DEFAULT_PROJECT
-
-
 def owner_of(model: store.Model) -> str:
-    return run_owner(model.run_id)
+    return store.project_of_run(model.run_id)
 
 
 def check_owned(project: str, name: str) -> None:
     """A run id, tuned model name or checkpoint name that `project` may use; NotOwned otherwise."""
-    run = store.get_run(run_id_of(name))
-    if run is None or run_owner(run.id) != project:
+    if store.project_of_run(run_id_of(name)) != project:
         raise NotOwned(name)
 
 
@@ -44,4 +38,4 @@ def owned_tuned_model(project: str, name: str) -> store.Model | None:
 
 
 def tuned_models_of(project: str) -> list[store.Model]:
-    return [model for model in store.list_models() if owner_of(model) == project]
+    return store.list_models(project)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tuneforge.errors import UsageError
 from tuneforge.registry import store
+from tuneforge.registry.access import DEFAULT_PROJECT
 from tuneforge.runs.naming import new_run_id, tuned_model_name
 from tuneforge.settings import runs_dir
 from tuneforge.train.config import RECORDED, TrainConfig
@@ -20,15 +21,15 @@ from tuneforge.train.sft import train_sft
 class RecordingReporter(Reporter):
     """The recipe's reports, recorded as registry rows and passed on to `inner`."""
 
-    def __init__(self, inner: Reporter):
-        self.inner = inner
+    def __init__(self, inner: Reporter, project: str):
+        self.inner, self.project = inner, project
 
     # ---- recorded
     def created(self, run_id, config, run_dir, training: DataRecord, validation: DataRecord | None):
         def record(data: DataRecord | None) -> str | None:
             return store.record_dataset(data.path, data.sha256, data.kind, data.examples, data.manifest) if data else None
 
-        store.create_run(run_id, config.model_dump(mode="json"), run_dir, record(training), record(validation))
+        store.create_run(run_id, config.model_dump(mode="json"), run_dir, record(training), record(validation), self.project)
         self.inner.created(run_id, config, run_dir, training, validation)
 
     def resumed(self, run_id):
@@ -73,14 +74,23 @@ class RecordingReporter(Reporter):
 
 
 def train_run(config: TrainConfig, reporter: Reporter | None = None, run_id: str | None = None, resume: bool = False,
-              org: str = "tuneforge") -> RunResult:
-    """Train a new run (or, with `resume`, continue `run_id` from its newest checkpoint) and record it.
-    `org` is the tuned model name's organisation field (a job's project; `tuneforge` from the CLI)."""
+              project: str = DEFAULT_PROJECT, org: str = "tuneforge") -> RunResult:
+    """Train a new run for `project` (or, with `resume`, continue `run_id` from its newest checkpoint)
+    and record it. `org` is the tuned model name's organisation field (a job's project; `tuneforge`
+    from the CLI)."""
     run_id = run_id or new_run_id()
     name = tuned_model_name(config.model, org, config.suffix, run_id)
     existing = store.get_run(run_id) if resume else None
     run_dir = Path(existing.run_dir) if existing else runs_dir() / run_id  # where it was, if runs_dir moved since
-    return train_sft(config, RecordingReporter(reporter or Reporter()), run_dir, resume, name)
+    return train_sft(config, RecordingReporter(reporter or Reporter(), project), run_dir, resume, name)
+
+
+def resumable(run_id: str | None) -> bool:
+    """Whether `run_id` is a recorded run with a complete checkpoint to continue from."""
+    from tuneforge.train.loop import newest_complete_checkpoint
+
+    run = store.get_run(run_id) if run_id else None
+    return bool(run and newest_complete_checkpoint(Path(run.run_dir) / "checkpoints"))
 
 
 def resume_config(run_id: str) -> TrainConfig:
