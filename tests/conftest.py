@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TUNEFORGE_MODEL_CACHE", str(REPO / ".pytest_cache" / "tuneforge-models"))
 
-from tuneforge.train.host_memory import bound_kernel_caches  # noqa: E402
+from tuneforge.hardware import bound_kernel_caches  # noqa: E402
 
 bound_kernel_caches()  # as the CLI does at start, before the first matmul of the session
 

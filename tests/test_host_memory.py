@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from tuneforge.train.host_memory import KERNEL_CACHE_CAPACITY, HeapGrowthGuard, bound_kernel_caches, release_free_memory, resident_mb
+from tuneforge.hardware import KERNEL_CACHE_CAPACITY, bound_kernel_caches
+from tuneforge.train.host_memory import HeapGrowthGuard, release_free_memory, resident_mb
 
 
 def test_kernel_caches_are_bounded_unless_the_user_chose(monkeypatch):

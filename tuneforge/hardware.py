@@ -96,3 +96,16 @@ def bf16_is_fast() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# ----------------------------------------------------------------------- process settings
+KERNEL_CACHE_CAPACITY = "64"
+
+
+def bound_kernel_caches() -> None:
+    """Cap oneDNN's and PyTorch's CPU kernel caches unless the user set them (each cached shape holds
+    its packed weights: unbounded, a training run's varying batch shapes grew the process by GBs; see
+    train/host_memory.py and benchmarks/RESULTS.md). Read at first use, so this runs where a process
+    starts work, before any matmul: the CLI's `main`, the benchmarks' package, the test session."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE_CAPACITY)
+    os.environ.setdefault("LRU_CACHE_CAPACITY", KERNEL_CACHE_CAPACITY)

@@ -28,9 +28,9 @@ def _root(version: Annotated[bool, typer.Option("--version", help="Print the ver
 def main() -> None:
     import logging
 
-    from tuneforge.train.host_memory import bound_kernel_caches
+    from tuneforge.hardware import bound_kernel_caches
 
-    bound_kernel_caches()  # before torch runs its first matmul: see train/host_memory.py
+    bound_kernel_caches()  # before torch runs its first matmul: see hardware.py
 
     from rich.logging import RichHandler
 

@@ -3,7 +3,7 @@
 Two things made a LoRA run's RSS grow step after step (measured on SmolLM2-135M, 8 x 256 tokens,
 benchmarks/RESULTS.md), while its live tensors stayed at 312 MB:
 
-- Kernel caches. oneDNN (the bf16 matmuls) keeps a compiled primitive for every matrix shape it
+- Kernel caches (bounded by `hardware.bound_kernel_caches`). oneDNN (the bf16 matmuls) keeps a compiled primitive for every matrix shape it
   has seen, and PyTorch's ideep layer an LRU cache of its own on top; both hold up to 1,024
   entries by default. Padding-free batches have a new token count, so new shapes, at nearly every
   step: the two caches grew the process by ~37 MB per step. One step needs a few dozen shapes, so
@@ -19,17 +19,6 @@ benchmarks/RESULTS.md), while its live tensors stayed at 312 MB:
 import ctypes
 import ctypes.util
 import os
-
-KERNEL_CACHE_CAPACITY = "64"
-
-
-def bound_kernel_caches() -> None:
-    """Cap the kernel caches unless the user set them; read by oneDNN and PyTorch at first use, so
-    this runs where a process starts work, before any matmul: the CLI's `main`, the benchmarks'
-    package, the test session."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE_CAPACITY)
-    os.environ.setdefault("LRU_CACHE_CAPACITY", KERNEL_CACHE_CAPACITY)
-
 
 _trim = None
 
