@@ -60,22 +60,6 @@ def models_show(name: Annotated[str, typer.Argument(help="Catalog name, local di
     console.print(f"  licence: {ref.license or 'see the model card'}; chat template: {'yes' if tokenizer.chat_template else 'no'}")
 
 
-
-
-def _print_run_summary(run_id: str) -> None:
-    from tuneforge.registry import store
-    from tuneforge.train.report import read_metrics
-
-    run = store.get_run(run_id)
-    metrics = run.metrics or {}
-    _, valid = read_metrics(Path(run.run_dir) / "metrics.csv")
-    console.print(f"\n[bold green]{run.id} {run.status}[/bold green]: {run.models[0].name if run.models else ''}")
-    if valid:
-        console.print("  validation loss by step: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in valid))
-    console.print(f"  trained tokens {run.trained_tokens:,} in {metrics.get('wall_seconds', 0):.0f} s; "
-                  f"run directory {run.run_dir}")
-
-
 @runs_app.command("list")
 def runs_list(as_json: Annotated[bool, typer.Option("--json")] = False):
     """Every training run in the registry, newest first."""

@@ -76,6 +76,7 @@ app.command("train", help="Fine-tune a model (LoRA or full) on chat data; every 
 
 
 def _print_run_summary(run_id: str) -> None:
+    """The finished (or stopped) run in a few lines: its model, validation curve, tokens and directory."""
     from tuneforge.registry import store
     from tuneforge.train.report import read_metrics
 
