@@ -7,22 +7,25 @@ its completion id, so feedback on it (POST /v1/tuneforge/feedback) can become tr
 """
 
 import codecs
-import json
 import secrets
 import time
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from tuneforge.data.examples import Message
 from tuneforge.errors import TuneforgeError
 from tuneforge.registry import access
 from tuneforge.serve.deps import engines, project
 from tuneforge.serve.monitoring import record_request
-from tuneforge.serve.protocol import APIError, ChatCompletionRequest, ChatMessage, CompletionRequest, usage
+from tuneforge.serve.protocol import (APIError, ChatCompletion, ChatCompletionChoice, ChatCompletionChunk,
+                                      ChatCompletionChunkChoice, ChatCompletionMessage, ChatCompletionRequest, ChatMessage,
+                                      ChoiceDelta, ChoiceLogprobs, Completion, CompletionChoice, CompletionLogprobs,
+                                      CompletionRequest, ErrorResponse, Usage)
 from tuneforge.serve.model_access import model_not_found, servable_model
 
-router = APIRouter(tags=["inference"])
+router = APIRouter(tags=["inference"], responses={"4XX": {"model": ErrorResponse}})
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -62,18 +65,6 @@ def _sampling(body) -> dict:
             "response_format": body.response_format}
 
 
-def _chat_logprobs(logprobs) -> dict | None:
-    """The engine's token log-probs -> OpenAI's chat `logprobs` object (None when not asked for)."""
-    if logprobs is None:
-        return None
-
-    def entry(token) -> dict:
-        return {"token": token.token, "logprob": token.logprob, "bytes": token.bytes}
-
-    return {"content": [{**entry(t), "top_logprobs": [entry(a) for a in t.top_logprobs]} for t in logprobs],
-            "refusal": None}
-
-
 class _LegacyLogprobs:
     """/v1/completions' `logprobs` object; text_offset counts characters from the prompt's start, as
     OpenAI's does, and carries on from one streamed chunk to the next."""
@@ -81,7 +72,7 @@ class _LegacyLogprobs:
     def __init__(self, prompt: str):
         self.offset, self.characters = len(prompt), codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def render(self, logprobs) -> dict | None:
+    def render(self, logprobs) -> CompletionLogprobs | None:
         if logprobs is None:
             return None
         offsets = []
@@ -90,18 +81,20 @@ class _LegacyLogprobs:
             self.offset += len(self.characters.decode(bytes(token.bytes)))  # a split character counts once complete
         # OpenAI lists the k most likely tokens and the chosen one: up to k + 1 entries.
         top = [{**{a.token: a.logprob for a in t.top_logprobs}, t.token: t.logprob} for t in logprobs]
-        return {"tokens": [t.token for t in logprobs], "token_logprobs": [t.logprob for t in logprobs],
-                "top_logprobs": top, "text_offset": offsets}
+        return CompletionLogprobs(tokens=[t.token for t in logprobs], token_logprobs=[t.logprob for t in logprobs],
+                                  top_logprobs=top, text_offset=offsets)
 
 
 def _finish(request: Request, owner: str, name: str, completion_id: str, answer: str, prompt_tokens: int,
-            completion_tokens: int, messages=None, prompt=None) -> dict:
+            completion_tokens: int, messages=None, prompt=None) -> Usage:
     access.record_completion(completion_id, owner, name, answer, messages=messages, prompt=prompt)
-    request.state.model, request.state.usage = name, usage(prompt_tokens, completion_tokens)
-    return request.state.usage
+    counts = Usage.of(prompt_tokens, completion_tokens)
+    request.state.model, request.state.usage = name, counts.model_dump()  # the request log's token counts
+    return counts
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", response_model=ChatCompletion,
+             description="With `stream: true`, server-sent events instead: one ChatCompletionChunk per `data:` line, then `data: [DONE]`.")
 def chat_completions(body: ChatCompletionRequest, request: Request, owner: str = Depends(project)):
     request.state.input_param = "messages"  # what the engine's refusals (too long for the context) point at
     engine = _engine(request, owner, body.model)
@@ -113,29 +106,31 @@ def chat_completions(body: ChatCompletionRequest, request: Request, owner: str =
         if body.n != 1:
             raise APIError(400, "streaming supports n=1 only", param="n")
 
-        def chunk(delta: dict, finish_reason=None, logprobs=None, **extra) -> dict:
-            return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
-                    "system_fingerprint": None, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs,
-                                                             "finish_reason": finish_reason}], **extra}
+        def chunk(choices: list[ChatCompletionChunkChoice], counts: Usage | None = None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=completion_id, created=created, model=body.model, choices=choices, usage=counts)
+
+        def choice(delta: ChoiceDelta, finish_reason=None, logprobs=None) -> list[ChatCompletionChunkChoice]:
+            return [ChatCompletionChunkChoice(index=0, delta=delta, logprobs=logprobs, finish_reason=finish_reason)]
 
         pieces = engine.stream(messages, max_new_tokens=max_tokens, **_sampling(body))
-        return _stream(request, owner, body, pieces, first=chunk({"role": "assistant", "content": ""}),
-                       delta=lambda text: chunk({"content": text}, logprobs=_chat_logprobs(getattr(text, "logprobs", None))),
-                       last=lambda g: chunk({}, g.finish_reason),
+        return _stream(request, owner, body, pieces, first=chunk(choice(ChoiceDelta(role="assistant", content=""))),
+                       delta=lambda text: chunk(choice(ChoiceDelta(content=text),
+                                                       logprobs=ChoiceLogprobs.of(getattr(text, "logprobs", None)))),
+                       last=lambda g: chunk(choice(ChoiceDelta(), g.finish_reason)),
                        on_done=lambda g: _finish(request, owner, body.model, completion_id, g.text, g.prompt_tokens,
                                                  g.completion_tokens, messages=stored),
-                       usage_chunk=lambda counts: {**chunk({}), "choices": [], "usage": counts})
+                       usage_chunk=lambda counts: chunk([], counts))
     generations = engine.generate([messages] * body.n, max_new_tokens=max_tokens, **_sampling(body))
     counts = _finish(request, owner, body.model, completion_id, generations[0].text, generations[0].prompt_tokens,
                      sum(g.completion_tokens for g in generations), messages=stored)
-    return {"id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
-            "system_fingerprint": None, "usage": counts,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": g.text, "refusal": None},
-                         "logprobs": _chat_logprobs(g.logprobs), "finish_reason": g.finish_reason}
-                        for i, g in enumerate(generations)]}
+    return ChatCompletion(id=completion_id, created=created, model=body.model, usage=counts,
+                          choices=[ChatCompletionChoice(index=i, message=ChatCompletionMessage(content=g.text),
+                                                        logprobs=ChoiceLogprobs.of(g.logprobs), finish_reason=g.finish_reason)
+                                   for i, g in enumerate(generations)])
 
 
-@router.post("/completions")
+@router.post("/completions", response_model=Completion,
+             description="With `stream: true`, server-sent events instead: one Completion per `data:` line, then `data: [DONE]`.")
 def completions(body: CompletionRequest, request: Request, owner: str = Depends(project)):
     request.state.input_param = "prompt"
     engine = _engine(request, owner, body.model)
@@ -144,9 +139,8 @@ def completions(body: CompletionRequest, request: Request, owner: str = Depends(
         raise APIError(400, "prompt must not be empty", param="prompt")
     completion_id, created = "cmpl-" + secrets.token_hex(12), int(time.time())
 
-    def envelope(choices: list[dict], **extra) -> dict:
-        return {"id": completion_id, "object": "text_completion", "created": created, "model": body.model,
-                "system_fingerprint": None, "choices": choices, **extra}
+    def envelope(choices: list[CompletionChoice], counts: Usage | None = None) -> Completion:
+        return Completion(id=completion_id, created=created, model=body.model, choices=choices, usage=counts)
 
     if body.stream:
         if body.n != 1 or len(prompts) != 1:
@@ -154,20 +148,20 @@ def completions(body: CompletionRequest, request: Request, owner: str = Depends(
         pieces = engine.stream(prompts[0], max_new_tokens=body.max_tokens, **_sampling(body))
         legacy = _LegacyLogprobs(prompts[0])
         return _stream(request, owner, body, pieces, first=None,
-                       delta=lambda text: envelope([{"text": text, "index": 0, "finish_reason": None,
-                                                     "logprobs": legacy.render(getattr(text, "logprobs", None))}]),
-                       last=lambda g: envelope([{"text": "", "index": 0, "logprobs": None, "finish_reason": g.finish_reason}]),
+                       delta=lambda text: envelope([CompletionChoice(text=text, index=0,
+                                                                     logprobs=legacy.render(getattr(text, "logprobs", None)))]),
+                       last=lambda g: envelope([CompletionChoice(text="", index=0, finish_reason=g.finish_reason)]),
                        on_done=lambda g: _finish(request, owner, body.model, completion_id, g.text, g.prompt_tokens,
                                                  g.completion_tokens, prompt=prompts[0]),
-                       usage_chunk=lambda counts: envelope([], usage=counts))
+                       usage_chunk=lambda counts: envelope([], counts))
     repeated = [p for p in prompts for _ in range(body.n)]
     generations = engine.complete(repeated, max_new_tokens=body.max_tokens, **_sampling(body))
     prompt_tokens = sum(g.prompt_tokens for g in generations[::body.n])
     counts = _finish(request, owner, body.model, completion_id, generations[0].text, prompt_tokens,
                      sum(g.completion_tokens for g in generations), prompt=prompts[0])
-    return envelope([{"text": g.text, "index": i, "logprobs": _LegacyLogprobs(prompt).render(g.logprobs),
-                      "finish_reason": g.finish_reason} for i, (prompt, g) in enumerate(zip(repeated, generations))],
-                    usage=counts)
+    return envelope([CompletionChoice(text=g.text, index=i, logprobs=_LegacyLogprobs(prompt).render(g.logprobs),
+                                      finish_reason=g.finish_reason) for i, (prompt, g) in enumerate(zip(repeated, generations))],
+                    counts)
 
 
 def _stream(request: Request, owner: str, body, pieces, first, delta, last, on_done, usage_chunk) -> StreamingResponse:
@@ -177,24 +171,27 @@ def _stream(request: Request, owner: str, body, pieces, first, delta, last, on_d
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     began = time.perf_counter()
 
+    def event(data: BaseModel) -> str:
+        return f"data: {data.model_dump_json()}\n\n"
+
     def events():
-        status, error, counts = 200, None, {}
+        status, error, counts = 200, None, None
         try:
             if first is not None:
-                yield f"data: {json.dumps(first)}\n\n"
+                yield event(first)
             for piece in pieces:
                 if isinstance(piece, str):
                     if piece:
-                        yield f"data: {json.dumps(delta(piece))}\n\n"
+                        yield event(delta(piece))
                 else:
                     counts = on_done(piece)
-                    yield f"data: {json.dumps(last(piece))}\n\n"
+                    yield event(last(piece))
             if include_usage:
-                yield f"data: {json.dumps(usage_chunk(counts))}\n\n"
+                yield event(usage_chunk(counts))
         except Exception as failure:  # headers are gone: the error travels as an event, as OpenAI's does
             status, error = 500, f"{type(failure).__name__}: {failure}"
-            yield f"data: {json.dumps(APIError(500, error, type='server_error').envelope())}\n\n"
+            yield event(APIError(500, error, type="server_error").response())
         yield "data: [DONE]\n\n"
-        record_request(request, status, began, model=body.model, usage=counts, error=error)
+        record_request(request, status, began, model=body.model, usage=counts.model_dump() if counts else None, error=error)
 
     return StreamingResponse(events(), media_type="text/event-stream")

@@ -11,25 +11,24 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from tuneforge.registry import access
 from tuneforge.serve.deps import project
-from tuneforge.serve.protocol import FeedbackCreate, not_found
+from tuneforge.serve.protocol import ErrorResponse, Feedback, FeedbackCreate, ObjectList, RequestMetrics, not_found
 
-router = APIRouter(tags=["tuneforge"])
+router = APIRouter(tags=["tuneforge"], responses={"4XX": {"model": ErrorResponse}})
 prometheus = APIRouter(tags=["tuneforge"])
 
 
 @router.post("/tuneforge/feedback")
-def feedback(body: FeedbackCreate, owner: str = Depends(project)) -> dict:
+def feedback(body: FeedbackCreate, owner: str = Depends(project)) -> Feedback:
     completion = access.get_completion(owner, body.completion_id)
     if completion is None:
         raise not_found("completion", body.completion_id, "completion_id")
     feedback_id = access.add_feedback(owner, completion.id, body.rating, body.correction, body.comment)
-    return {"id": f"feedback-{feedback_id}", "object": "tuneforge.feedback", "completion_id": completion.id,
-            "model": completion.model, "rating": body.rating, "correction": body.correction}
+    return Feedback.recorded(feedback_id, completion, body.rating, body.correction)
 
 
 @router.get("/tuneforge/metrics")
-def metrics(owner: str = Depends(project)) -> dict:
-    return {"object": "list", "data": access.request_summary(owner)}
+def metrics(owner: str = Depends(project)) -> ObjectList[RequestMetrics]:
+    return ObjectList[RequestMetrics](data=access.request_summary(owner))
 
 
 @prometheus.get("/metrics")

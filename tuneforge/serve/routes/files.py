@@ -14,9 +14,9 @@ from fastapi.responses import FileResponse
 
 from tuneforge.registry import jobs
 from tuneforge.serve.deps import project
-from tuneforge.serve.protocol import APIError, file_object, not_found, page
+from tuneforge.serve.protocol import APIError, ErrorResponse, FileDeleted, FileObject, ListPage, not_found
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"], responses={"4XX": {"model": ErrorResponse}})
 PURPOSES = ("fine-tune", "user_data", "evals")
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt")
 
@@ -40,7 +40,7 @@ def check_uploaded_file(file_id: str, path: Path) -> None:
 
 @router.post("/files")
 def upload(request: Request, background: BackgroundTasks, file: Annotated[UploadFile, File()],
-           purpose: Annotated[str, Form()], owner: str = Depends(project)) -> dict:
+           purpose: Annotated[str, Form()], owner: str = Depends(project)) -> FileObject:
     limit = request.app.state.options.max_file_bytes
     if purpose not in PURPOSES:
         raise APIError(400, f"purpose '{purpose}' is not supported; use one of {', '.join(PURPOSES)}", param="purpose")
@@ -67,14 +67,14 @@ def upload(request: Request, background: BackgroundTasks, file: Annotated[Upload
     else:
         jobs.set_file_status(file_id, "processed")
         row.status = "processed"
-    return file_object(row)
+    return FileObject.from_row(row)
 
 
 @router.get("/files")
 def list_files(owner: str = Depends(project), purpose: str | None = None, after: str | None = None,
-               limit: Annotated[int, Query(ge=1, le=10000)] = 10000, order: Literal["asc", "desc"] = "desc") -> dict:
+               limit: Annotated[int, Query(ge=1, le=10000)] = 10000, order: Literal["asc", "desc"] = "desc") -> ListPage[FileObject]:
     rows, has_more = jobs.list_files(owner, purpose, after, limit, newest_first=order == "desc")
-    return page([file_object(r) for r in rows], has_more)
+    return ListPage[FileObject](data=[FileObject.from_row(r) for r in rows], has_more=has_more)
 
 
 def _owned(owner: str, file_id: str):
@@ -85,8 +85,8 @@ def _owned(owner: str, file_id: str):
 
 
 @router.get("/files/{file_id}")
-def retrieve(file_id: str, owner: str = Depends(project)) -> dict:
-    return file_object(_owned(owner, file_id))
+def retrieve(file_id: str, owner: str = Depends(project)) -> FileObject:
+    return FileObject.from_row(_owned(owner, file_id))
 
 
 @router.get("/files/{file_id}/content")
@@ -96,7 +96,7 @@ def content(file_id: str, owner: str = Depends(project)):
 
 
 @router.delete("/files/{file_id}")
-def delete(file_id: str, owner: str = Depends(project)) -> dict:
+def delete(file_id: str, owner: str = Depends(project)) -> FileDeleted:
     try:
         deleted = jobs.delete_file(owner, file_id)
     except jobs.FileInUse as in_use:
@@ -104,4 +104,4 @@ def delete(file_id: str, owner: str = Depends(project)) -> dict:
                             "cancel them or wait for them to finish, then delete it.", param="file_id", code="file_in_use") from None
     if not deleted:
         raise not_found("file", file_id, "file_id")
-    return {"id": file_id, "object": "file", "deleted": True}
+    return FileDeleted(id=file_id, deleted=True)

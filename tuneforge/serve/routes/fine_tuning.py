@@ -15,11 +15,12 @@ from pydantic import ValidationError
 from tuneforge.registry import jobs, store
 from tuneforge.registry.jobs import Job
 from tuneforge.serve.deps import project
-from tuneforge.runs.naming import checkpoint_id, checkpoint_model_name, is_tuned_name, tuned_model_name
+from tuneforge.runs.naming import is_tuned_name, tuned_model_name
 from tuneforge.serve.model_access import base_model_for_request
-from tuneforge.serve.protocol import APIError, JobCreate, event_object, job_object, not_found, page
+from tuneforge.serve.protocol import (APIError, ErrorResponse, FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent,
+                                      JobCreate, ListPage, not_found)
 
-router = APIRouter(tags=["fine-tuning"])
+router = APIRouter(tags=["fine-tuning"], responses={"4XX": {"model": ErrorResponse}})
 # OpenAI's own fields, and TrainConfig fields the job's files and method set: not valid as extras.
 RESERVED = {"data", "validation_data", "model", "suffix", "seed", "n_epochs", "batch_size", "learning_rate_multiplier", "method"}
 
@@ -50,7 +51,7 @@ def _checked_file(owner: str, file_id: str | None, param: str):
 
 
 @router.post("/fine_tuning/jobs")
-def create(body: JobCreate, request: Request, owner: str = Depends(project)) -> dict:
+def create(body: JobCreate, request: Request, owner: str = Depends(project)) -> FineTuningJob:
     from tuneforge.train.config import TrainConfig
 
     method = body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
@@ -81,16 +82,16 @@ def create(body: JobCreate, request: Request, owner: str = Depends(project)) -> 
         raise APIError(400, f"Invalid value for '{param}': {first['msg']}", param=param, code="invalid_value") from None
     job = jobs.create_job(owner, model=model, training_file=body.training_file, validation_file=body.validation_file,
                           suffix=body.suffix, seed=seed, method=method, extra=extras, meta=body.metadata)
-    return job_object(job)
+    return FineTuningJob.from_row(job)
 
 
 @router.get("/fine_tuning/jobs")
 def list_jobs(request: Request, owner: str = Depends(project), after: str | None = None,
-              limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict:
+              limit: Annotated[int, Query(ge=1, le=100)] = 20) -> ListPage[FineTuningJob]:
     metadata = {key[len("metadata["):-1]: value for key, value in request.query_params.items()
                 if key.startswith("metadata[") and key.endswith("]")}
     rows, has_more = jobs.list_jobs(owner, after, limit, metadata)
-    return page([job_object(job) for job in rows], has_more)
+    return ListPage[FineTuningJob](data=[FineTuningJob.from_row(job) for job in rows], has_more=has_more)
 
 
 def _owned(owner: str, job_id: str) -> Job:
@@ -101,68 +102,58 @@ def _owned(owner: str, job_id: str) -> Job:
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
-def retrieve(job_id: str, owner: str = Depends(project)) -> dict:
-    return job_object(_owned(owner, job_id))
+def retrieve(job_id: str, owner: str = Depends(project)) -> FineTuningJob:
+    return FineTuningJob.from_row(_owned(owner, job_id))
 
 
-def _move(owner: str, job_id: str, allowed: tuple[str, ...], status: str, verb: str, event: str, **values) -> dict:
+def _move(owner: str, job_id: str, allowed: tuple[str, ...], status: str, verb: str, event: str, **values) -> FineTuningJob:
     job = _owned(owner, job_id)
     moved = jobs.transition(job.id, allowed, status, **values)
     if moved is None:
         raise APIError(400, f"Cannot {verb} a job whose status is '{jobs.get_job(owner, job_id).status}'.", code="invalid_state")
     jobs.add_event(job.id, event)
-    return job_object(moved)
+    return FineTuningJob.from_row(moved)
 
 
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
-def cancel(job_id: str, owner: str = Depends(project)) -> dict:
+def cancel(job_id: str, owner: str = Depends(project)) -> FineTuningJob:
     return _move(owner, job_id, ("validating_files", "queued", "running", "paused"), "cancelled", "cancel",
                  "Job cancellation requested", estimated_finish=None)
 
 
 @router.post("/fine_tuning/jobs/{job_id}/pause")
-def pause(job_id: str, owner: str = Depends(project)) -> dict:
+def pause(job_id: str, owner: str = Depends(project)) -> FineTuningJob:
     return _move(owner, job_id, ("queued", "running"), "paused", "pause", "Job pause requested")
 
 
 @router.post("/fine_tuning/jobs/{job_id}/resume")
-def resume(job_id: str, owner: str = Depends(project)) -> dict:
+def resume(job_id: str, owner: str = Depends(project)) -> FineTuningJob:
     return _move(owner, job_id, ("paused",), "queued", "resume", "Job resumed; queued to continue from its checkpoint",
                  resume=True)
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events")
 def events(job_id: str, owner: str = Depends(project), after: str | None = None,
-           limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:
+           limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> ListPage[FineTuningJobEvent]:
     rows, has_more = jobs.list_events(_owned(owner, job_id).id, after, limit)
-    return page([event_object(e) for e in rows], has_more)
+    return ListPage[FineTuningJobEvent](data=[FineTuningJobEvent.from_row(e) for e in rows], has_more=has_more)
 
 
 @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
 def checkpoints(job_id: str, owner: str = Depends(project), after: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
+                limit: Annotated[int, Query(ge=1, le=100)] = 10) -> ListPage[FineTuningJobCheckpoint]:
     job = _owned(owner, job_id)
     run = store.get_run(job.run_id) if job.run_id else None
     if run is None:
-        return page([], False)
+        return ListPage[FineTuningJobCheckpoint](data=[], has_more=False)
     train_rows = _metrics_by_step(Path(run.run_dir) / "metrics.csv")
     model_name = job.fine_tuned_model or tuned_model_name(job.model, job.project, job.suffix, run.id)
-    data = []
-    for checkpoint in sorted(run.checkpoints, key=lambda c: c.step, reverse=True):
-        row, valid = train_rows.get(checkpoint.step, {}), checkpoint.metrics or {}
-        data.append({
-            "object": "fine_tuning.job.checkpoint", "id": checkpoint_id(job.id, checkpoint.step),
-            "created_at": jobs.unix(checkpoint.created_at), "fine_tuning_job_id": job.id, "step_number": checkpoint.step,
-            "fine_tuned_model_checkpoint": checkpoint_model_name(model_name, checkpoint.step),
-            "metrics": {"step": checkpoint.step, "train_loss": row.get("train_loss"),
-                        "train_mean_token_accuracy": row.get("train_accuracy"),
-                        "valid_loss": valid.get("valid_loss"), "valid_mean_token_accuracy": valid.get("valid_mean_token_accuracy"),
-                        "full_valid_loss": valid.get("valid_loss"), "full_valid_mean_token_accuracy": valid.get("valid_mean_token_accuracy")},
-        })
+    data = [FineTuningJobCheckpoint.from_row(checkpoint, job.id, model_name, train_rows.get(checkpoint.step, {}))
+            for checkpoint in sorted(run.checkpoints, key=lambda c: c.step, reverse=True)]
     if after:
-        ids = [c["id"] for c in data]
+        ids = [c.id for c in data]
         data = data[ids.index(after) + 1:] if after in ids else data
-    return page(data[:limit], len(data) > limit)
+    return ListPage[FineTuningJobCheckpoint](data=data[:limit], has_more=len(data) > limit)
 
 
 def _metrics_by_step(path: Path) -> dict[int, dict]:

@@ -8,18 +8,17 @@ allowed directories, never an arbitrary path.
 
 from fastapi import APIRouter, Depends, Request
 
-from tuneforge.registry import jobs, store
+from tuneforge.registry import store
 from tuneforge.serve.deps import project
 from tuneforge.runs.ownership import owner_of, tuned_models_of
 from tuneforge.serve.model_access import base_model_for_request, model_not_found, owned_tuned_model
-from tuneforge.serve.protocol import APIError, model_object
+from tuneforge.serve.protocol import APIError, ErrorResponse, Model, ModelDeleted, ObjectList
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses={"4XX": {"model": ErrorResponse}})
 
 
-def _tuned_object(model: store.Model) -> dict:
-    return model_object(model.name, jobs.unix(model.created_at), owner_of(model), root=model.base_model,
-                        parent=model.base_model, tuneforge={"run_id": model.run_id, "kind": model.kind})
+def _tuned_object(model: store.Model) -> Model:
+    return Model.from_row(model, owned_by=owner_of(model))
 
 
 def _allowed_dirs(request: Request) -> dict[str, str]:
@@ -27,30 +26,28 @@ def _allowed_dirs(request: Request) -> dict[str, str]:
 
 
 @router.get("/models")
-def list_models(request: Request, owner: str = Depends(project)) -> dict:
+def list_models(request: Request, owner: str = Depends(project)) -> ObjectList[Model]:
     from tuneforge.models.catalog import bundled_installed, list_models as base_models
 
-    data = [model_object(ref.name, 0, "tuneforge" if ref.source == "bundled" else "huggingface", tuneforge={"source": ref.source})
-            for ref in base_models() if ref.source != "bundled" or bundled_installed(ref.name)]
-    data += [model_object(path, 0, "local", tuneforge={"source": "local"}) for path in sorted(set(_allowed_dirs(request).values()))]
+    data = [Model.base(ref.name, ref.source) for ref in base_models() if ref.source != "bundled" or bundled_installed(ref.name)]
+    data += [Model.base(path, "local") for path in sorted(set(_allowed_dirs(request).values()))]
     data += [_tuned_object(m) for m in tuned_models_of(owner)]
-    return {"object": "list", "data": data}
+    return ObjectList[Model](data=data)
 
 
 @router.get("/models/{name:path}")
-def retrieve(name: str, request: Request, owner: str = Depends(project)) -> dict:
+def retrieve(name: str, request: Request, owner: str = Depends(project)) -> Model:
     tuned = owned_tuned_model(owner, name)
     if tuned is not None:
         return _tuned_object(tuned)
     base = base_model_for_request(name, _allowed_dirs(request))
     if base is None:
         raise model_not_found(name)
-    source = base[1]
-    return model_object(name, 0, {"bundled": "tuneforge", "hub": "huggingface"}.get(source, source), tuneforge={"source": source})
+    return Model.base(name, base[1])
 
 
 @router.delete("/models/{name:path}")
-def delete(name: str, request: Request, owner: str = Depends(project)) -> dict:
+def delete(name: str, request: Request, owner: str = Depends(project)) -> ModelDeleted:
     tuned = owned_tuned_model(owner, name)
     if tuned is None:
         if base_model_for_request(name, _allowed_dirs(request)) is None:
@@ -59,4 +56,4 @@ def delete(name: str, request: Request, owner: str = Depends(project)) -> dict:
     if request.app.state.engines is not None:
         request.app.state.engines.forget(tuned.name)
     store.delete_run(tuned.run_id)  # a run is its directory plus its rows: both go
-    return {"id": tuned.name, "object": "model", "deleted": True}
+    return ModelDeleted(id=tuned.name, deleted=True)
