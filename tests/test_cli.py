@@ -1,5 +1,6 @@
 """The real `tuneforge` command, run as a subprocess: exit codes, JSON output, no tracebacks."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -45,21 +46,26 @@ def test_check_tables_name_the_problem_for_people(tmp_path):
     assert "invalid_json" in result.stdout and "line 13" in result.stdout and "fix:" in result.stdout
 
 
-@pytest.mark.parametrize("args", [
-    ("data", "check", "does-not-exist.jsonl"),
-    ("data", "check", "."),
-    ("data", "check", "data.parquet"),
-    ("data", "prepare", "x.jsonl", "--out", "o", "--split", "0.5,0.6"),
-    ("models", "show", "no-such-model"),
-    ("data", "check"),
-])
-def test_usage_errors_exit_two_without_traceback(tmp_path, args):
+USAGE_ERRORS = [  # (arguments, what stderr must say)
+    (("data", "check", "does-not-exist.jsonl"), "error: does-not-exist.jsonl: no such file"),
+    (("data", "check", "."), "error: .: unsupported file type"),
+    (("data", "check", "data.parquet"), "error: data.parquet: unsupported file type '.parquet'\nfix: Use .jsonl"),
+    (("data", "prepare", "x.jsonl", "--out", "o", "--split", "0.5,0.6"),
+     "error: --split '0.5,0.6': need train,validation"),
+    (("models", "show", "no-such-model"), "error: unknown model 'no-such-model'\nfix: Use a catalog name"),
+    (("data", "check"), "Missing argument 'file'"),
+]
+
+
+@pytest.mark.parametrize("args,message", USAGE_ERRORS, ids=[" ".join(args) for args, _ in USAGE_ERRORS])
+def test_usage_errors_exit_two_without_traceback(tmp_path, args, message):
     (tmp_path / "data.parquet").write_bytes(b"PAR1")
     (tmp_path / "x.jsonl").write_text("{}\n")
     result = tuneforge(*args, cwd=tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
-    assert result.stderr.strip()
+    assert message in result.stderr, result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in BROKEN.iterdir()))
@@ -83,8 +89,15 @@ def test_prepare_then_verify(tmp_path):
     result = tuneforge("data", "prepare", str(EXAMPLES / "ticket_classifier.jsonl"), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     manifest = json.loads(result.stdout)
-    assert manifest["outputs"]["train"]["examples"] == 270
-    assert tuneforge("data", "verify", str(out)).returncode == 0
+    assert manifest == json.loads((out / "manifest.json").read_text())
+    outputs = manifest["outputs"]
+    assert [outputs[split]["examples"] for split in ("train", "validation", "test")] == [270, 15, 15]
+    for split, written in outputs.items():  # the files hold what the manifest says
+        data = (out / written["file"]).read_bytes()
+        assert len(data.splitlines()) == written["examples"] and len(data) == written["bytes"]
+        assert hashlib.sha256(data).hexdigest() == written["sha256"], split
+    verify = tuneforge("data", "verify", str(out))
+    assert verify.returncode == 0 and "every file matches manifest.json" in " ".join(verify.stdout.split())
     (out / "train.jsonl").write_text("tampered\n")
     verify = tuneforge("data", "verify", str(out))
     assert verify.returncode == 1 and "train.jsonl" in verify.stdout

@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import chat, write_jsonl
+
+from tuneforge.data.examples import Message
 
 ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel", "yak", "emu"]
 
@@ -15,6 +18,11 @@ ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel",
 def tuneforge(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "120", "TUNEFORGE_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def unwrapped(text: str) -> str:
+    """`text` without whitespace: the console wraps long lines (paths) wherever they reach its width."""
+    return "".join(text.split())
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +53,53 @@ def test_models_list_includes_the_tuned_model(trained):
     assert any(name.startswith("ft:") and name.endswith(run["id"]) for name in names)
 
 
+TAUGHT = "hello there friend"  # every training example's answer: what the tuned model says, greedy
+
+
 def test_chat_one_shot_answers(trained):
     home, run, _ = trained
     result = tuneforge(home, "chat", run["id"], "Say hi as the cat", "--max-tokens", "8")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip()
+    assert result.stdout == f"{TAUGHT}\n"
+
+
+# `python -m tuneforge` with PackedLlama watched: at exit, stderr gets "packed:" and the dtype of each
+# packing's output-layer weight, so a test sees which weights the command decoded with.
+WATCH_PACKING = """
+import atexit, sys
+from tuneforge.inference import fast_llama
+packed, init = [], fast_llama.PackedLlama.__init__
+def watched(self, model, precision="fp32"):
+    init(self, model, precision)
+    packed.append(str((self.lm_head[0] if isinstance(self.lm_head, tuple) else self.lm_head).dtype))
+fast_llama.PackedLlama.__init__ = watched
+atexit.register(lambda: print("packed:", *packed, file=sys.stderr))
+from tuneforge.cli import main
+main()
+"""
 
 
 def test_chat_and_generate_take_int8_weights(trained, tmp_path):
     home, run, data = trained
-    result = tuneforge(home, "chat", run["id"], "Say hi as the cat", "--max-tokens", "8", "--precision", "int8")
-    assert result.returncode == 0 and result.stdout.strip(), result.stderr
+    env = {**os.environ, "COLUMNS": "120", "TUNEFORGE_HOME": str(home)}
+
+    def watched(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", WATCH_PACKING, *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+
+    def packed(stderr: str) -> list[str]:
+        return next(line.split()[1:] for line in stderr.splitlines() if line.startswith("packed:"))
+
+    result = watched("chat", run["id"], "Say hi as the cat", "--max-tokens", "8", "--precision", "int8")
+    assert result.returncode == 0 and result.stdout == f"{TAUGHT}\n", result.stderr
+    assert packed(result.stderr) == ["torch.int8"]
     out = tmp_path / "int8.jsonl"
-    result = tuneforge(home, "generate", run["id"], "--data", str(data), "--out", str(out), "--max-tokens", "4", "--precision", "int8")
-    assert result.returncode == 0 and len(out.read_text().splitlines()) == 12, result.stderr
+    result = watched("generate", run["id"], "--data", str(data), "--out", str(out), "--max-tokens", "4",
+                     "--precision", "int8")
+    assert result.returncode == 0, result.stderr
+    assert packed(result.stderr) == ["torch.int8"]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(row["generation"], row["finish_reason"]) for row in rows] == [(TAUGHT, "stop")] * 12
 
 
 def test_cli_precisions_are_the_engines():
@@ -68,13 +109,23 @@ def test_cli_precisions_are_the_engines():
     assert PRECISION_CHOICES == PRECISIONS
 
 
-def test_interactive_chat_reads_turns_until_an_empty_line(trained):
+def test_interactive_chat_reads_turns_until_an_empty_line(trained, monkeypatch):
     home, run, _ = trained
     env = {**os.environ, "TUNEFORGE_HOME": str(home)}
     result = subprocess.run([sys.executable, "-m", "tuneforge", "chat", run["id"], "--max-tokens", "4"],
                             input="Say hi as the cat\nAnd as the dog?\n\n", capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("you>") == 3  # two questions answered, then the empty line ends the chat
+    # Two questions answered, the second after the first exchange, then the empty line ends the chat.
+    from tuneforge.runs.models import engine as engine_for
+
+    monkeypatch.setenv("TUNEFORGE_HOME", str(home))  # the registry that knows the run
+    engine = engine_for(run["id"])  # what `tuneforge chat` builds, in this process
+    first = [Message("user", "Say hi as the cat")]
+    [answer] = engine.generate([first], max_new_tokens=4)
+    history = first + [Message("assistant", answer.text), Message("user", "And as the dog?")]
+    [second] = engine.generate([history], max_new_tokens=4)
+    assert answer.text == TAUGHT
+    assert result.stdout == f"you> {answer.text}\nyou> {second.text}\nyou> "
 
 
 def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_resumable(tmp_path, tiny_model_dir):
@@ -107,19 +158,32 @@ def test_generate_writes_one_line_per_example(trained, tmp_path):
     out = tmp_path / "generations.jsonl"
     result = tuneforge(home, "generate", run["id"], "--data", str(data), "--out", str(out), "--max-tokens", "6")
     assert result.returncode == 0, result.stderr
+    assert unwrapped(result.stdout) == unwrapped(f"wrote 12 generations to {out}")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 12 and rows[0]["reference"] == "hello there friend" and "generation" in rows[0]
+    assert rows == [{"line": line, "messages": [{"role": "user", "content": f"Say hi as the {animal}"}],
+                     "reference": TAUGHT, "generation": TAUGHT, "finish_reason": "stop"}
+                    for line, animal in enumerate(ANIMALS, start=1)]
 
 
 def test_export_merged_loads_with_plain_transformers(trained, tmp_path):
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     home, run, _ = trained
     result = tuneforge(home, "export", run["id"], "--merged", str(tmp_path / "merged"))
     assert result.returncode == 0, result.stderr
-    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert unwrapped(f"merged weights written to {tmp_path / 'merged'}") in unwrapped(result.stdout)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     assert AutoTokenizer.from_pretrained(tmp_path / "merged").chat_template
     assert not any("lora" in name for name, _ in model.named_parameters())
+    # The merged weights compute what the base with the run's adapter computes, and not what the base does.
+    base = AutoModelForCausalLM.from_pretrained(run["base_model"]).eval()
+    with torch.no_grad():
+        ids = torch.tensor([AutoTokenizer.from_pretrained(tmp_path / "merged")("Say hi as the cat").input_ids])
+        base_logits = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, home / "runs" / run["id"] / "adapter").eval()
+        assert torch.allclose(model(ids).logits, adapted(ids).logits, atol=1e-4)
+        assert not torch.allclose(model(ids).logits, base_logits, atol=1e-2)
 
 
 @pytest.mark.parametrize("args,message", [

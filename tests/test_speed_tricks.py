@@ -1,5 +1,7 @@
 """Every speed trick gives the same result as the plain path (to within bf16 rounding for bf16)."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,9 +12,13 @@ from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.train.loop import collate, epoch_order, weighted_token_loss
 
 
+def numbered_chats(indices) -> list[dict]:
+    """Chats whose question grows with i % 6 (0 to 15 filler words): what `learned_model_dir` learned."""
+    return [chat(f"Question {i}: " + "word " * (3 * (i % 6)), f"Answer number {i}") for i in indices]
+
+
 def tiny_batch(smol_tokenizer, prompt_loss_weight=0.0):
-    records = [chat(f"Question {i}: " + "word " * (3 * i), f"Answer number {i}") for i in range(6)]
-    examples = [parse_record(r, 1)[1].example for r in records]
+    examples = [parse_record(r, 1)[1].example for r in numbered_chats(range(6))]
     encoded = ChatTokenizer(smol_tokenizer, prompt_loss_weight).encode(examples)
     return collate(encoded, smol_tokenizer.pad_token_id)
 
@@ -37,16 +43,6 @@ def test_sparse_output_layer_gives_the_dense_loss_and_gradients(tiny_model_dir, 
         assert abs(dense_loss - sparse_loss) < 1e-5 * abs(dense_loss)
         assert (dense_right, dense_n) == (sparse_right, sparse_n)
         assert torch.allclose(dense_grad, sparse_grad, atol=1e-7)
-
-
-def test_bf16_autocast_loss_matches_fp32_within_rounding(tiny_model_dir, smol_tokenizer):
-    model = load(tiny_model_dir)
-    batch = tiny_batch(smol_tokenizer)
-    with torch.no_grad():
-        fp32, _, _ = weighted_token_loss(model, batch)
-        bf16, _, _ = weighted_token_loss(model, batch, dtype=torch.bfloat16)
-    assert abs(fp32.item() - bf16.item()) < 0.01 * fp32.item()
-    assert model.lm_head.weight.dtype == torch.float32  # master weights stay fp32
 
 
 def test_length_grouped_batches_cover_each_example_once_with_less_padding():
@@ -78,6 +74,106 @@ def loss_and_grads(model, batch, **options):
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
     return loss.item(), correct, counted, grads
+
+
+@pytest.fixture(scope="module")
+def learned_model_dir(tiny_model_dir, smol_tokenizer, tmp_path_factory):
+    """The tiny model after six Adam steps on `tiny_batch`: its loss there falls from ln V = 10.8
+    (where a random model sits, and constant logits too) to ~5, so a path that loses the model's
+    output shows in the loss."""
+    directory = tmp_path_factory.mktemp("learned-llama")
+    model = load(tiny_model_dir).train()
+    batch = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss, _, _ = weighted_token_loss(model, batch)
+        (loss / batch.trained_tokens).backward()
+        optimizer.step()
+    model.save_pretrained(directory)
+    smol_tokenizer.save_pretrained(directory)
+    return directory
+
+
+def gradient_gaps(reference, other) -> tuple[float, float]:
+    """(the gradients' relative L2 distance, all tensors together; each entry's largest difference
+    relative to the reference's largest entry anywhere). Not per tensor: on `learned_model_dir` layer
+    1's q and k adapters get gradients ~1e4 times smaller than the rest, and their bf16 rounding
+    noise reaches half of their own size while changing nothing a step does."""
+    assert reference[3].keys() == other[3].keys() and reference[3]
+    a = torch.cat([grad.flatten() for grad in reference[3].values()])
+    b = torch.cat([other[3][name].flatten() for name in reference[3]])
+    return float((b - a).norm() / a.norm()), float((b - a).abs().max() / a.abs().max())
+
+
+def test_bf16_autocast_gives_the_fp32_logits_loss_and_lora_gradients(learned_model_dir, smol_tokenizer):
+    batch = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
+    model = lora_model(learned_model_dir)  # fp32 weights, adapters with non-zero B
+    logits = []  # the output layer's output, what the loss is taken of: (trained tokens, vocab)
+    model.get_base_model().lm_head.register_forward_hook(lambda module, args, output: logits.append(output.detach()))
+    fp32 = loss_and_grads(model, batch)
+    bf16 = loss_and_grads(model, batch, dtype=torch.bfloat16)
+    (fp32_logits, bf16_logits) = logits
+    assert fp32_logits.dtype == torch.float32 and bf16_logits.dtype == torch.bfloat16  # autocast really ran
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert fp32[0] / batch.trained_tokens < 0.6 * math.log(model.config.vocab_size)  # learned: far from uniform
+    # Measured on four trained seeds (2026-12-01): loss within 2.5e-4, logits within 5.7e-3 of the
+    # largest logit, gradients 6.1e-3 apart (L2) and 7.3e-3 (largest entry); the bounds leave ~3x.
+    assert abs(bf16[0] - fp32[0]) <= 1e-3 * fp32[0], (fp32[0], bf16[0])
+    assert bf16[2] == fp32[2]
+    logit_gap = (bf16_logits.float() - fp32_logits).abs().max() / fp32_logits.abs().max()
+    assert logit_gap <= 2e-2, logit_gap
+    assert all(".lora_" in name for name in fp32[3])
+    l2_gap, entry_gap = gradient_gaps(fp32, bf16)
+    assert l2_gap <= 2e-2 and entry_gap <= 2.5e-2, (l2_gap, entry_gap)
+
+
+def test_frozen_weights_bf16_train_like_fp32_frozen_weights_under_autocast(learned_model_dir, smol_tokenizer):
+    """frozen_weights_bf16 stores the base in bf16 instead of letting autocast round it on every
+    matmul: from the same adapters, three AdamW steps on the same batch give the same losses, and
+    the first step the same LoRA gradients, to within what bf16 storage adds."""
+    from tuneforge.train.config import TrainConfig
+    from tuneforge.train.loop import build_optimizer
+    from tuneforge.train.sft import build_model
+
+    batch = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
+
+    def built(frozen_weights_bf16: bool):
+        # (data is not read: build_model only loads the model and adds the adapters)
+        config = TrainConfig(model=str(learned_model_dir), data=learned_model_dir, precision="bf16", lora_rank=4,
+                             lora_alpha=8, frozen_weights_bf16=frozen_weights_bf16).resolve(6, 512)
+        return build_model(config)
+
+    stored, frozen = built(False), built(True)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        adapters = {name: p for name, p in stored.named_parameters() if p.requires_grad}
+        for name, p in adapters.items():
+            if ".lora_B." in name:
+                p.normal_(std=0.02)  # non-zero B: lora_A gets gradients too
+        for name, p in frozen.named_parameters():
+            if p.requires_grad:
+                p.copy_(adapters[name])
+    assert {p.dtype for p in stored.parameters()} == {torch.float32}
+    assert {p.dtype for p in frozen.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert {p.dtype for p in frozen.parameters() if p.requires_grad} == {torch.float32}  # the adapters' masters
+
+    results = {}
+    for label, model in (("stored", stored), ("frozen", frozen)):
+        optimizer = build_optimizer(model, learning_rate=1e-2, weight_decay=0.0)
+        results[label] = []
+        for _ in range(3):
+            results[label].append(loss_and_grads(model, batch, dtype=torch.bfloat16))
+            optimizer.step()
+    losses = {label: [r[0] / batch.trained_tokens for r in steps] for label, steps in results.items()}
+    assert losses["stored"][0] < 0.6 * math.log(stored.config.vocab_size) and losses["stored"][2] < losses["stored"][0]
+    # Measured on four trained seeds (2026-12-01): the three losses within 7e-4 and the gradients 1.3e-2
+    # apart (L2 and largest entry), about twice autocast's own gap to fp32: bf16 storage also rounds
+    # the embeddings, norms and residual stream, which autocast leaves in fp32. The bounds leave ~3x.
+    relative = [(f - s) / s for f, s in zip(losses["frozen"], losses["stored"])]
+    assert max(map(abs, relative)) <= 2e-3, relative
+    l2_gap, entry_gap = gradient_gaps(results["stored"][0], results["frozen"][0])
+    assert l2_gap <= 4e-2 and entry_gap <= 4e-2, (l2_gap, entry_gap)
 
 
 def assert_same(reference, other, rtol):
@@ -319,25 +415,49 @@ def test_fused_lora_leaves_dropout_disabled_and_merged_adapters_to_peft(tiny_mod
         assert not torch.allclose(fused, layer.base_layer(x), atol=1e-3)  # the adapter did something
 
 
-def test_all_speed_tricks_train_like_the_plain_path(tmp_path, tiny_model_dir):
+TRICKS = ("padding_free", "chunked_loss", "fast_lora_dropout", "sparse_output_layer", "lean_activations", "fused_lora")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_all_speed_tricks_train_like_the_plain_path(tmp_path, learned_model_dir, precision):
     """End to end: the recipe with every trick on and with every trick off (no dropout, so the two
-    runs see the same randomness) gives the same training and validation losses."""
+    runs see the same randomness) gives the same training losses and the same validation losses, on
+    a model whose loss starts far from ln V. In bf16, "on" stores the frozen weights in bf16 too."""
     import csv
+    import json
 
     from helpers import write_jsonl
 
-    from tuneforge.train.config import TrainConfig
     from tuneforge.runs.training import train_run
+    from tuneforge.train.config import TrainConfig
 
-    data = write_jsonl(tmp_path / "d.jsonl", [chat(f"Tell me about item {i} " + "x " * (i % 9), f"Item {i} is fine") for i in range(24)])
+    data = write_jsonl(tmp_path / "train.jsonl", numbered_chats(range(24)))
+    validation = write_jsonl(tmp_path / "validation.jsonl", numbered_chats(range(24, 32)))
     traces = []
     for on in (False, True):
-        result = train_run(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0,
-                                       seed=3, precision="fp32", learning_rate_multiplier=5, padding_free=on,
-                                       chunked_loss=on, fast_lora_dropout=on, sparse_output_layer=on, lean_activations=on, fused_lora=on,
-                                       group_by_length=False))
+        result = train_run(TrainConfig(model=str(learned_model_dir), data=data, validation_data=validation, n_epochs=2,
+                                       batch_size=4, lora_dropout=0.0, seed=3, precision=precision,
+                                       learning_rate_multiplier=5, group_by_length=False,
+                                       frozen_weights_bf16=on and precision == "bf16",
+                                       **{trick: on for trick in TRICKS}))
         with (result.run_dir / "metrics.csv").open() as handle:
             rows = list(csv.DictReader(handle))
-        traces.append([float(r["train_loss"]) for r in rows if r["train_loss"]] + [float(r["valid_loss"]) for r in rows if r["valid_loss"]])
-    assert len(traces[0]) > 10
-    assert traces[1] == pytest.approx(traces[0], rel=1e-4)
+        traces.append(([float(r["train_loss"]) for r in rows if r["train_loss"]],
+                       [float(r["valid_loss"]) for r in rows if r["valid_loss"]]))
+    (plain_train, plain_valid), (tricks_train, tricks_valid) = traces
+    assert len(plain_train) == len(tricks_train) == 12  # 2 epochs of 6 steps
+    assert len(plain_valid) == len(tricks_valid) == 3  # the base model, then each epoch's end
+    vocab = json.loads((learned_model_dir / "config.json").read_text())["vocab_size"]
+    assert plain_valid[0] < 0.6 * math.log(vocab) and plain_valid[-1] < plain_valid[0]  # far from ln V, and learning
+    if precision == "fp32":
+        assert tricks_train == pytest.approx(plain_train, rel=1e-4)
+        assert tricks_valid == pytest.approx(plain_valid, rel=1e-4)
+        return
+    # bf16, measured with run seeds 3, 4 and 5 (2026-12-01): steps within 2.8e-3, validation losses within
+    # 1.9e-3, the mean signed step difference (drift) within 1.2e-3, nearly all of it frozen_weights_bf16's
+    # (with only it on: steps 1.9e-3, validation 9.3e-4, drift 1.1e-3). The bounds leave ~3x.
+    train_gaps = [(t - p) / p for t, p in zip(tricks_train, plain_train)]
+    valid_gaps = [(t - p) / p for t, p in zip(tricks_valid, plain_valid)]
+    assert max(map(abs, train_gaps)) <= 8e-3, train_gaps
+    assert max(map(abs, valid_gaps)) <= 5e-3, valid_gaps
+    assert abs(sum(train_gaps) / len(train_gaps)) <= 3e-3, train_gaps
