@@ -61,3 +61,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def learned_model_dir(tiny_model_dir, smol_tokenizer, tmp_path_factory):
+    """The tiny model after six Adam steps on a few chats: its loss there falls from ln V = 10.8
+    (where a random model sits, and constant logits too) to ~5, so a path that loses the model's
+    output, or trains differently, shows in the loss."""
+    import torch
+    from helpers import chat
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.data.formats import parse_record
+    from tuneforge.data.tokenize import ChatTokenizer
+    from tuneforge.train.loop import collate, weighted_token_loss
+
+    records = [chat(f"Question {i}: " + "word " * (3 * i), f"Answer number {i}") for i in range(6)]
+    encoded = ChatTokenizer(smol_tokenizer, 0.1).encode([parse_record(r, 1)[1].example for r in records])
+    batch = collate(encoded, smol_tokenizer.pad_token_id)
+    directory = tmp_path_factory.mktemp("learned-llama")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss, _, _ = weighted_token_loss(model, batch)
+        (loss / batch.trained_tokens).backward()
+        optimizer.step()
+    model.save_pretrained(directory)
+    smol_tokenizer.save_pretrained(directory)
+    return directory

@@ -1,4 +1,5 @@
-"""Pinned losses: a few steps of the real recipe on the tiny model, per configuration, against a
+"""Pinned losses: a few steps of the real recipe on the tiny model (after a few steps of learning,
+so its loss is not the random model's ln V), per configuration, against a
 reference committed in tests/reference/pinned_losses.json (torchtune's expected-loss tests, TRL's
 invariance classes).
 
@@ -30,17 +31,18 @@ TRICKS_OFF = dict(padding_free=False, sparse_output_layer=False, chunked_loss=Fa
 # order: not the same arithmetic, so not the same class).
 EVERY_TRICK = {"group_by_length": False, "cache_tokens": False}
 # class -> (precision, step tolerance (relative), drift tolerance (relative), configurations).
-# Measured on the reference CPU (2026-12-01): fp32 members within 1e-7 of their reference (metrics.csv
-# keeps 6 decimals), bf16 within 6.3e-5; the tolerances leave ~100x (fp32) and ~16x (bf16) for other
-# CPUs' kernels, and stay far below a step's change of loss (~1 %), so a trick that trains
-# differently fails.
+# Measured on the reference CPU (2026-12-01), from the learned tiny model: fp32 members within 2.3e-7
+# of their reference (metrics.csv keeps 6 decimals), bf16 within 5.6e-4 (mean 6e-5). The tolerances
+# leave ~40x (fp32) and ~2.7x (bf16) for other CPUs' kernels and stay below what a wrong path moves:
+# a step changes the loss by ~2 %, and frozen weights stored as float8 or truncated rather than
+# rounded to bf16 moved it by 5e-3 to 7e-3 (tests/test_speed_tricks.py).
 CLASSES = {
     "lora fp32": ("fp32", 1e-5, 3e-6, {
         "plain": TRICKS_OFF,
         "every trick": EVERY_TRICK,
         "accumulation 2": {**TRICKS_OFF, "gradient_accumulation_steps": 2},
     }),
-    "lora bf16": ("bf16", 1e-3, 2e-4, {
+    "lora bf16": ("bf16", 1.5e-3, 3e-4, {
         "plain": {**TRICKS_OFF, "frozen_weights_bf16": False},
         "every trick": EVERY_TRICK,
     }),
@@ -52,11 +54,11 @@ CLASSES = {
 STEPS = 4
 
 
-def losses(tmp_path: Path, tiny_model_dir: Path, precision: str, method: str, options: dict) -> list[float]:
+def losses(tmp_path: Path, learned_model_dir: Path, precision: str, method: str, options: dict) -> list[float]:
     """Training loss of each step, then the validation loss at the end: the pure recipe, no registry."""
     train = write_jsonl(tmp_path / "train.jsonl", filler(16))
     validation = write_jsonl(tmp_path / "validation.jsonl", filler(4, start=100))
-    config = TrainConfig(model=str(tiny_model_dir), data=train, validation_data=validation, method=method, n_epochs=1,
+    config = TrainConfig(model=str(learned_model_dir), data=train, validation_data=validation, method=method, n_epochs=1,
                          batch_size=4, max_steps=STEPS, seed=0, learning_rate_multiplier=5, precision=precision, **options)
     run_dir = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
     train_sft(config, Reporter(), run_dir)
@@ -67,12 +69,12 @@ def losses(tmp_path: Path, tiny_model_dir: Path, precision: str, method: str, op
 
 
 @pytest.mark.parametrize("name", CLASSES)
-def test_each_configuration_trains_like_its_reference(name, tmp_path, tiny_model_dir):
+def test_each_configuration_trains_like_its_reference(name, tmp_path, learned_model_dir):
     precision, step_tolerance, drift_tolerance, configurations = CLASSES[name]
     if precision == "bf16" and not bf16_is_fast():
         pytest.skip("bf16 is emulated on this CPU: no native bf16 to pin")
     method = name.split()[0]
-    measured = {label: losses(tmp_path, tiny_model_dir, precision, method, options) for label, options in configurations.items()}
+    measured = {label: losses(tmp_path, learned_model_dir, precision, method, options) for label, options in configurations.items()}
     references = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else {}
     if os.environ.get("TUNEFORGE_UPDATE_PINNED") == "1":
         references[name] = measured["plain"]

@@ -76,25 +76,6 @@ def loss_and_grads(model, batch, **options):
     return loss.item(), correct, counted, grads
 
 
-@pytest.fixture(scope="module")
-def learned_model_dir(tiny_model_dir, smol_tokenizer, tmp_path_factory):
-    """The tiny model after six Adam steps on `tiny_batch`: its loss there falls from ln V = 10.8
-    (where a random model sits, and constant logits too) to ~5, so a path that loses the model's
-    output shows in the loss."""
-    directory = tmp_path_factory.mktemp("learned-llama")
-    model = load(tiny_model_dir).train()
-    batch = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
-    for _ in range(6):
-        optimizer.zero_grad()
-        loss, _, _ = weighted_token_loss(model, batch)
-        (loss / batch.trained_tokens).backward()
-        optimizer.step()
-    model.save_pretrained(directory)
-    smol_tokenizer.save_pretrained(directory)
-    return directory
-
-
 def gradient_gaps(reference, other) -> tuple[float, float]:
     """(the gradients' relative L2 distance, all tensors together; each entry's largest difference
     relative to the reference's largest entry anywhere). Not per tensor: on `learned_model_dir` layer

@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
     fast_lora_dropout: bool = Field(True, description="LoRA dropout fused into the adapter's first matmul, its mask drawn again in backward instead of stored (same dropout, less time and memory).")
     fused_lora: bool = Field(True, description="Each LoRA layer's frozen matmul and adapter in one function, the adapter's output accumulated by the matmul itself (same result, fewer passes over memory).")
     lean_activations: bool = Field(True, description="Llama-style norms and MLPs keep less for backward (the norm's input instead of its fp32 copy; the MLP's gate and up, not silu(gate)): same result, less memory.")
-    frozen_weights_bf16: bool = Field(True, description="With LoRA in bf16: store the frozen base weights in bf16 (LoRA weights stay fp32) instead of casting them on every pass.")
+    frozen_weights_bf16: bool = Field(True, description="With LoRA in bf16: store the frozen base weights in bf16 (LoRA weights stay fp32) instead of casting them on every pass; embeddings and norms are then bf16 too, a small further rounding.")
     cache_tokens: bool = Field(True, description="Keep the tokenised data under $TUNEFORGE_HOME/cache/tokens, keyed by the data's sha256 and the tokenizer, so the next run or a resume skips parsing and tokenising.")
 
     # LoRA.
