@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 quickstart: $(STAMP)
 	$(VENV)/bin/tuneforge quickstart
 
+# Lint and format first (ruff, line length 119: pyproject.toml), then the suite.
 # tests/test_report_browser.py opens report.html in headless Chromium: install Debian's chromium where
 # we are root with apt-get; elsewhere, say so. TUNEFORGE_REQUIRE_BROWSER=1 makes a missing browser fail
 # that test here (a plain `pytest` without chromium skips it).
@@ -37,6 +38,8 @@ test: $(STAMP)
 	    echo "note: no chromium on PATH and no root apt-get to install it; the browser test will fail"; \
 	  fi; \
 	fi
+	$(VENV)/bin/ruff check tuneforge tests benchmarks examples
+	$(VENV)/bin/ruff format --check tuneforge tests benchmarks examples
 	TUNEFORGE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 clean-venv:

@@ -40,24 +40,36 @@ def measure(path: Path, model: str) -> dict:
     """Run the CLI once in a child process; its wall time and its own peak RSS."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "tuneforge", "data", "check", str(path), "--json", "--model", model],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "data", "check", str(path), "--json", "--model", model],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if result.returncode not in (0, 1):
         raise SystemExit(f"check failed: {result.stderr}")
     report = json.loads(result.stdout)
     if peak_kib <= before:
-        raise SystemExit("a child's peak RSS is only visible when it exceeds the previous child's: run one per process")
-    return {"wall_s": wall, "peak_rss_mb": peak_kib / 1024, "examples": report["examples"],
-            "tokens": report["stats"].get("total_tokens"), "errors": report["errors"]}
+        raise SystemExit(
+            "a child's peak RSS is only visible when it exceeds the previous child's: run one per process"
+        )
+    return {
+        "wall_s": wall,
+        "peak_rss_mb": peak_kib / 1024,
+        "examples": report["examples"],
+        "tokens": report["stats"].get("total_tokens"),
+        "errors": report["errors"],
+    }
 
 
 def row(label: str, path: Path, m: dict) -> str:
     size_mb = path.stat().st_size / 1e6
     tokens = f"{m['tokens'] / m['wall_s']:,.0f}" if m["tokens"] else "-"
-    return (f"| {label} | {size_mb:,.0f} MB | {m['examples']:,} | {m['wall_s']:.1f} | "
-            f"{m['examples'] / m['wall_s']:,.0f} | {tokens} | {m['peak_rss_mb']:,.0f} |")
+    return (
+        f"| {label} | {size_mb:,.0f} MB | {m['examples']:,} | {m['wall_s']:.1f} | "
+        f"{m['examples'] / m['wall_s']:,.0f} | {tokens} | {m['peak_rss_mb']:,.0f} |"
+    )
 
 
 def main() -> None:
@@ -69,14 +81,22 @@ def main() -> None:
         path, model = args.one.split("::")
         print(json.dumps(measure(Path(path), model)))
         return
-    header = ["| run | file | examples | wall s | examples/s | tokens/s | peak RSS MB |", "|---|---|---|---|---|---|---|"]
+    header = [
+        "| run | file | examples | wall s | examples/s | tokens/s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [("100k examples, tokens", 100_000, None, "smollm2-135m-instruct"),
-                ("100k examples, no tokens", 100_000, None, "none")]
+        runs = [
+            ("100k examples, tokens", 100_000, None, "smollm2-135m-instruct"),
+            ("100k examples, no tokens", 100_000, None, "none"),
+        ]
         if args.gigabyte:
-            runs += [("100 MB, no tokens", None, 100_000_000, "none"), ("1 GB, no tokens", None, 1_000_000_000, "none"),
-                     ("1 GB, tokens", None, 1_000_000_000, "smollm2-135m-instruct")]
+            runs += [
+                ("100 MB, no tokens", None, 100_000_000, "none"),
+                ("1 GB, no tokens", None, 1_000_000_000, "none"),
+                ("1 GB, tokens", None, 1_000_000_000, "smollm2-135m-instruct"),
+            ]
         files: dict[tuple, Path] = {}
         for label, n, size, model in runs:
             key = (n, size)
@@ -84,8 +104,12 @@ def main() -> None:
                 files[key] = Path(tmp) / f"data-{n or size}.jsonl"
                 synthesize(files[key], n, size)
             # Each measurement in its own process, so each peak RSS is that run's alone.
-            out = subprocess.run([sys.executable, "-m", "benchmarks.data_check", "--one", f"{files[key]}::{model}"],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-m", "benchmarks.data_check", "--one", f"{files[key]}::{model}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append(row(label, files[key], json.loads(out.stdout)))
             print(rows[-1], flush=True)
     print(f"\n`tuneforge data check` on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")

@@ -1,6 +1,7 @@
 """Generation speed: Hugging Face `generate` against Tuneforge's engine, on the bundled model.
 
-Run: `python -m benchmarks.generate [--model smollm2-135m-instruct] [--new-tokens 64] [--threads N] [--llama-cpp-path DIR]`
+Run: `python -m benchmarks.generate [--model smollm2-135m-instruct] [--new-tokens 64] [--threads N]
+     [--llama-cpp-path DIR]`
 
 Each configuration runs in its own process (so its peak RSS is its own): it loads the model and
 warms up once; then the configurations take turns, one measurement each, `--repeats` rounds, and
@@ -101,11 +102,22 @@ def hf_runner(model_name: str, precision: str, new_tokens: int):
     pad = chat.pad_id
 
     def generate(conversations, streamer=None):
-        inputs = tokenizer([chat.render_prompt(c) for c in conversations], return_tensors="pt", padding=True,
-                           padding_side="left", add_special_tokens=False)
+        inputs = tokenizer(
+            [chat.render_prompt(c) for c in conversations],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
+        )
         with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                                 pad_token_id=pad, streamer=streamer)
+            out = model.generate(
+                **inputs,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                streamer=streamer,
+            )
         width = inputs["input_ids"].shape[1]
         return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
@@ -157,7 +169,9 @@ def engine_runner(model_name: str, precision: str, new_tokens: int):
         with torch.inference_mode():
             rows = [stepper.start(torch.tensor([ids[:1]]), one, torch.zeros(1, 1, dtype=torch.long), len(ids))]
             for t in range(1, len(ids)):
-                rows.append(stepper.step(torch.tensor([[ids[t]]]), torch.ones(1, t + 1, dtype=torch.long), torch.tensor([[t]])))
+                rows.append(
+                    stepper.step(torch.tensor([[ids[t]]]), torch.ones(1, t + 1, dtype=torch.long), torch.tensor([[t]]))
+                )
         return mean_next_token_loss(torch.cat(rows), ids)
 
     return first_token, generate, loss
@@ -174,8 +188,13 @@ def llama_runner(model_name: str, precision: str, new_tokens: int):
         raise SystemExit("llama.cpp runs on the bundled GGUF only")
     import torch
 
-    llm = Llama(model_path=str(_bundled_gguf(BUNDLED[model_name])), n_ctx=1024, n_batch=512,
-                n_threads=torch.get_num_threads(), verbose=False)
+    llm = Llama(
+        model_path=str(_bundled_gguf(BUNDLED[model_name])),
+        n_ctx=1024,
+        n_batch=512,
+        n_threads=torch.get_num_threads(),
+        verbose=False,
+    )
     chat = ChatTokenizer(load_tokenizer(model_name))
 
     def tokens_for(conversation, on_first=None) -> list[int]:
@@ -201,10 +220,16 @@ def llama_runner(model_name: str, precision: str, new_tokens: int):
 
     def loss(ids: list[int]) -> float:
         # A second instance that keeps every position's logits (the timed one keeps the last only).
-        scorer = Llama(model_path=str(_bundled_gguf(BUNDLED[model_name])), n_ctx=1024, n_batch=512, logits_all=True,
-                       n_threads=torch.get_num_threads(), verbose=False)
+        scorer = Llama(
+            model_path=str(_bundled_gguf(BUNDLED[model_name])),
+            n_ctx=1024,
+            n_batch=512,
+            logits_all=True,
+            n_threads=torch.get_num_threads(),
+            verbose=False,
+        )
         scorer.eval(ids)
-        return mean_next_token_loss(scorer.scores[:len(ids)], ids)
+        return mean_next_token_loss(scorer.scores[: len(ids)], ids)
 
     return first_token, generate, loss
 
@@ -236,7 +261,10 @@ def serve_measurements(label: str, model_name: str, new_tokens: int, threads: in
     for line in sys.stdin:
         command = line.strip()
         if command == "done":
-            final = {"answer": generate(conversations[1:2])[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            final = {
+                "answer": generate(conversations[1:2])[0],
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
             print(json.dumps({**final, "next_token_loss": loss(quality_ids(model_name))}), flush=True)  # after the RSS
             return
         print(json.dumps({command: measures[command]()}), flush=True)
@@ -244,8 +272,17 @@ def serve_measurements(label: str, model_name: str, new_tokens: int, threads: in
 
 class Child:
     def __init__(self, label: str, args):
-        command = [sys.executable, "-m", "benchmarks.generate", "--one", label, "--model", args.model,
-                   "--new-tokens", str(args.new_tokens)] + (["--threads", str(args.threads)] if args.threads else [])
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.generate",
+            "--one",
+            label,
+            "--model",
+            args.model,
+            "--new-tokens",
+            str(args.new_tokens),
+        ] + (["--threads", str(args.threads)] if args.threads else [])
         env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
         if label == LLAMA and args.llama_cpp_path:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.llama_cpp_path, env.get("PYTHONPATH")]))
@@ -269,7 +306,10 @@ class Child:
 def machine() -> str:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, torch {torch.__version__}"
 
@@ -284,8 +324,13 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--configs", help="comma-separated subset of: " + ", ".join(CONFIGS) + " (default: all; llama.cpp when it imports)")
-    parser.add_argument("--llama-cpp-path", help="a directory holding the llama_cpp package (pip install --target ...)")
+    parser.add_argument(
+        "--configs",
+        help="comma-separated subset of: " + ", ".join(CONFIGS) + " (default: all; llama.cpp when it imports)",
+    )
+    parser.add_argument(
+        "--llama-cpp-path", help="a directory holding the llama_cpp package (pip install --target ...)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -311,17 +356,28 @@ def main() -> None:
                 child.ask(measure)
     finals = {child.label: child.ask("done") for child in children}
     reference = finals.get("HF generate fp32", {}).get("answer")
-    lines = [f"Generation on {args.model}, {args.new_tokens} new tokens per prompt, best of {args.repeats} "
-             f"(configurations measured in turn)", "",
-             "| configuration | threads | first token ms | tok/s batch 1 | tok/s batch 8 | peak RSS MB | same answer as HF fp32 | next-token loss |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Generation on {args.model}, {args.new_tokens} new tokens per prompt, best of {args.repeats} "
+        f"(configurations measured in turn)",
+        "",
+        "| configuration | threads | first token ms | tok/s batch 1 | tok/s batch 8 | peak RSS MB | same answer as "
+        "HF fp32 | next-token loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for child in children:
         final, best = finals[child.label], child.best
-        same = "-" if reference is None or child.label == "HF generate fp32" else \
-            "yes" if final["answer"] == reference else f"first {common_prefix(final['answer'], reference)} chars"
-        lines.append(f"| {child.label} | {child.threads} | {best['first_token_s'] * 1000:.0f} | "
-                     f"{args.new_tokens / best['batch1_s']:.1f} | {8 * args.new_tokens / best['batch8_s']:.1f} | "
-                     f"{final['peak_rss_mb']:,.0f} | {same} | {final['next_token_loss']:.4f} |")
+        same = (
+            "-"
+            if reference is None or child.label == "HF generate fp32"
+            else "yes"
+            if final["answer"] == reference
+            else f"first {common_prefix(final['answer'], reference)} chars"
+        )
+        lines.append(
+            f"| {child.label} | {child.threads} | {best['first_token_s'] * 1000:.0f} | "
+            f"{args.new_tokens / best['batch1_s']:.1f} | {8 * args.new_tokens / best['batch8_s']:.1f} | "
+            f"{final['peak_rss_mb']:,.0f} | {same} | {final['next_token_loss']:.4f} |"
+        )
     print(f"load average at end {load_average()}\n")
     print("\n".join(lines))
 

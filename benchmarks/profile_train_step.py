@@ -23,7 +23,9 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--rows", type=int, default=25)
-    parser.add_argument("--set", nargs="*", default=[], help="TrainConfig fields, e.g. lora_dropout=0 prompt_loss_weight=0")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="TrainConfig fields, e.g. lora_dropout=0 prompt_loss_weight=0"
+    )
     args = parser.parse_args()
 
     from benchmarks.train_runners import MODEL, build_data, tokenized
@@ -36,9 +38,15 @@ def main() -> None:
     overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
     with tempfile.TemporaryDirectory() as directory:
         train, _ = build_data(Path(directory), args.seq_len, args.batch_size, 8)
-        config = TrainConfig(model=MODEL, data=train, method=args.method, precision=args.precision,
-                             batch_size=args.batch_size, max_seq_length=args.seq_len,
-                             **{"prompt_loss_weight": 1.0, **overrides}).resolve(args.batch_size, 8192)
+        config = TrainConfig(
+            model=MODEL,
+            data=train,
+            method=args.method,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            max_seq_length=args.seq_len,
+            **{"prompt_loss_weight": 1.0, **overrides},
+        ).resolve(args.batch_size, 8192)
         examples = tokenized(train, config.prompt_loss_weight, args.seq_len)
     pad_id = ChatTokenizer(load_tokenizer(MODEL)).pad_id
     model = build_model(config)
@@ -60,7 +68,10 @@ def main() -> None:
         for _ in range(args.steps):
             step()
         seconds = (time.perf_counter() - started) / args.steps
-    print(f"{args.method} {args.precision} {overrides}: {seconds:.2f} s/step, {tokens / seconds:.0f} tok/s (under the profiler)")
+    print(
+        f"{args.method} {args.precision} {overrides}: {seconds:.2f} s/step, {tokens / seconds:.0f} tok/s (under the "
+        f"profiler)"
+    )
     print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60))
 
 

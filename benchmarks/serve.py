@@ -39,8 +39,12 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "tuneforge", "serve", "--no-auth", "--no-worker", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "serve", "--no-auth", "--no-worker", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
@@ -57,14 +61,22 @@ def measure(client, model: str, requests: int, max_tokens: int) -> dict:
     latencies, tokens = [], 0
     for i in range(requests):
         began = time.perf_counter()
-        answer = client.chat.completions.create(model=model, messages=messages(i), max_tokens=max_tokens, temperature=0)
+        answer = client.chat.completions.create(
+            model=model, messages=messages(i), max_tokens=max_tokens, temperature=0
+        )
         latencies.append(time.perf_counter() - began)
         tokens += answer.usage.completion_tokens
     first_tokens, stream_tokens, stream_seconds = [], 0, 0.0
     for i in range(requests):
         began, first = time.perf_counter(), None
-        stream = client.chat.completions.create(model=model, messages=messages(i), max_tokens=max_tokens, temperature=0,
-                                                stream=True, stream_options={"include_usage": True})
+        stream = client.chat.completions.create(
+            model=model,
+            messages=messages(i),
+            max_tokens=max_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         for chunk in stream:
             if first is None and chunk.choices and chunk.choices[0].delta.content:
                 first = time.perf_counter() - began
@@ -72,9 +84,16 @@ def measure(client, model: str, requests: int, max_tokens: int) -> dict:
                 stream_tokens += chunk.usage.completion_tokens
         stream_seconds += time.perf_counter() - began
         first_tokens.append(first or 0.0)
-    return {"model": model, "requests": requests, "p50_s": statistics.median(latencies), "max_s": max(latencies),
-            "mean_tokens": tokens / requests, "tokens_per_s": tokens / sum(latencies),
-            "ttft_p50_s": statistics.median(first_tokens), "stream_tokens_per_s": stream_tokens / stream_seconds}
+    return {
+        "model": model,
+        "requests": requests,
+        "p50_s": statistics.median(latencies),
+        "max_s": max(latencies),
+        "mean_tokens": tokens / requests,
+        "tokens_per_s": tokens / sum(latencies),
+        "ttft_p50_s": statistics.median(first_tokens),
+        "stream_tokens_per_s": stream_tokens / stream_seconds,
+    }
 
 
 def main() -> None:
@@ -100,13 +119,20 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     load = os.getloadavg()[0]
-    print(f"\nchat through `tuneforge serve`, {args.requests} requests each, greedy, max_tokens={args.max_tokens}, "
-          f"load average {load:.2f}\n")
-    print("| model | p50 latency s | max s | mean completion tokens | tokens/s | stream TTFT p50 s | stream tokens/s |")
+    print(
+        f"\nchat through `tuneforge serve`, {args.requests} requests each, greedy, max_tokens={args.max_tokens}, "
+        f"load average {load:.2f}\n"
+    )
+    print(
+        "| model | p50 latency s | max s | mean completion tokens | tokens/s | stream TTFT p50 s | stream tokens/s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['p50_s']:.2f} | {r['max_s']:.2f} | {r['mean_tokens']:.1f} | {r['tokens_per_s']:.1f} | "
-              f"{r['ttft_p50_s']:.3f} | {r['stream_tokens_per_s']:.1f} |")
+        print(
+            f"| {r['model']} | {r['p50_s']:.2f} | {r['max_s']:.2f} | {r['mean_tokens']:.1f} | "
+            f"{r['tokens_per_s']:.1f} | "
+            f"{r['ttft_p50_s']:.3f} | {r['stream_tokens_per_s']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -44,13 +44,17 @@ def main() -> None:
                 times.append(time.perf_counter() - began)
             return min(times), sum(len(e.input_ids) for e in examples)
 
-        rows = [("cache off: read, check, tokenise", *best(False, False)),
-                ("cold: the same, then write the cache", *best(True, True)),
-                ("warm: load the cache", *best(True, False))]
+        rows = [
+            ("cache off: read, check, tokenise", *best(False, False)),
+            ("cold: the same, then write the cache", *best(True, True)),
+            ("warm: load the cache", *best(True, False)),
+        ]
         size = sum(p.stat().st_size for p in token_cache.cache_dir().glob("*.npz"))
         data_size = path.stat().st_size
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-          f"{args.examples:,} chats, {data_size / 1e6:.0f} MB; cache file {size / 1e6:.0f} MB\n")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        f"{args.examples:,} chats, {data_size / 1e6:.0f} MB; cache file {size / 1e6:.0f} MB\n"
+    )
     print("| path | seconds | tokens | tokens/s |\n|---|---|---|---|")
     for label, seconds, tokens in rows:
         print(f"| {label} | {seconds:.1f} | {tokens:,} | {tokens / seconds:,.0f} |")

@@ -63,8 +63,9 @@ def one(settings: dict, data_dir: Path, steps: int, batch_size: int, seq_len: in
     warnings.filterwarnings("ignore")
     from benchmarks.train_runners import RUNNERS, peak_rss_mb
 
-    result = RUNNERS[settings["trainer"]](settings, data_dir / "train.jsonl", data_dir / "validation.jsonl",
-                                          steps, batch_size, seq_len)
+    result = RUNNERS[settings["trainer"]](
+        settings, data_dir / "train.jsonl", data_dir / "validation.jsonl", steps, batch_size, seq_len
+    )
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -77,19 +78,32 @@ def summarise(result: dict, epoch_tokens: int, flops_per_token: float, ceiling_g
     # The first steps' time beyond what the steady rate would have taken: allocation, compilation.
     warmup_extra = sum(s - n / all_rate for s, n in zip(seconds[:skip], tokens[:skip]))
     losses = result["train_losses"]
-    return {"trained": trained_rate, "all": all_rate, "epoch_s": epoch_tokens / all_rate + warmup_extra,
-            "mfu": all_rate * flops_per_token / (ceiling_gflops * 1e9), "rss": result["peak_rss_mb"],
-            "train_rss": result["train_peak_rss_mb"],
-            "train_loss": sum(losses[-4:]) / len(losses[-4:]), "valid_loss": result["valid_loss"]}
+    return {
+        "trained": trained_rate,
+        "all": all_rate,
+        "epoch_s": epoch_tokens / all_rate + warmup_extra,
+        "mfu": all_rate * flops_per_token / (ceiling_gflops * 1e9),
+        "rss": result["peak_rss_mb"],
+        "train_rss": result["train_peak_rss_mb"],
+        "train_loss": sum(losses[-4:]) / len(losses[-4:]),
+        "valid_loss": result["valid_loss"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=16, help="optimiser steps per row; the training set is one epoch of this many batches")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=16,
+        help="optimiser steps per row; the training set is one epoch of this many batches",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--method", choices=["lora", "full", "both"], default="both")
-    parser.add_argument("--lora-dropout", type=float, default=0.0, help="the same for every LoRA row (0: Tuneforge's default)")
+    parser.add_argument(
+        "--lora-dropout", type=float, default=0.0, help="the same for every LoRA row (0: Tuneforge's default)"
+    )
     parser.add_argument("--only", help="run only rows whose label contains this text")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -100,22 +114,32 @@ def main() -> None:
         return
 
     from benchmarks.train_runners import build_data
-    from tuneforge.models.catalog import resolve_model, model_path
+    from tuneforge.models.catalog import model_path, resolve_model
 
     rows = rows_for(args.method, args.only)
     load = os.getloadavg()[0]
     ceilings = {"fp32": matmul_gflops("float32"), "bf16": matmul_gflops("bfloat16")}
-    header = (f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load average {load:.1f} at start; "
-              f"batch {args.batch_size} x {args.seq_len} tokens, {args.steps} steps per row; "
-              f"matmul ceiling fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s")
+    header = (
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, load average {load:.1f} at start; "
+        f"batch {args.batch_size} x {args.seq_len} tokens, {args.steps} steps per row; "
+        f"matmul ceiling fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 {ceilings['bf16']:.0f} GFLOP/s"
+    )
     print(header, flush=True)
-    lines = ["| configuration | trained tok/s | all tok/s | s/epoch | MFU | training peak RSS MB | peak RSS MB | train loss | valid loss | load |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | trained tok/s | all tok/s | s/epoch | MFU | training peak RSS MB | peak RSS MB | train "
+        "loss | valid loss | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as home:
         data_dir = Path(home) / "data"
         # Converted model stays where it is; runs and the registry go to the throw-away home.
-        env = {**os.environ, "TUNEFORGE_MODEL_CACHE": str(Path(model_path(resolve_model("smollm2-135m-instruct"))).parent),
-               "TUNEFORGE_HOME": home, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        env = {
+            **os.environ,
+            "TUNEFORGE_MODEL_CACHE": str(Path(model_path(resolve_model("smollm2-135m-instruct"))).parent),
+            "TUNEFORGE_HOME": home,
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
         train_path, _ = build_data(data_dir, args.seq_len, args.steps * args.batch_size, 2 * args.batch_size)
         from benchmarks.train_runners import tokenized
 
@@ -125,18 +149,44 @@ def main() -> None:
             if method == "full":
                 settings.pop("lora_dropout")
             row_load = os.getloadavg()[0]
-            out = subprocess.run([sys.executable, "-m", "benchmarks.train", "--steps", str(args.steps),
-                                  "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
-                                  "--one", json.dumps(settings), "--data-dir", str(data_dir)],
-                                 capture_output=True, text=True, env=env)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.train",
+                    "--steps",
+                    str(args.steps),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--seq-len",
+                    str(args.seq_len),
+                    "--one",
+                    json.dumps(settings),
+                    "--data-dir",
+                    str(data_dir),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if out.returncode != 0:
-                lines.append(f"| {label} ({method}) | failed: {(out.stderr.strip().splitlines() or ['?'])[-1][:150]} | | | | | | | | |")
+                lines.append(
+                    f"| {label} ({method}) | failed: {(out.stderr.strip().splitlines() or ['?'])[-1][:150]} | | | | "
+                    f"| | | | |"
+                )
                 print(lines[-1], flush=True)
                 continue
-            s = summarise(json.loads(out.stdout.strip().splitlines()[-1]), epoch_tokens,
-                          (4 if method == "lora" else 6) * PARAMETERS, ceilings[settings["precision"]])
-            lines.append(f"| {label} ({method}) | {s['trained']:.0f} | {s['all']:.0f} | {s['epoch_s']:.0f} | {s['mfu']:.0%} | "
-                         f"{s['train_rss']:,.0f} | {s['rss']:,.0f} | {s['train_loss']:.3f} | {s['valid_loss']:.4f} | {row_load:.1f} |")
+            s = summarise(
+                json.loads(out.stdout.strip().splitlines()[-1]),
+                epoch_tokens,
+                (4 if method == "lora" else 6) * PARAMETERS,
+                ceilings[settings["precision"]],
+            )
+            lines.append(
+                f"| {label} ({method}) | {s['trained']:.0f} | {s['all']:.0f} | {s['epoch_s']:.0f} | {s['mfu']:.0%} | "
+                f"{s['train_rss']:,.0f} | {s['rss']:,.0f} | {s['train_loss']:.3f} | {s['valid_loss']:.4f} | "
+                f"{row_load:.1f} |"
+            )
             print(lines[-1], flush=True)
     print()
     print(header + "\n\n" + "\n".join(lines))

@@ -1,6 +1,7 @@
 """Where a training step's memory goes: Tuneforge's LoRA trainer on the bundled model, step by step.
 
-Run: `python -m benchmarks.train_memory [--steps 6] [--precision bf16] [--method lora] [--chunk-tokens N] [--no-lean] [--trim grown|every|never]`
+Run: `python -m benchmarks.train_memory [--steps 6] [--precision bf16] [--method lora] [--chunk-tokens N]
+     [--no-lean] [--trim grown|every|never]`
 
 Trains `--steps` steps of 8 x 256-token chats (the data of benchmarks/train.py) and prints, per step:
 the tokens, the bytes of the tensors autograd kept for backward at the end of the forward pass
@@ -23,8 +24,11 @@ import torch
 
 def heap_in_use_mb() -> float | None:
     class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in
-                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        ]
+
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallinfo2.restype = MallInfo2
@@ -40,8 +44,12 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     parser.add_argument("--chunk-tokens", type=int, help="the chunked loss's chunk (default: Tuneforge's)")
     parser.add_argument("--no-lean", action="store_true", help="lean_activations off")
-    parser.add_argument("--trim", choices=["grown", "every", "never"], default="grown",
-                        help="malloc_trim when the process has grown past the slack (the trainer's), after every step, or never")
+    parser.add_argument(
+        "--trim",
+        choices=["grown", "every", "never"],
+        default="grown",
+        help="malloc_trim when the process has grown past the slack (the trainer's), after every step, or never",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TUNEFORGE_HOME", tempfile.mkdtemp(prefix="tuneforge-memory-"))
 
@@ -56,6 +64,7 @@ def main() -> None:
     from tuneforge.train.host_memory import resident_mb as rss_mb
 
     if args.trim != "grown":
+
         class FixedTrim:
             def after_step(self):
                 if args.trim == "every":
@@ -71,7 +80,11 @@ def main() -> None:
 
         def keep(tensor):
             storage = tensor.untyped_storage()
-            storages[storage.data_ptr()] = (storage.nbytes(), tensor.shape[-1] if tensor.dim() else 0, str(tensor.dtype).replace("torch.", ""))
+            storages[storage.data_ptr()] = (
+                storage.nbytes(),
+                tensor.shape[-1] if tensor.dim() else 0,
+                str(tensor.dtype).replace("torch.", ""),
+            )
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
@@ -79,7 +92,9 @@ def main() -> None:
         kinds = collections.Counter()
         for nbytes, width, dtype in storages.values():
             kinds[f"{width} {dtype}"] += nbytes
-        kept.update(tokens=batch.tokens, saved=sum(kinds.values()), kinds=kinds.most_common(4), rss_forward_end=rss_mb())
+        kept.update(
+            tokens=batch.tokens, saved=sum(kinds.values()), kinds=kinds.most_common(4), rss_forward_end=rss_mb()
+        )
         return result
 
     sft.weighted_token_loss = measured_loss
@@ -91,18 +106,40 @@ def main() -> None:
         def step(self, row):
             heap = heap_in_use_mb()
             kinds = ", ".join(f"{kind}: {nbytes / 2**20:.0f}" for kind, nbytes in kept["kinds"])
-            print(f"| {row['step']} | {kept['tokens']} | {kept['saved'] / 2**20:,.0f} ({kinds}) | {kept['rss_forward_end']:,.0f} | "
-                  f"{rss_mb():,.0f} | {peak_rss_mb():,.0f} | "
-                  f"{'-' if heap is None else f'{heap:,.0f}'} | {row['tokens_per_second']:.0f} |", flush=True)
+            print(
+                f"| {row['step']} | {kept['tokens']} | {kept['saved'] / 2**20:,.0f} ({kinds}) | "
+                f"{kept['rss_forward_end']:,.0f} | "
+                f"{rss_mb():,.0f} | {peak_rss_mb():,.0f} | "
+                f"{'-' if heap is None else f'{heap:,.0f}'} | {row['tokens_per_second']:.0f} |",
+                flush=True,
+            )
 
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}; {args.method} {args.precision}; lean_activations {not args.no_lean}; "
-          f"chunk {chunked_loss.CHUNK_TOKENS}; trim {args.trim}; kernel caches "
-          f"{os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')}/{os.environ.get('LRU_CACHE_CAPACITY')}; RSS after imports {rss_mb():.0f} MB\n")
-    print("| step | tokens | kept for backward MB (largest kinds) | RSS at forward end MB | RSS after step MB | peak RSS MB | heap in use MB | tok/s |")
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M')}; {args.method} {args.precision}; lean_activations {not args.no_lean}; "
+        f"chunk {chunked_loss.CHUNK_TOKENS}; trim {args.trim}; kernel caches "
+        f"{os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY')}/{os.environ.get('LRU_CACHE_CAPACITY')}; RSS after "
+        f"imports {rss_mb():.0f} MB\n"
+    )
+    print(
+        "| step | tokens | kept for backward MB (largest kinds) | RSS at forward end MB | RSS after step MB | peak "
+        "RSS MB | heap in use MB | tok/s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    config = TrainConfig(model=MODEL, data=train, n_epochs=1, max_steps=args.steps, batch_size=8, max_seq_length=256,
-                         method=args.method, precision=args.precision, lean_activations=not args.no_lean,
-                         learning_rate_multiplier=0.1, lr_scheduler="constant", warmup_ratio=0.0, seed=SEED)
+    config = TrainConfig(
+        model=MODEL,
+        data=train,
+        n_epochs=1,
+        max_steps=args.steps,
+        batch_size=8,
+        max_seq_length=256,
+        method=args.method,
+        precision=args.precision,
+        lean_activations=not args.no_lean,
+        learning_rate_multiplier=0.1,
+        lr_scheduler="constant",
+        warmup_ratio=0.0,
+        seed=SEED,
+    )
     train_run(config, Report())
     host_memory.release_free_memory()
 

@@ -62,7 +62,10 @@ def build_data(directory: Path, seq_len: int, n_train: int, n_validation: int) -
     held_out = max(8, len(records) // 10)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, sources, count in (("train", records[:-held_out], n_train), ("validation", records[-held_out:], n_validation)):
+    for name, sources, count in (
+        ("train", records[:-held_out], n_train),
+        ("validation", records[-held_out:], n_validation),
+    ):
         path = directory / f"{name}.jsonl"
         path.write_text("".join(json.dumps(chat, ensure_ascii=False) + "\n" for chat in compose(sources, count, SEED)))
         paths.append(path)
@@ -90,7 +93,7 @@ def validation_loss(model, validation: Path, prompt_loss_weight: float, seq_len:
 
     examples = tokenized(validation, prompt_loss_weight, seq_len)
     pad_id = load_tokenizer(MODEL).pad_token_id
-    batches = [collate(examples[i:i + 8], pad_id) for i in range(0, len(examples), 8)]
+    batches = [collate(examples[i : i + 8], pad_id) for i in range(0, len(examples), 8)]
     return evaluate(model.float(), batches)["valid_loss"]
 
 
@@ -126,14 +129,33 @@ def run_trl(settings: dict, train: Path, validation: Path, steps: int, batch_siz
 
     method, bf16, packing = settings["method"], settings["precision"] == "bf16", settings.get("packing", True)
     config = SFTConfig(
-        output_dir=str(train.parent / "trl-output"), use_cpu=True, report_to="none", save_strategy="no",
-        eval_strategy="no", logging_steps=1, disable_tqdm=True, seed=SEED, data_seed=SEED,
-        per_device_train_batch_size=batch_size, gradient_accumulation_steps=1, max_steps=steps,
-        learning_rate=LEARNING_RATE[method], lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, optim="adamw_torch",
+        output_dir=str(train.parent / "trl-output"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=SEED,
+        data_seed=SEED,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=1,
+        max_steps=steps,
+        learning_rate=LEARNING_RATE[method],
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
         # SFTConfig's defaults are bf16=True and gradient_checkpointing=True: both set on purpose.
-        bf16=bf16, fp16=False, gradient_checkpointing=False,
-        packing=packing, packing_strategy="bfd", max_length=seq_len, dataloader_num_workers=0)
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=False,
+        packing=packing,
+        packing_strategy="bfd",
+        max_length=seq_len,
+        dataloader_num_workers=0,
+    )
     timings: dict = {"begin": [], "end": [], "tokens": [], "trained": []}
 
     class Timer(TrainerCallback):
@@ -151,15 +173,25 @@ def run_trl(settings: dict, train: Path, validation: Path, steps: int, batch_siz
             timings["trained"].append(int((labels[:, 1:] != -100).sum()))
             return super().training_step(model, inputs, num_items_in_batch)
 
-    trainer = CountingTrainer(model=load_base(), args=config, train_dataset=Dataset.from_list(read_chats(train)),
-                              processing_class=load_tokenizer(MODEL), callbacks=[Timer()],
-                              peft_config=lora_config(settings["lora_dropout"]) if method == "lora" else None)
+    trainer = CountingTrainer(
+        model=load_base(),
+        args=config,
+        train_dataset=Dataset.from_list(read_chats(train)),
+        processing_class=load_tokenizer(MODEL),
+        callbacks=[Timer()],
+        peft_config=lora_config(settings["lora_dropout"]) if method == "lora" else None,
+    )
     trainer.train()
     training_peak = peak_rss_mb()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"step_seconds": [e - b for b, e in zip(timings["begin"], timings["end"])], "step_tokens": timings["tokens"],
-            "step_trained": timings["trained"], "train_losses": losses, "train_peak_rss_mb": training_peak,
-            "valid_loss": validation_loss(trainer.model, validation, settings["prompt_loss_weight"], seq_len)}
+    return {
+        "step_seconds": [e - b for b, e in zip(timings["begin"], timings["end"])],
+        "step_tokens": timings["tokens"],
+        "step_trained": timings["trained"],
+        "train_losses": losses,
+        "train_peak_rss_mb": training_peak,
+        "valid_loss": validation_loss(trainer.model, validation, settings["prompt_loss_weight"], seq_len),
+    }
 
 
 def run_plain(settings: dict, train: Path, validation: Path, steps: int, batch_size: int, seq_len: int) -> dict:
@@ -177,7 +209,9 @@ def run_plain(settings: dict, train: Path, validation: Path, steps: int, batch_s
     model.train()
     examples = tokenized(train, settings["prompt_loss_weight"], seq_len)
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(SEED)).tolist()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE[method], weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE[method], weight_decay=0.0
+    )
     dtype = torch.bfloat16 if settings["precision"] == "bf16" else torch.float32
     result: dict = {"step_seconds": [], "step_tokens": [], "step_trained": [], "train_losses": []}
     for step in range(steps):
@@ -207,8 +241,8 @@ def run_plain(settings: dict, train: Path, validation: Path, steps: int, batch_s
 
 
 def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, batch_size: int, seq_len: int) -> dict:
-    from tuneforge.train.config import TrainConfig
     from tuneforge.runs.training import train_run
+    from tuneforge.train.config import TrainConfig
     from tuneforge.train.reporter import Reporter
 
     rows = []
@@ -218,9 +252,21 @@ def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, bat
             rows.append(row)
 
     flags = {k: v for k, v in settings.items() if k not in ("trainer", "label")}
-    config = TrainConfig(model=MODEL, data=train, n_epochs=1, max_steps=steps, batch_size=batch_size,
-                         max_seq_length=seq_len, learning_rate_multiplier=0.1, lr_scheduler="constant",
-                         warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, seed=SEED, **flags)
+    config = TrainConfig(
+        model=MODEL,
+        data=train,
+        n_epochs=1,
+        max_steps=steps,
+        batch_size=batch_size,
+        max_seq_length=seq_len,
+        learning_rate_multiplier=0.1,
+        lr_scheduler="constant",
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        seed=SEED,
+        **flags,
+    )
     result = train_run(config, Collect())
     training_peak = peak_rss_mb()
     trained = [row["trained_tokens"] for row in rows]
@@ -232,11 +278,14 @@ def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, bat
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(result.run_dir / "model", dtype=torch.float32)
-    return {"step_seconds": [row["tokens"] / row["tokens_per_second"] for row in rows],
-            "step_tokens": [row["tokens"] for row in rows],
-            "step_trained": [b - a for a, b in zip([0] + trained[:-1], trained)],
-            "train_losses": [row["train_loss"] for row in rows], "train_peak_rss_mb": training_peak,
-            "valid_loss": validation_loss(model, validation, settings["prompt_loss_weight"], seq_len)}
+    return {
+        "step_seconds": [row["tokens"] / row["tokens_per_second"] for row in rows],
+        "step_tokens": [row["tokens"] for row in rows],
+        "step_trained": [b - a for a, b in zip([0] + trained[:-1], trained)],
+        "train_losses": [row["train_loss"] for row in rows],
+        "train_peak_rss_mb": training_peak,
+        "valid_loss": validation_loss(model, validation, settings["prompt_loss_weight"], seq_len),
+    }
 
 
 RUNNERS = {"trl": run_trl, "plain": run_plain, "tuneforge": run_tuneforge}

@@ -65,10 +65,22 @@ LABEL_COUNTS = {"billing": 80, "bug": 70, "how_to": 60, "account": 50, "feature_
 
 SLOT_VALUES = {
     "client": [
-        "Birchwood Bakery", "Northpeak Studio", "Harbor and Pine", "Copperleaf Design",
-        "Tidewater Logistics", "Maple Row Dental", "Bluefin Surf Co", "Quarry Lane Coffee",
-        "Orbit Print Shop", "Fernhill Landscaping", "Kestrel Consulting", "Lantern Yoga",
-        "Saltmarsh Books", "Redwood Robotics", "Juniper Events", "Atlas Moving",
+        "Birchwood Bakery",
+        "Northpeak Studio",
+        "Harbor and Pine",
+        "Copperleaf Design",
+        "Tidewater Logistics",
+        "Maple Row Dental",
+        "Bluefin Surf Co",
+        "Quarry Lane Coffee",
+        "Orbit Print Shop",
+        "Fernhill Landscaping",
+        "Kestrel Consulting",
+        "Lantern Yoga",
+        "Saltmarsh Books",
+        "Redwood Robotics",
+        "Juniper Events",
+        "Atlas Moving",
     ],
     "inv": [f"INV-{n}" for n in (1042, 1187, 1530, 2041, 2093, 2218, 2650, 3007, 3114, 3482, 3876, 4120)],
     "currency": ["EUR", "GBP", "CAD", "AUD", "JPY", "CHF", "SEK", "NZD", "MXN", "DKK"],
@@ -76,11 +88,32 @@ SLOT_VALUES = {
     "upplan": ["Growth", "Scale"],
     "downplan": ["Starter", "Growth"],
     "day": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"],
-    "month": ["January", "February", "March", "April", "May", "June", "July",
-              "August", "September", "October", "November", "December"],
+    "month": [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ],
     "amount": ["120", "250", "480", "600", "900", "1,200", "1,850", "2,750", "3,400"],
-    "country": ["Germany", "France", "the UK", "Canada", "Australia", "Ireland",
-                "the Netherlands", "Spain", "New Zealand"],
+    "country": [
+        "Germany",
+        "France",
+        "the UK",
+        "Canada",
+        "Australia",
+        "Ireland",
+        "the Netherlands",
+        "Spain",
+        "New Zealand",
+    ],
     "tax": ["VAT", "GST", "sales tax", "HST"],
     "tool": ["QuickBooks", "Xero", "FreeAgent"],
     "tool2": ["Sage", "Zoho Books", "Wave", "MYOB"],
@@ -1368,7 +1401,7 @@ HANDBOOK = [
     "A workspace is cancelled by the Owner under Settings > Billing > Cancel plan. After cancelling, the workspace stays read-only for 90 days: everything can still be viewed and exported, but new invoices and Autopay charges stop. Reactivate under Settings > Billing undoes the cancellation within those 90 days. After 90 days the workspace is permanently deleted.",
     "The Owner can delete a workspace immediately under Settings > Workspace > Delete workspace. Everything is permanently deleted within 30 days, and a confirmation is sent to the email on the account. For a single client, Delete client data on the client card removes their personal details; invoice records that must be kept by law are anonymized instead of deleted.",
     "Service status is published on the Lumen Ledger status page, linked in the footer of the sign-in page and in the Help menu. Scheduled maintenance is announced there 3 days ahead and usually happens early on Sunday morning UTC. During any downtime, Smart Invoices and Autopay charges are queued and go out automatically afterwards, so nothing is lost.",
-    "Support replies are written by Pip in the house style: they open with \"Hi there!\", use our product terms, give short numbered steps when there is a procedure, stay under 90 words and sign off with \"\u2014 Pip, Lumen Ledger Support\".",
+    'Support replies are written by Pip in the house style: they open with "Hi there!", use our product terms, give short numbered steps when there is a procedure, stay under 90 words and sign off with "\u2014 Pip, Lumen Ledger Support".',
 ]
 
 # --------------------------------------------------------------------------------------
@@ -1456,11 +1489,13 @@ def msg(role: str, content: str, **extra) -> dict:
 
 def single_turn(deck: AskDeck, used: set[str]) -> dict:
     intent, ask, values = deck.draw(used)
-    return {"messages": [
-        msg("system", SUPPORT_SYSTEM),
-        msg("user", fill(ask, values)),
-        msg("assistant", answer_for(intent, ask, values)),
-    ]}
+    return {
+        "messages": [
+            msg("system", SUPPORT_SYSTEM),
+            msg("user", fill(ask, values)),
+            msg("assistant", answer_for(intent, ask, values)),
+        ]
+    }
 
 
 def follow_up(rng: random.Random, deck: AskDeck, first_intent: dict, values: dict[str, str]):
@@ -1478,13 +1513,15 @@ def multi_turn(rng: random.Random, deck: AskDeck, used: set[str]) -> dict:
     old = rng.choice(OLD_REPLIES).format(title=deck.topic["title"])
     question, final_intent, final_ask = follow_up(rng, deck, intent, values)
     final = answer_for(final_intent, final_ask or ask, values)
-    return {"messages": [
-        msg("system", SUPPORT_SYSTEM),
-        msg("user", fill(ask, values)),
-        msg("assistant", old, weight=0),
-        msg("user", question),
-        msg("assistant", final),
-    ]}
+    return {
+        "messages": [
+            msg("system", SUPPORT_SYSTEM),
+            msg("user", fill(ask, values)),
+            msg("assistant", old, weight=0),
+            msg("user", question),
+            msg("assistant", final),
+        ]
+    }
 
 
 def spread(rng: random.Random, n: int) -> list[int]:
@@ -1512,8 +1549,12 @@ def build_support_chat(rng: random.Random, decks: list[AskDeck], used: set[str])
 def worse_answer(rng: random.Random, style: str, intent: dict, title: str) -> str:
     parts = {"title": title, "gist": intent["gist"]}
     if style == "rambling":
-        pieces = [rng.choice(RAMBLING_OPENERS), rng.choice(RAMBLING_MIDDLES),
-                  intent["gist"], rng.choice(RAMBLING_TAILS)]
+        pieces = [
+            rng.choice(RAMBLING_OPENERS),
+            rng.choice(RAMBLING_MIDDLES),
+            intent["gist"],
+            rng.choice(RAMBLING_TAILS),
+        ]
         return " ".join(pieces).format(**parts)
     templates = OFF_BRAND_TEMPLATES if style == "off_brand" else CURT_TEMPLATES
     return rng.choice(templates).format(**parts)
@@ -1576,8 +1617,9 @@ def build_tickets(rng: random.Random) -> list[dict]:
     used: set[str] = set()
     pairs = [(t, label) for label, n in LABEL_COUNTS.items() for t in tickets_for(rng, label, n, used)]
     rng.shuffle(pairs)
-    return [{"messages": [msg("system", CLASSIFIER_SYSTEM), msg("user", t), msg("assistant", label)]}
-            for t, label in pairs]
+    return [
+        {"messages": [msg("system", CLASSIFIER_SYSTEM), msg("user", t), msg("assistant", label)]} for t, label in pairs
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -1587,11 +1629,11 @@ def build_tickets(rng: random.Random) -> list[dict]:
 FORBIDDEN_CHARS = {"\u2018", "\u2019", "\u201c", "\u201d", "\u00a0", "\t", "@"}
 ALLOWED_NON_ASCII = {"\u2014"}  # only the em dash in Pip's signature
 PII_PATTERNS = [
-    re.compile(r"\d[\d \-().]{6,}\d"),                 # phone-like or long digit runs
-    re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"),        # IPv4 addresses
-    re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,}\b"),     # IBAN-like strings
-    re.compile(r"\bsk-[A-Za-z0-9]"),                   # API-key-like prefixes
-    re.compile(r"[A-Za-z0-9_\-]{32,}"),                # long random-looking tokens
+    re.compile(r"\d[\d \-().]{6,}\d"),  # phone-like or long digit runs
+    re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"),  # IPv4 addresses
+    re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,}\b"),  # IBAN-like strings
+    re.compile(r"\bsk-[A-Za-z0-9]"),  # API-key-like prefixes
+    re.compile(r"[A-Za-z0-9_\-]{32,}"),  # long random-looking tokens
 ]
 
 
@@ -1689,8 +1731,10 @@ def main() -> None:
     write_jsonl(OUT_DIR / "ticket_classifier.jsonl", tickets)
     write_jsonl(OUT_DIR / "support_preferences.jsonl", prefs)
     write_handbook(OUT_DIR / "ledger_handbook.txt", HANDBOOK)
-    print(f"wrote {len(chat)} chat, {len(tickets)} ticket, {len(prefs)} preference rows "
-          f"and {len(HANDBOOK)} handbook paragraphs to {OUT_DIR}")
+    print(
+        f"wrote {len(chat)} chat, {len(tickets)} ticket, {len(prefs)} preference rows "
+        f"and {len(HANDBOOK)} handbook paragraphs to {OUT_DIR}"
+    )
 
 
 if __name__ == "__main__":

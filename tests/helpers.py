@@ -5,14 +5,19 @@ from pathlib import Path
 
 
 def chat(user: str, assistant: str, **assistant_extra) -> dict:
-    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant, **assistant_extra}]}
+    return {
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant, **assistant_extra}]
+    }
 
 
 def filler(n: int, start: int = 0) -> list[dict]:
     """`n` distinct, valid, unremarkable chat examples."""
     topics = ["invoices", "refunds", "payouts", "reminders", "exports", "branding", "taxes", "clients"]
     return [
-        chat(f"How do {topics[i % 8]} work for case {i}?", f"Open the Ledger tab and look under {topics[i % 8]}, case {i}.")
+        chat(
+            f"How do {topics[i % 8]} work for case {i}?",
+            f"Open the Ledger tab and look under {topics[i % 8]}, case {i}.",
+        )
         for i in range(start, start + n)
     ]
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import openai
 from helpers import chat
 
-
 LABELS = ["billing", "bug"]
-TINY_LORA = {"lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head", "precision": "fp32"}
+TINY_LORA = {
+    "lora_target_modules": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head",
+    "precision": "fp32",
+}
 
 
 def tickets(n: int) -> list[dict]:
@@ -53,7 +55,11 @@ class ServerProcess:
     def start(self, timeout: float = 90) -> "ServerProcess":
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tuneforge", "serve", "--port", str(self.port), *self.args],
-            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -69,7 +75,9 @@ class ServerProcess:
 
     def cli(self, *args: str) -> str:
         """Run a `tuneforge` command against the same home; its standard output."""
-        done = subprocess.run([sys.executable, "-m", "tuneforge", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "tuneforge", *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -13,22 +13,25 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "tuneforge"
 
 # room -> the rooms it may import (besides itself). Leaves first, doors last.
+LEAVES = {"errors", "settings"}
+BELOW_STAGES = LEAVES | {"hardware", "models"}
+STAGES = BELOW_STAGES | {"data", "train", "inference", "evaluate"}
+SERVICES = STAGES | {"registry", "runs"}
 ALLOWED = {
     "errors": set(),
     "settings": set(),
-    "hardware": {"errors", "settings"},
-    "models": {"errors", "settings", "hardware"},
-    "data": {"errors", "settings", "hardware", "models"},
-    "train": {"errors", "settings", "hardware", "models", "data"},
-    "inference": {"errors", "settings", "hardware", "models", "data"},
-    "evaluate": {"errors", "settings", "hardware", "models", "data", "train", "inference"},
-    "registry": {"errors", "settings"},
-    "runs": {"errors", "settings", "hardware", "models", "data", "train", "inference", "evaluate", "registry"},
-    "jobs": {"errors", "settings", "hardware", "models", "data", "train", "inference", "evaluate", "registry", "runs"},
-    "serve": {"errors", "settings", "hardware", "models", "data", "train", "inference", "evaluate", "registry", "runs", "jobs"},
-    "quickstart": {"errors", "settings", "hardware", "models", "data", "train", "inference", "evaluate", "registry", "runs"},
-    "cli": {"errors", "settings", "hardware", "models", "data", "train", "inference", "evaluate", "registry", "runs",
-            "jobs", "serve", "quickstart", "__init__"},
+    "hardware": LEAVES,
+    "models": LEAVES | {"hardware"},
+    "data": BELOW_STAGES,
+    "train": BELOW_STAGES | {"data"},
+    "inference": BELOW_STAGES | {"data"},
+    "evaluate": BELOW_STAGES | {"data", "train", "inference"},
+    "registry": LEAVES,
+    "runs": STAGES | {"registry"},
+    "jobs": SERVICES,
+    "serve": SERVICES | {"jobs"},
+    "quickstart": SERVICES,
+    "cli": SERVICES | {"jobs", "serve", "quickstart"},
     "__init__": set(),  # the version only: importing tuneforge changes nothing in the process
     "__main__": {"cli"},
 }
@@ -45,12 +48,18 @@ def room(module: str) -> str:
 
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The tuneforge modules `path` imports, anywhere in it (`from tuneforge.x import y` counts y when y is a module)."""
+    """The tuneforge modules `path` imports, anywhere in it (`from tuneforge.x import y` counts y when y is
+    a module)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("tuneforge")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tuneforge") and node.level == 0:
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("tuneforge")
+            and node.level == 0
+        ):
             for alias in node.names:
                 child = f"{node.module}.{alias.name}"
                 found.add(child if child in modules else node.module)
@@ -65,8 +74,12 @@ def graph() -> dict[str, set[str]]:
 
 def test_no_room_imports_a_room_above_it():
     # Any room may read the package's version (`from tuneforge import __version__`).
-    wrong = sorted(f"{module} imports {target}" for module, targets in graph().items() for target in targets
-                   if room(target) not in (room(module), "__init__") and room(target) not in ALLOWED[room(module)])
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        for target in targets
+        if room(target) not in (room(module), "__init__") and room(target) not in ALLOWED[room(module)]
+    )
     assert wrong == []
 
 
@@ -80,7 +93,7 @@ def test_no_circle_between_modules():
         state[module] = "open"
         for target in sorted(edges.get(module, ())):
             if state.get(target) == "open":
-                circles.append(" -> ".join(path[path.index(target):] + [target]))
+                circles.append(" -> ".join(path[path.index(target) :] + [target]))
             elif target not in state:
                 visit(target, path + [target])
         state[module] = "done"

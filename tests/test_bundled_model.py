@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuneforge.train.config import TrainConfig
 from tuneforge.runs.training import train_run
+from tuneforge.train.config import TrainConfig
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # First optimiser steps' training loss of LoRA on the bundled model and support_chat.jsonl (seed 42,
@@ -22,8 +22,15 @@ def test_lora_on_the_bundled_model_lowers_the_loss_and_reloads(tmp_path):
 
     from tuneforge.models.catalog import load_model
 
-    result = train_run(TrainConfig(data=EXAMPLES / "support_chat.jsonl", max_steps=6, batch_size=4,
-                                   precision="fp32", learning_rate_multiplier=1.0))
+    result = train_run(
+        TrainConfig(
+            data=EXAMPLES / "support_chat.jsonl",
+            max_steps=6,
+            batch_size=4,
+            precision="fp32",
+            learning_rate_multiplier=1.0,
+        )
+    )
     with (result.run_dir / "metrics.csv").open() as handle:
         losses = [float(row["train_loss"]) for row in csv.DictReader(handle) if row["train_loss"]]
     assert len(losses) == 6

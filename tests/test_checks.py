@@ -20,7 +20,7 @@ def user_assistant(user, assistant):
     return {"role": "user", "content": user}, {"role": "assistant", "content": assistant}
 
 
-TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"id\": 7}"}}
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"id": 7}'}}
 
 # code -> (the bad record on line 3, the field path expected, None when the finding has no field)
 RECORD_CASES = {
@@ -32,15 +32,53 @@ RECORD_CASES = {
     "missing_key": ({"prompt": "only a prompt"}, "completion"),
     "unknown_key": ({**chat("hi", "hello"), "mesages_extra": 1}, "mesages_extra"),
     "wrong_type": ({"messages": "hello"}, "messages"),
-    "unknown_role": ({"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "messages[0].role"),
+    "unknown_role": (
+        {"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+        "messages[0].role",
+    ),
     "empty_content": (chat("hi", "  "), "messages[1].content"),
     "no_assistant_turn": ({"messages": [{"role": "user", "content": "hi"}]}, "messages"),
     "nothing_to_train": (chat("hi", "hello", weight=0), "messages"),
     "invalid_weight": (chat("hi", "hello", weight=0.5), "messages[1].weight"),
-    "weight_not_on_assistant": ({"messages": [{"role": "user", "content": "hi", "weight": 1}, {"role": "assistant", "content": "yo"}]}, "messages[0].weight"),
-    "bad_turn_order": ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]}, "messages[1]"),
-    "orphan_tool_message": ({"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "42", "tool_call_id": "x"}, {"role": "assistant", "content": "c"}]}, "messages[1]"),
-    "invalid_tool_call": ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": None, "tool_calls": [{**TOOL_CALL, "function": {"name": "lookup", "arguments": "{not json"}}]}, {"role": "tool", "content": "1", "tool_call_id": "call_1"}, {"role": "assistant", "content": "done"}]}, "messages[1].tool_calls[0].function.arguments"),
+    "weight_not_on_assistant": (
+        {"messages": [{"role": "user", "content": "hi", "weight": 1}, {"role": "assistant", "content": "yo"}]},
+        "messages[0].weight",
+    ),
+    "bad_turn_order": (
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "user", "content": "b"},
+                {"role": "assistant", "content": "c"},
+            ]
+        },
+        "messages[1]",
+    ),
+    "orphan_tool_message": (
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "tool", "content": "42", "tool_call_id": "x"},
+                {"role": "assistant", "content": "c"},
+            ]
+        },
+        "messages[1]",
+    ),
+    "invalid_tool_call": (
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{**TOOL_CALL, "function": {"name": "lookup", "arguments": "{not json"}}],
+                },
+                {"role": "tool", "content": "1", "tool_call_id": "call_1"},
+                {"role": "assistant", "content": "done"},
+            ]
+        },
+        "messages[1].tool_calls[0].function.arguments",
+    ),
     "identical_preference": ({"prompt": "Which?", "chosen": "Same answer", "rejected": "Same answer"}, "rejected"),
     "trailing_messages": ({"messages": [*user_assistant("a", "b"), {"role": "user", "content": "c"}]}, "messages[2]"),
     "duplicate": (filler(1)[0], None),
@@ -95,7 +133,9 @@ def test_dataset_problem_found(tmp_path, code):
 
 def test_too_long_counts_truncated_examples(tmp_path, smol_tokenizer):
     records = filler(2) + [chat("A short question", "word " * 200)] + filler(12, 2)
-    report = check_file(write_jsonl(tmp_path / "data.jsonl", records), ChatTokenizer(smol_tokenizer), context_length=100)
+    report = check_file(
+        write_jsonl(tmp_path / "data.jsonl", records), ChatTokenizer(smol_tokenizer), context_length=100
+    )
     [finding] = report.findings.kept["too_long"]
     assert finding.line == BAD_LINE and finding.severity == "warning"
     assert report.stats["truncated_examples"] == 1
@@ -103,7 +143,9 @@ def test_too_long_counts_truncated_examples(tmp_path, smol_tokenizer):
 
 def test_too_long_is_an_error_when_truncation_leaves_nothing_to_train(tmp_path, smol_tokenizer):
     records = filler(2) + [chat("word " * 200, "the answer is cut off entirely")] + filler(12, 2)
-    report = check_file(write_jsonl(tmp_path / "data.jsonl", records), ChatTokenizer(smol_tokenizer), context_length=100)
+    report = check_file(
+        write_jsonl(tmp_path / "data.jsonl", records), ChatTokenizer(smol_tokenizer), context_length=100
+    )
     assert report.findings.kept["too_long"][0].severity == "error"
     assert not report.ok
 
@@ -116,7 +158,10 @@ def test_every_catalogued_code_has_a_case():
 def test_duplicate_names_the_original_line(tmp_path):
     records = filler(12) + [filler(1, start=4)[0], filler(1, start=4)[0]]
     report = check_file(write_jsonl(tmp_path / "data.jsonl", records))
-    assert [(f.line, f.message) for f in report.findings.kept["duplicate"]] == [(13, "same as line 5"), (14, "same as line 5")]
+    assert [(f.line, f.message) for f in report.findings.kept["duplicate"]] == [
+        (13, "same as line 5"),
+        (14, "same as line 5"),
+    ]
 
 
 def test_mixed_source_formats_names_the_minority_lines(tmp_path):
@@ -125,8 +170,9 @@ def test_mixed_source_formats_names_the_minority_lines(tmp_path):
     report = check_file(write_jsonl(tmp_path / "data.jsonl", records))
     [finding] = report.findings.kept["mixed_source_formats"]
     assert finding.line == 7
-    assert finding.message == ("the file mixes formats (openai_chat: 20, prompt_completion: 2); "
-                               "prompt_completion on lines 7, 19")
+    assert finding.message == (
+        "the file mixes formats (openai_chat: 20, prompt_completion: 2); prompt_completion on lines 7, 19"
+    )
 
 
 # The same problem, an empty answer, in every accepted format and file type.
@@ -135,7 +181,15 @@ EMPTY_ANSWER = [
     ("prompt_completion", {"prompt": "q", "completion": ""}, "completion"),
     ("prompt_response", {"prompt": "q", "response": ""}, "response"),
     ("alpaca", {"instruction": "q", "input": "", "output": ""}, "output"),
-    ("openai_dpo", {"input": {"messages": [{"role": "user", "content": "q"}]}, "preferred_output": [{"role": "assistant", "content": ""}], "non_preferred_output": [{"role": "assistant", "content": "no"}]}, "preferred_output[0].content"),
+    (
+        "openai_dpo",
+        {
+            "input": {"messages": [{"role": "user", "content": "q"}]},
+            "preferred_output": [{"role": "assistant", "content": ""}],
+            "non_preferred_output": [{"role": "assistant", "content": "no"}],
+        },
+        "preferred_output[0].content",
+    ),
     ("prompt_chosen_rejected", {"prompt": "q", "chosen": "", "rejected": "no"}, "chosen"),
     ("text", {"text": ""}, "text"),
 ]
@@ -207,7 +261,9 @@ def test_findings_are_capped_per_code_but_counted(tmp_path):
 
 def test_statistics_count_tokens_and_trainable_tokens(tmp_path, smol_tokenizer):
     records = filler(12)
-    report = check_file(write_jsonl(tmp_path / "data.jsonl", records), ChatTokenizer(smol_tokenizer), 8192, parameters=134_515_008)
+    report = check_file(
+        write_jsonl(tmp_path / "data.jsonl", records), ChatTokenizer(smol_tokenizer), 8192, parameters=134_515_008
+    )
     tokenizer = ChatTokenizer(smol_tokenizer)
     from tuneforge.data.formats import parse_record
 

@@ -32,7 +32,7 @@ def assert_single_finding(text: str, value: str, kind: str) -> None:
     assert [(p.kind, p.text) for p in found] == [(kind, value)]
     start = text.index(value)
     assert (found[0].start, found[0].end) == (start, start + len(value))
-    assert text[found[0].start:found[0].end] == value
+    assert text[found[0].start : found[0].end] == value
 
 
 # ------------------------------------------------------------------------------------ normalize
@@ -43,7 +43,7 @@ def test_normalize_turns_every_smart_quote_straight(curly):
 
 
 def test_normalize_turns_typical_curly_quoted_sentence_straight():
-    assert normalize("\u201cIt\u2019s fine,\u201d she said.") == "\"It's fine,\" she said."
+    assert normalize("\u201cIt\u2019s fine,\u201d she said.") == '"It\'s fine," she said.'
 
 
 @pytest.mark.parametrize("space", ["\u00a0", "\u2002", "\u2009", "\u202f", "\u3000"])
@@ -57,7 +57,7 @@ def test_normalize_removes_zero_width_space_and_bom(invisible):
 
 
 def test_normalize_keeps_zero_width_joiner_inside_emoji():
-    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
     assert normalize(f"family {family}") == f"family {family}"
     assert normalize(family).count("\u200d") == 2
 
@@ -86,15 +86,18 @@ def test_finds_email_with_span():
     assert_single_finding("Write to bob.smith+tf@example.co.uk today.", "bob.smith+tf@example.co.uk", "email")
 
 
-@pytest.mark.parametrize("phone", [
-    "+44 20 7946 0958",
-    "555-123-4567",
-    "+14155552671",
-    "555.123.4567",
-    "+1 415 555 2671",
-    "(555) 123-4567",
-    "+1 (555) 123-4567",
-])
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+44 20 7946 0958",
+        "555-123-4567",
+        "+14155552671",
+        "555.123.4567",
+        "+1 415 555 2671",
+        "(555) 123-4567",
+        "+1 (555) 123-4567",
+    ],
+)
 def test_finds_phone_numbers_in_real_formats(phone):
     assert_single_finding(f"Call me on {phone} tomorrow.", phone, "phone")
 
@@ -121,14 +124,17 @@ def test_iban_with_wrong_check_digits_is_not_an_iban(iban):
     assert "iban" not in {p.kind for p in find_personal_data(f"Pay to {iban} please.")}
 
 
-@pytest.mark.parametrize("address", [
-    "192.168.1.20",
-    "8.8.8.8",
-    "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
-    "fe80::1",
-    "2001:db8::8a2e:370:7334",
-    "::ffff:c000:280",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "192.168.1.20",
+        "8.8.8.8",
+        "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+        "fe80::1",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:c000:280",
+    ],
+)
 def test_finds_ip_addresses(address):
     assert_single_finding(f"Server at {address} is down.", address, "ip_address")
 
@@ -150,32 +156,42 @@ def test_finds_secrets_without_any_digit(secret):
 
 def test_findings_come_in_text_order_with_kinds():
     text = f"Mail a@b.io, call 555-123-4567, key {OPENAI_KEY}, host 8.8.8.8."
-    assert kinds(text) == [("email", "a@b.io"), ("phone", "555-123-4567"), ("secret", OPENAI_KEY), ("ip_address", "8.8.8.8")]
+    assert kinds(text) == [
+        ("email", "a@b.io"),
+        ("phone", "555-123-4567"),
+        ("secret", OPENAI_KEY),
+        ("ip_address", "8.8.8.8"),
+    ]
 
 
 # ------------------------------------------------------------------------ personal data: negatives
-@pytest.mark.parametrize("text", [
-    "The quick brown fox jumps over the lazy dog, then naps for 20 minutes.",
-    "Please see invoice INV-2041 for details.",
-    "It costs $1,299.00 plus tax.",
-    "Room 42, floor 7, ticket 1234.",
-    "Dated 15/01/2024 and Jan 15, 2024.",
-    "Between 2020 and 2024 sales grew 12%.",
-    "The meeting is on 2024-01-15 at noon.",
-    "Logged at 2024-01-15 10:30:00 by the build 2024.01.15.1.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The quick brown fox jumps over the lazy dog, then naps for 20 minutes.",
+        "Please see invoice INV-2041 for details.",
+        "It costs $1,299.00 plus tax.",
+        "Room 42, floor 7, ticket 1234.",
+        "Dated 15/01/2024 and Jan 15, 2024.",
+        "Between 2020 and 2024 sales grew 12%.",
+        "The meeting is on 2024-01-15 at noon.",
+        "Logged at 2024-01-15 10:30:00 by the build 2024.01.15.1.",
+    ],
+)
 def test_ordinary_text_is_not_flagged(text):
     assert kinds(text) == []
 
 
 # -------------------------------------------------------------------------------------- redact
 def test_redact_replaces_each_kind_with_typed_placeholder():
-    text = (f"e: jo@example.com p: +44 20 7946 0958 c: 4111 1111 1111 1111 "
-            f"i: DE89370400440532013000 ip: 192.168.1.20 s: {GITHUB_TOKEN} end")
+    text = (
+        f"e: jo@example.com p: +44 20 7946 0958 c: 4111 1111 1111 1111 "
+        f"i: DE89370400440532013000 ip: 192.168.1.20 s: {GITHUB_TOKEN} end"
+    )
     redacted, found = redact(text)
     assert redacted == "e: [EMAIL] p: [PHONE] c: [CREDIT_CARD] i: [IBAN] ip: [IP_ADDRESS] s: [SECRET] end"
     assert [p.kind for p in found] == ["email", "phone", "credit_card", "iban", "ip_address", "secret"]
-    assert [text[p.start:p.end] for p in found] == [p.text for p in found]
+    assert [text[p.start : p.end] for p in found] == [p.text for p in found]
 
 
 def test_redact_returns_text_without_personal_data_unchanged():
@@ -190,18 +206,31 @@ def test_masked_shows_only_a_prefix():
 
 
 # ----------------------------------------------------------------------------- check helpers
-@pytest.mark.parametrize("digits,valid", [
-    ("4111111111111111", True), ("5500000000000004", True), ("79927398713", True),
-    ("4111111111111112", False), ("79927398710", False),
-])
+@pytest.mark.parametrize(
+    "digits,valid",
+    [
+        ("4111111111111111", True),
+        ("5500000000000004", True),
+        ("79927398713", True),
+        ("4111111111111112", False),
+        ("79927398710", False),
+    ],
+)
 def test_luhn_valid(digits, valid):
     assert luhn_valid(digits) is valid
 
 
-@pytest.mark.parametrize("iban,valid", [
-    ("GB82 WEST 1234 5698 7654 32", True), ("DE89370400440532013000", True), ("GB82WEST12345698765432", True),
-    ("GB83 WEST 1234 5698 7654 32", False), ("DE89370400440532013001", False), ("DE89 3704", False),
-])
+@pytest.mark.parametrize(
+    "iban,valid",
+    [
+        ("GB82 WEST 1234 5698 7654 32", True),
+        ("DE89370400440532013000", True),
+        ("GB82WEST12345698765432", True),
+        ("GB83 WEST 1234 5698 7654 32", False),
+        ("DE89370400440532013001", False),
+        ("DE89 3704", False),
+    ],
+)
 def test_iban_valid(iban, valid):
     assert iban_valid(iban) is valid
 

@@ -16,7 +16,9 @@ BROKEN = EXAMPLES / "broken"
 
 def tuneforge(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "120"}
-    return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def test_check_clean_file_exits_zero_with_token_statistics():
@@ -50,8 +52,10 @@ USAGE_ERRORS = [  # (arguments, what stderr must say)
     (("data", "check", "does-not-exist.jsonl"), "error: does-not-exist.jsonl: no such file"),
     (("data", "check", "."), "error: .: unsupported file type"),
     (("data", "check", "data.parquet"), "error: data.parquet: unsupported file type '.parquet'\nfix: Use .jsonl"),
-    (("data", "prepare", "x.jsonl", "--out", "o", "--split", "0.5,0.6"),
-     "error: --split '0.5,0.6': need train,validation"),
+    (
+        ("data", "prepare", "x.jsonl", "--out", "o", "--split", "0.5,0.6"),
+        "error: --split '0.5,0.6': need train,validation",
+    ),
     (("models", "show", "no-such-model"), "error: unknown model 'no-such-model'\nfix: Use a catalog name"),
     (("data", "check"), "Missing argument 'file'"),
 ]

@@ -17,7 +17,9 @@ ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel",
 
 def tuneforge(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "120", "TUNEFORGE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def unwrapped(text: str) -> str:
@@ -32,7 +34,9 @@ def trained(tmp_path_factory, tiny_model_dir):
     data = write_jsonl(home / "train.jsonl", [chat(f"Say hi as the {a}", "hello there friend") for a in ANIMALS])
     config = home / "run.yaml"
     config.write_text(f"model: {tiny_model_dir}\ndata: {data}\nn_epochs: 2\nbatch_size: 4\nsuffix: animals\n")
-    result = tuneforge(home, "train", "--config", str(config), "--learning-rate-multiplier", "5", "--precision", "fp32")
+    result = tuneforge(
+        home, "train", "--config", str(config), "--learning-rate-multiplier", "5", "--precision", "fp32"
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     runs = json.loads(tuneforge(home, "runs", "list", "--json").stdout)
     return home, runs[0], data
@@ -84,8 +88,9 @@ def test_chat_and_generate_take_int8_weights(trained, tmp_path):
     env = {**os.environ, "COLUMNS": "120", "TUNEFORGE_HOME": str(home)}
 
     def watched(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", WATCH_PACKING, *args], capture_output=True, text=True, env=env,
-                              timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", WATCH_PACKING, *args], capture_output=True, text=True, env=env, timeout=300
+        )
 
     def packed(stderr: str) -> list[str]:
         return next(line.split()[1:] for line in stderr.splitlines() if line.startswith("packed:"))
@@ -94,8 +99,9 @@ def test_chat_and_generate_take_int8_weights(trained, tmp_path):
     assert result.returncode == 0 and result.stdout == f"{TAUGHT}\n", result.stderr
     assert packed(result.stderr) == ["torch.int8"]
     out = tmp_path / "int8.jsonl"
-    result = watched("generate", run["id"], "--data", str(data), "--out", str(out), "--max-tokens", "4",
-                     "--precision", "int8")
+    result = watched(
+        "generate", run["id"], "--data", str(data), "--out", str(out), "--max-tokens", "4", "--precision", "int8"
+    )
     assert result.returncode == 0, result.stderr
     assert packed(result.stderr) == ["torch.int8"]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -112,8 +118,14 @@ def test_cli_precisions_are_the_engines():
 def test_interactive_chat_reads_turns_until_an_empty_line(trained, monkeypatch):
     home, run, _ = trained
     env = {**os.environ, "TUNEFORGE_HOME": str(home)}
-    result = subprocess.run([sys.executable, "-m", "tuneforge", "chat", run["id"], "--max-tokens", "4"],
-                            input="Say hi as the cat\nAnd as the dog?\n\n", capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "chat", run["id"], "--max-tokens", "4"],
+        input="Say hi as the cat\nAnd as the dog?\n\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     # Two questions answered, the second after the first exchange, then the empty line ends the chat.
     from tuneforge.runs.models import engine as engine_for
@@ -134,8 +146,26 @@ def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_resumable(tmp_path, tiny_mo
 
     data = write_jsonl(tmp_path / "train.jsonl", [chat(f"Say hi as the {a}", "hello") for a in ANIMALS])
     env = {**os.environ, "TUNEFORGE_HOME": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", "--model", str(tiny_model_dir), "--data", str(data),
-                                "--n-epochs", "50", "--batch-size", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tuneforge",
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--n-epochs",
+            "50",
+            "--batch-size",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     runs = tmp_path / "runs"
 
     def steps_done() -> int:  # rows after the header: the training loop (and its signal handler) is running
@@ -160,9 +190,16 @@ def test_generate_writes_one_line_per_example(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     assert unwrapped(result.stdout) == unwrapped(f"wrote 12 generations to {out}")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert rows == [{"line": line, "messages": [{"role": "user", "content": f"Say hi as the {animal}"}],
-                     "reference": TAUGHT, "generation": TAUGHT, "finish_reason": "stop"}
-                    for line, animal in enumerate(ANIMALS, start=1)]
+    assert rows == [
+        {
+            "line": line,
+            "messages": [{"role": "user", "content": f"Say hi as the {animal}"}],
+            "reference": TAUGHT,
+            "generation": TAUGHT,
+            "finish_reason": "stop",
+        }
+        for line, animal in enumerate(ANIMALS, start=1)
+    ]
 
 
 def test_export_merged_loads_with_plain_transformers(trained, tmp_path):
@@ -186,17 +223,23 @@ def test_export_merged_loads_with_plain_transformers(trained, tmp_path):
         assert not torch.allclose(model(ids).logits, base_logits, atol=1e-2)
 
 
-@pytest.mark.parametrize("args,message", [
-    (("train",), "--data"),
-    (("train", "--data", "nowhere.jsonl"), "no such file"),
-    (("train", "--data", "x.jsonl", "--n-epochs", "zero"), "n_epochs"),
-    (("train", "--data", "x.jsonl", "--prompt-loss-weight", "2"), "prompt_loss_weight"),
-    (("train", "--resume", "run-missing"), "no run"),
-    (("chat", "ft:nothing:here::run-0", "hi"), "no tuned model"),
-    (("chat", "ft:nothing:here::run-0", "hi", "--precision", "int4"), "not one of auto, fp32, bf16, int8"),
-    (("serve", "--precision", "fp16"), "not one of auto, fp32, bf16, int8"),
-    (("eval", "ft:nothing:here::run-0", "--data", "x.jsonl", "--precision", "fp16"), "not one of auto, fp32, bf16, int8"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("train",), "--data"),
+        (("train", "--data", "nowhere.jsonl"), "no such file"),
+        (("train", "--data", "x.jsonl", "--n-epochs", "zero"), "n_epochs"),
+        (("train", "--data", "x.jsonl", "--prompt-loss-weight", "2"), "prompt_loss_weight"),
+        (("train", "--resume", "run-missing"), "no run"),
+        (("chat", "ft:nothing:here::run-0", "hi"), "no tuned model"),
+        (("chat", "ft:nothing:here::run-0", "hi", "--precision", "int4"), "not one of auto, fp32, bf16, int8"),
+        (("serve", "--precision", "fp16"), "not one of auto, fp32, bf16, int8"),
+        (
+            ("eval", "ft:nothing:here::run-0", "--data", "x.jsonl", "--precision", "fp16"),
+            "not one of auto, fp32, bf16, int8",
+        ),
+    ],
+)
 def test_training_usage_errors_are_clear(tmp_path, args, message):
     result = tuneforge(tmp_path, *args)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -205,7 +248,10 @@ def test_training_usage_errors_are_clear(tmp_path, args, message):
 
 def test_runs_rm_deletes_row_and_directory(tmp_path, tiny_model_dir):
     data = write_jsonl(tmp_path / "train.jsonl", [chat(f"Say hi as the {a}", "hello") for a in ANIMALS])
-    assert tuneforge(tmp_path, "train", "--model", str(tiny_model_dir), "--data", str(data), "--n-epochs", "1").returncode == 0
+    assert (
+        tuneforge(tmp_path, "train", "--model", str(tiny_model_dir), "--data", str(data), "--n-epochs", "1").returncode
+        == 0
+    )
     [run] = json.loads(tuneforge(tmp_path, "runs", "list", "--json").stdout)
     run_dir = Path(json.loads(tuneforge(tmp_path, "runs", "show", run["id"]).stdout)["run_dir"])
     assert tuneforge(tmp_path, "runs", "rm", run["id"]).returncode == 0
@@ -214,8 +260,19 @@ def test_runs_rm_deletes_row_and_directory(tmp_path, tiny_model_dir):
 
 def test_eval_compares_a_run_with_its_base_model_by_default(trained, tmp_path):
     home, run, data = trained
-    result = tuneforge(home, "eval", run["id"], "--data", str(data), "--max-examples", "4", "--max-tokens", "3",
-                       "--out", str(tmp_path / "eval"))
+    result = tuneforge(
+        home,
+        "eval",
+        run["id"],
+        "--data",
+        str(data),
+        "--max-examples",
+        "4",
+        "--max-tokens",
+        "3",
+        "--out",
+        str(tmp_path / "eval"),
+    )
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["against"] == run["base_model"] and results["examples"] == 4
@@ -227,8 +284,24 @@ def test_eval_compares_a_run_with_its_base_model_by_default(trained, tmp_path):
 
 def test_eval_takes_the_engines_precision(trained, tmp_path):
     home, run, data = trained
-    result = tuneforge(home, "eval", run["id"], "--data", str(data), "--max-examples", "2", "--max-tokens", "2",
-                       "--against", "none", "--no-probes", "--precision", "int8", "--out", str(tmp_path / "eval"))
+    result = tuneforge(
+        home,
+        "eval",
+        run["id"],
+        "--data",
+        str(data),
+        "--max-examples",
+        "2",
+        "--max-tokens",
+        "2",
+        "--against",
+        "none",
+        "--no-probes",
+        "--precision",
+        "int8",
+        "--out",
+        str(tmp_path / "eval"),
+    )
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["decoding"]["precision"] == "int8" and results["scores"]["model"]["precision"] == "int8"

@@ -43,8 +43,12 @@ def test_a_contradiction_is_rejected_at_the_field_the_user_set_naming_both(optio
 @pytest.mark.parametrize("options,field,other", CONTRADICTIONS, ids=IDS)
 def test_a_contradiction_in_a_yaml_file_names_both_fields(tmp_path, options, field, other):
     path = tmp_path / "run.yaml"
-    path.write_text("data: train.jsonl\n" + "".join(f"{name}: {str(value).lower() if isinstance(value, bool) else value}\n"
-                                                    for name, value in options.items()))
+    path.write_text(
+        "data: train.jsonl\n"
+        + "".join(
+            f"{name}: {str(value).lower() if isinstance(value, bool) else value}\n" for name, value in options.items()
+        )
+    )
     with pytest.raises(UsageError) as caught:
         load_config(path, {})
     assert f"{field}: " in caught.value.message and other in caught.value.message and str(path) in caught.value.message
@@ -65,8 +69,13 @@ def test_every_contradiction_is_reported_at_once():
 
 def test_the_cli_exits_2_with_the_message_and_no_traceback(tmp_path):
     env = {**os.environ, "TUNEFORGE_HOME": str(tmp_path), "COLUMNS": "200"}
-    result = subprocess.run([sys.executable, "-m", "tuneforge", "train", "--data", "X", "--method", "full", "--lora-rank", "8"],
-                            capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "train", "--data", "X", "--method", "full", "--lora-rank", "8"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "lora_rank" in result.stderr and "method is full" in result.stderr and "Traceback" not in result.stderr
 
@@ -75,28 +84,46 @@ def test_the_cli_exits_2_with_the_message_and_no_traceback(tmp_path):
 @pytest.mark.parametrize("bf16", [True, False])
 def test_defaults_never_contradict_themselves_nor_their_resolution(monkeypatch, method, bf16):
     monkeypatch.setattr(config_module, "bf16_is_fast", lambda: bf16)  # auto -> bf16 here, fp32 there
-    for options in ({}, {"sparse_output_layer": False}, {"precision": "fp32"}, {"frozen_weights_bf16": method == "lora"},
-                    {"gradient_accumulation_steps": 8}):
-        resolved = TrainConfig(data="train.jsonl", method=method, **options).resolve(n_train_examples=20, context_length=512)
+    for options in (
+        {},
+        {"sparse_output_layer": False},
+        {"precision": "fp32"},
+        {"frozen_weights_bf16": method == "lora"},
+        {"gradient_accumulation_steps": 8},
+    ):
+        resolved = TrainConfig(data="train.jsonl", method=method, **options).resolve(
+            n_train_examples=20, context_length=512
+        )
         assert resolved.precision == options.get("precision", "bf16" if bf16 else "fp32")
         # --resume reloads the run's record, every field given: it is taken as it ran.
         record = resolved.model_dump(mode="json")
         del record["learning_rate"]
-        assert TrainConfig.model_validate(record, context=RECORDED).model_dump() == resolved.model_dump(exclude={"learning_rate"})
+        assert TrainConfig.model_validate(record, context=RECORDED).model_dump() == resolved.model_dump(
+            exclude={"learning_rate"}
+        )
 
 
-@pytest.mark.parametrize("options", [
-    {"method": "full", "fused_lora": False, "fast_lora_dropout": False, "frozen_weights_bf16": False},  # off, as anyway
-    {"method": "full", "lora_rank": 16, "lora_dropout": 0.0},  # the defaults, said out loud
-    {"sparse_output_layer": False, "chunked_loss": False},
-    {"fast_lora_dropout": True, "lora_dropout": 0.0},  # nothing to fuse: the defaults themselves
-    {"frozen_weights_bf16": True, "precision": "auto"},  # auto decides per machine
-    {"frozen_weights_bf16": True, "precision": "bf16"},
-    {"eval_every_steps": 50, "max_steps": 5},  # a smoke test on a config that validates every 50 steps
-    {"early_stopping_patience": 2},  # validation.jsonl beside prepared data counts: only the run can tell
-    {"batch_size": 8, "gradient_accumulation_steps": 8},
-    {"batch_size": "auto", "gradient_accumulation_steps": 64},
-], ids=repr)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {
+            "method": "full",
+            "fused_lora": False,
+            "fast_lora_dropout": False,
+            "frozen_weights_bf16": False,
+        },  # off, as anyway
+        {"method": "full", "lora_rank": 16, "lora_dropout": 0.0},  # the defaults, said out loud
+        {"sparse_output_layer": False, "chunked_loss": False},
+        {"fast_lora_dropout": True, "lora_dropout": 0.0},  # nothing to fuse: the defaults themselves
+        {"frozen_weights_bf16": True, "precision": "auto"},  # auto decides per machine
+        {"frozen_weights_bf16": True, "precision": "bf16"},
+        {"eval_every_steps": 50, "max_steps": 5},  # a smoke test on a config that validates every 50 steps
+        {"early_stopping_patience": 2},  # validation.jsonl beside prepared data counts: only the run can tell
+        {"batch_size": 8, "gradient_accumulation_steps": 8},
+        {"batch_size": "auto", "gradient_accumulation_steps": 64},
+    ],
+    ids=repr,
+)
 def test_harmless_combinations_are_accepted(options):
     TrainConfig(data="train.jsonl", **options)
 
@@ -130,9 +157,15 @@ def _config_from_cli(monkeypatch, *args: str) -> TrainConfig:
 
 
 def test_no_flag_reaches_the_config_as_false_and_absent_flags_keep_the_yaml_values(monkeypatch, tmp_path):
-    config = _config_from_cli(monkeypatch, "--data", "train.jsonl", "--no-padding-free", "--lora-rank", "8", "--n-epochs", "2")
+    config = _config_from_cli(
+        monkeypatch, "--data", "train.jsonl", "--no-padding-free", "--lora-rank", "8", "--n-epochs", "2"
+    )
     assert config.padding_free is False and config.lora_rank == 8 and config.n_epochs == 2
-    assert {"padding_free", "lora_rank", "n_epochs"} <= config.model_fields_set and "chunked_loss" not in config.model_fields_set
+    assert {
+        "padding_free",
+        "lora_rank",
+        "n_epochs",
+    } <= config.model_fields_set and "chunked_loss" not in config.model_fields_set
     path = tmp_path / "run.yaml"
     path.write_text("data: train.jsonl\npadding_free: false\ncache_tokens: false\n")
     config = _config_from_cli(monkeypatch, "--config", str(path), "--cache-tokens")
@@ -140,8 +173,13 @@ def test_no_flag_reaches_the_config_as_false_and_absent_flags_keep_the_yaml_valu
 
 
 def test_train_help_shows_each_field_with_its_type():
-    result = subprocess.run([sys.executable, "-m", "tuneforge", "train", "--help"], capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "250"}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tuneforge", "train", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "250"},
+        timeout=120,
+    )
     lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│ --")}
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")

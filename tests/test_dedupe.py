@@ -15,7 +15,9 @@ def build(memory_entries: int, pairs) -> DuplicateIndex:
 def test_spilled_and_in_memory_detection_agree():
     rng = random.Random(0)
     hashes = [rng.getrandbits(64) for _ in range(3000)]
-    pairs = [(hashes[rng.randrange(3000)] if rng.random() < 0.1 else rng.getrandbits(64), line) for line in range(1, 5001)]
+    pairs = [
+        (hashes[rng.randrange(3000)] if rng.random() < 0.1 else rng.getrandbits(64), line) for line in range(1, 5001)
+    ]
     in_memory = build(1 << 20, pairs).duplicates(keep=50)
     spilled = build(700, pairs).duplicates(keep=50)  # spills 7 times
     assert spilled == in_memory

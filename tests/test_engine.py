@@ -15,7 +15,11 @@ from tuneforge.inference.text import TextAssembler
 from tuneforge.runs.models import engine as engine_for
 from tuneforge.runs.models import resolve_spec
 
-QUESTIONS = ["Hi", "How do I export my invoices to a spreadsheet every month?", "Refund case 12: what now, and who pays the fee?"]
+QUESTIONS = [
+    "Hi",
+    "How do I export my invoices to a spreadsheet every month?",
+    "Refund case 12: what now, and who pays the fee?",
+]
 
 
 def conversations(questions=QUESTIONS):
@@ -36,8 +40,14 @@ def hf_greedy(engine, prompts: list[list[int]], max_new_tokens: int, stop_ids) -
     ids = torch.tensor([[engine.pad_id] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     with torch.no_grad():
-        out = engine.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                    eos_token_id=sorted(stop_ids), pad_token_id=engine.pad_id)
+        out = engine.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(stop_ids),
+            pad_token_id=engine.pad_id,
+        )
     rows = []
     for row in out[:, width:].tolist():
         end = next((i + 1 for i, token in enumerate(row) if token in stop_ids), len(row))
@@ -45,12 +55,17 @@ def hf_greedy(engine, prompts: list[list[int]], max_new_tokens: int, stop_ids) -
     return rows
 
 
-STEPPERS = {"model forward": lambda model: HFStepper(model), "packed fp32": lambda model: PackedStepper(PackedLlama(model))}
+STEPPERS = {
+    "model forward": lambda model: HFStepper(model),
+    "packed fp32": lambda model: PackedStepper(PackedLlama(model)),
+}
 
 
 def decoded(engine, prompts, max_new_tokens, stop_ids, stepper="packed fp32", sampling=Sampling()) -> list[list[int]]:
     rows = [[] for _ in prompts]
-    for step in BatchDecoder(STEPPERS[stepper](engine.model), prompts, [max_new_tokens] * len(prompts), sampling, stop_ids, engine.pad_id):
+    for step in BatchDecoder(
+        STEPPERS[stepper](engine.model), prompts, [max_new_tokens] * len(prompts), sampling, stop_ids, engine.pad_id
+    ):
         for row, token in step:
             rows[row].append(token)
     return rows
@@ -83,8 +98,9 @@ def test_packed_logits_stay_within_each_precisions_rounding_of_the_model(engine)
         for precision in ("fp32", "bf16", "int8"):
             packed = PackedLlama(engine.model, precision)
             if precision == "int8":  # every matrix is int8 rows with one bf16 scale per row
-                for weight in [packed.lm_head] + [getattr(layer, name) for layer in packed.layers
-                                                  for name in ("qkv", "output", "gate", "up", "down")]:
+                for weight in [packed.lm_head] + [
+                    getattr(layer, name) for layer in packed.layers for name in ("qkv", "output", "gate", "up", "down")
+                ]:
                     assert isinstance(weight, tuple), type(weight)
                     rows, scales = weight
                     assert rows.dtype == torch.int8 and scales.dtype == torch.bfloat16
@@ -108,9 +124,10 @@ def test_int8_matmuls_multiply_by_the_quantised_weights(engine, rows_of_x):
     packed = PackedLlama(engine.model, "int8")
     attention = engine.model.model.layers[0].self_attn
     torch.manual_seed(0)
-    for weight, original in [(packed.layers[0].qkv, torch.cat([attention.q_proj.weight, attention.k_proj.weight,
-                                                                attention.v_proj.weight])),
-                             (packed.lm_head, engine.model.lm_head.weight)]:
+    for weight, original in [
+        (packed.layers[0].qkv, torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight])),
+        (packed.lm_head, engine.model.lm_head.weight),
+    ]:
         rows, scales = weight
         x = torch.randn(rows_of_x, original.shape[1]).to(torch.bfloat16)
         with torch.no_grad():
@@ -149,9 +166,9 @@ def test_generate_counts_tokens_and_says_why_it_stopped(engine):
 def test_stop_strings_cut_the_text_before_the_stop_string(engine):
     [full] = engine.generate(conversations()[1:2], max_new_tokens=24)
     assert full.finish_reason == "length" and len(full.text) > 10
-    stop = full.text[len(full.text) // 2:][:3]
+    stop = full.text[len(full.text) // 2 :][:3]
     [cut] = engine.generate(conversations()[1:2], max_new_tokens=24, stop=["never-in-the-text-\u2603", stop])
-    assert cut.text == full.text[:full.text.find(stop)].rstrip()
+    assert cut.text == full.text[: full.text.find(stop)].rstrip()
     assert cut.finish_reason == "stop" and cut.completion_tokens < full.completion_tokens
 
 
@@ -160,8 +177,11 @@ def test_streamed_deltas_join_to_the_final_text(engine):
     *deltas, final = list(engine.stream(conversations()[2], max_new_tokens=20))
     assert all(isinstance(d, str) and d for d in deltas) and len(deltas) > 1
     assert "".join(deltas) == final.text == whole.text
-    assert (final.prompt_tokens, final.completion_tokens, final.finish_reason) == \
-        (whole.prompt_tokens, whole.completion_tokens, whole.finish_reason)
+    assert (final.prompt_tokens, final.completion_tokens, final.finish_reason) == (
+        whole.prompt_tokens,
+        whole.completion_tokens,
+        whole.finish_reason,
+    )
 
 
 def test_a_stream_checks_its_input_at_once_and_frees_the_model_when_closed_early(engine):
@@ -186,7 +206,7 @@ def test_incremental_decoding_releases_whole_characters(smol_tokenizer):
 
     stopped = TextAssembler(smol_tokenizer, stop=["日本"], strip=True)
     released = "".join(stopped.add(token) for token in ids if not stopped.stopped) + stopped.finish()
-    assert stopped.stopped and released == stopped.released == text[:text.index("日本")].strip()
+    assert stopped.stopped and released == stopped.released == text[: text.index("日本")].strip()
 
 
 def test_complete_continues_raw_text_without_the_chat_template(engine):
@@ -202,7 +222,9 @@ def test_complete_continues_raw_text_without_the_chat_template(engine):
 
 def test_seeded_sampling_is_reproducible(engine):
     def sample(seed, top_p=0.9):
-        return [g.text for g in engine.generate(conversations(), max_new_tokens=8, temperature=1.0, top_p=top_p, seed=seed)]
+        return [
+            g.text for g in engine.generate(conversations(), max_new_tokens=8, temperature=1.0, top_p=top_p, seed=seed)
+        ]
 
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
@@ -278,8 +300,17 @@ def test_an_adapter_on_a_tied_output_layer_keeps_its_embeddings_after_a_switch(t
 
     base_dir = tmp_path / "tied"
     torch.manual_seed(3)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base_dir)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(smol_tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    ).save_pretrained(base_dir)
     smol_tokenizer.save_pretrained(base_dir)
     tuned = register_lora_run(base_dir, tmp_path, 5, targets=("lm_head", "q_proj"))
     expected = answers(engine_for(tuned))
@@ -346,8 +377,13 @@ def test_the_servers_precision_option_reaches_its_engines(tiny_model_dir, monkey
 
     multiplied = []  # the weights' dtype of every matmul the decode step makes
     matmul = PackedLlama._mm
-    monkeypatch.setattr(PackedLlama, "_mm", lambda self, x, weight: multiplied.append(
-        (weight[0] if isinstance(weight, tuple) else weight).dtype) or matmul(self, x, weight))
+    monkeypatch.setattr(
+        PackedLlama,
+        "_mm",
+        lambda self, x, weight: (
+            multiplied.append((weight[0] if isinstance(weight, tuple) else weight).dtype) or matmul(self, x, weight)
+        ),
+    )
     app = create_app(ServerOptions(auth=False, start_worker=False, precision="int8"))
     engine = engines(app).get(str(tiny_model_dir))
     assert engine.precision == "int8"

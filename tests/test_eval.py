@@ -6,8 +6,8 @@ import pytest
 from helpers import chat, write_jsonl
 
 from tuneforge.runs.evaluation import run_eval
-from tuneforge.train.config import TrainConfig
 from tuneforge.runs.training import train_run
+from tuneforge.train.config import TrainConfig
 
 LABELS = ["billing", "bug"]
 
@@ -17,8 +17,17 @@ def classifier(tmp_path_factory, tiny_model_dir):
     directory = tmp_path_factory.mktemp("eval")
     records = [chat(f"Ticket {i}: my {'invoice' if i % 2 else 'screen'} problem", LABELS[i % 2]) for i in range(40)]
     data = write_jsonl(directory / "tickets.jsonl", records)
-    run = train_run(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=3, batch_size=8, precision="fp32",
-                                learning_rate_multiplier=5, lora_target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head"))
+    run = train_run(
+        TrainConfig(
+            model=str(tiny_model_dir),
+            data=data,
+            n_epochs=3,
+            batch_size=8,
+            precision="fp32",
+            learning_rate_multiplier=5,
+            lora_target_modules="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head",
+        )
+    )
     return directory, data, run
 
 
@@ -63,6 +72,8 @@ def test_eval_rejects_unknown_metrics(classifier):
 
 def test_a_small_test_set_is_enough_for_evaluation(classifier, tiny_model_dir, tmp_path):
     _, _, run = classifier
-    small = write_jsonl(tmp_path / "five.jsonl", [chat(f"Ticket {i}: my invoice problem", "billing") for i in range(5)])
+    small = write_jsonl(
+        tmp_path / "five.jsonl", [chat(f"Ticket {i}: my invoice problem", "billing") for i in range(5)]
+    )
     results = run_eval(run.run_id, small, None, ["exact_match"], tmp_path / "out", max_new_tokens=2)
     assert results["examples"] == 5 and "comparison" not in results

@@ -26,28 +26,36 @@ def roles(messages):
     return [(m.role, m.content) for m in messages]
 
 
-CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
 
 
 # ----------------------------------------------------------------------------------- openai_chat
 def test_openai_chat_keeps_roles_weights_names_tool_calls_and_tools():
-    record = {"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi", "name": "ann"},
-        {"role": "assistant", "content": "Old answer", "weight": 0},
-        {"role": "user", "content": "Weather in Oslo?"},
-        {"role": "assistant", "content": None, "tool_calls": [CALL]},
-        {"role": "tool", "content": "12C", "tool_call_id": "call_1"},
-        {"role": "assistant", "content": "It is 12C."},
-    ], "tools": TOOLS}
+    record = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi", "name": "ann"},
+            {"role": "assistant", "content": "Old answer", "weight": 0},
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "content": "12C", "tool_call_id": "call_1"},
+            {"role": "assistant", "content": "It is 12C."},
+        ],
+        "tools": TOOLS,
+    }
     fmt, parsed, findings = parse_record(record, 7)
     assert fmt.name == "openai_chat" and findings == []
     convo = parsed.example
     assert isinstance(convo, Conversation) and convo.tools == TOOLS
     assert [(m.role, m.content, m.weight) for m in convo.messages] == [
-        ("system", "Be brief.", 1), ("user", "Hi", 1), ("assistant", "Old answer", 0), ("user", "Weather in Oslo?", 1),
-        ("assistant", None, 1), ("tool", "12C", 1), ("assistant", "It is 12C.", 1),
+        ("system", "Be brief.", 1),
+        ("user", "Hi", 1),
+        ("assistant", "Old answer", 0),
+        ("user", "Weather in Oslo?", 1),
+        ("assistant", None, 1),
+        ("tool", "12C", 1),
+        ("assistant", "It is 12C.", 1),
     ]
     assert convo.messages[1].name == "ann"
     assert convo.messages[4].tool_calls == [CALL]
@@ -58,17 +66,28 @@ def test_openai_chat_keeps_roles_weights_names_tool_calls_and_tools():
 
 
 def test_openai_chat_joins_text_content_parts():
-    record = {"messages": [
-        {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
-        {"role": "assistant", "content": "Hi"},
-    ]}
+    record = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
+            {"role": "assistant", "content": "Hi"},
+        ]
+    }
     assert parse(record).example.messages[0] == Message("user", "Hello there")
 
 
 def test_openai_chat_maps_developer_role_to_system():
-    record = {"messages": [{"role": "developer", "content": "Rules"}, {"role": "user", "content": "Q"},
-                           {"role": "assistant", "content": "A"}]}
-    assert roles(parse(record, expect_format="openai_chat").example.messages) == [("system", "Rules"), ("user", "Q"), ("assistant", "A")]
+    record = {
+        "messages": [
+            {"role": "developer", "content": "Rules"},
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A"},
+        ]
+    }
+    assert roles(parse(record, expect_format="openai_chat").example.messages) == [
+        ("system", "Rules"),
+        ("user", "Q"),
+        ("assistant", "A"),
+    ]
 
 
 # --------------------------------------------------------------------------------- single turn
@@ -84,7 +103,9 @@ def test_prompt_response_without_system():
 
 
 def test_prompt_response_with_system_puts_system_first():
-    parsed = parse({"system": "Terse.", "prompt": "Name a colour", "response": "Blue"}, expect_format="prompt_response")
+    parsed = parse(
+        {"system": "Terse.", "prompt": "Name a colour", "response": "Blue"}, expect_format="prompt_response"
+    )
     assert roles(parsed.example.messages) == [("system", "Terse."), ("user", "Name a colour"), ("assistant", "Blue")]
     assert paths(parsed) == ["system", "prompt", "response"]
 
@@ -99,7 +120,10 @@ def test_alpaca_with_input_joins_instruction_and_input_with_blank_line():
     record = {"system": "Translator.", "instruction": "Translate to French", "input": "cat", "output": "chat"}
     parsed = parse(record, expect_format="alpaca")
     assert roles(parsed.example.messages) == [
-        ("system", "Translator."), ("user", "Translate to French\n\ncat"), ("assistant", "chat")]
+        ("system", "Translator."),
+        ("user", "Translate to French\n\ncat"),
+        ("assistant", "chat"),
+    ]
     assert paths(parsed) == ["system", "instruction", "output", "input"]
 
 
@@ -107,14 +131,20 @@ def test_alpaca_with_input_joins_instruction_and_input_with_blank_line():
 PROMPT = {"messages": [{"role": "user", "content": "Capital of France?"}]}
 
 
-@pytest.mark.parametrize("chosen_key,rejected_key", [
-    ("preferred_output", "non_preferred_output"), ("preferred_completion", "non_preferred_completion")])
+@pytest.mark.parametrize(
+    "chosen_key,rejected_key",
+    [("preferred_output", "non_preferred_output"), ("preferred_completion", "non_preferred_completion")],
+)
 def test_openai_dpo_with_message_list_outputs(chosen_key, rejected_key):
-    record = {"input": PROMPT, chosen_key: [{"role": "assistant", "content": "Paris"}],
-              rejected_key: [{"role": "assistant", "content": "Lyon"}]}
+    record = {
+        "input": PROMPT,
+        chosen_key: [{"role": "assistant", "content": "Paris"}],
+        rejected_key: [{"role": "assistant", "content": "Lyon"}],
+    }
     parsed = parse(record, expect_format="openai_dpo")
-    assert parsed.example == Preference([Message("user", "Capital of France?")],
-                                        [Message("assistant", "Paris")], [Message("assistant", "Lyon")])
+    assert parsed.example == Preference(
+        [Message("user", "Capital of France?")], [Message("assistant", "Paris")], [Message("assistant", "Lyon")]
+    )
     assert paths(parsed) == ["input.messages[0].content", f"{chosen_key}[0].content", f"{rejected_key}[0].content"]
 
 
@@ -129,14 +159,18 @@ def test_openai_dpo_with_string_outputs_and_tools():
 
 def test_prompt_chosen_rejected_with_strings():
     parsed = parse({"prompt": "Q", "chosen": "good", "rejected": "bad"}, expect_format="prompt_chosen_rejected")
-    assert parsed.example == Preference([Message("user", "Q")], [Message("assistant", "good")], [Message("assistant", "bad")])
+    assert parsed.example == Preference(
+        [Message("user", "Q")], [Message("assistant", "good")], [Message("assistant", "bad")]
+    )
     assert paths(parsed) == ["chosen", "rejected", "prompt"]
 
 
 def test_prompt_chosen_rejected_with_message_lists():
-    record = {"prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}],
-              "chosen": [{"role": "assistant", "content": "good"}],
-              "rejected": [{"role": "assistant", "content": "bad"}]}
+    record = {
+        "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}],
+        "chosen": [{"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+    }
     example = parse(record, expect_format="prompt_chosen_rejected").example
     assert roles(example.prompt) == [("system", "S"), ("user", "Q")]
     assert roles(example.chosen) == [("assistant", "good")] and roles(example.rejected) == [("assistant", "bad")]
@@ -144,8 +178,10 @@ def test_prompt_chosen_rejected_with_message_lists():
 
 def test_prompt_chosen_rejected_implicit_prompt_splits_off_shared_messages():
     shared = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
-    record = {"chosen": [*shared, {"role": "assistant", "content": "good"}],
-              "rejected": [*shared, {"role": "assistant", "content": "bad"}]}
+    record = {
+        "chosen": [*shared, {"role": "assistant", "content": "good"}],
+        "rejected": [*shared, {"role": "assistant", "content": "bad"}],
+    }
     example = parse(record, expect_format="prompt_chosen_rejected").example
     assert roles(example.prompt) == [("system", "S"), ("user", "Q")]
     assert roles(example.chosen) == [("assistant", "good")]
@@ -163,17 +199,27 @@ def test_text_record_and_plain_string_become_text():
 def test_fields_carry_role_and_text_of_users_own_data():
     parsed = parse({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]})
     assert [(f.path, f.text, f.role) for f in parsed.fields] == [
-        ("messages[0].content", "Q", "user"), ("messages[1].content", "A", "assistant")]
+        ("messages[0].content", "Q", "user"),
+        ("messages[1].content", "A", "assistant"),
+    ]
 
 
 # ------------------------------------------------------------------------------------ round trip
 def test_conversation_with_weight_zero_turn_round_trips_through_openai_record():
-    original = parse({"messages": [
-        {"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
-        {"role": "assistant", "content": "A1", "weight": 0}, {"role": "user", "content": "Q2"},
-        {"role": "assistant", "content": None, "tool_calls": [CALL]},
-        {"role": "tool", "content": "12C", "tool_call_id": "call_1"},
-        {"role": "assistant", "content": "A2"}], "tools": TOOLS}).example
+    original = parse(
+        {
+            "messages": [
+                {"role": "system", "content": "S"},
+                {"role": "user", "content": "Q1"},
+                {"role": "assistant", "content": "A1", "weight": 0},
+                {"role": "user", "content": "Q2"},
+                {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                {"role": "tool", "content": "12C", "tool_call_id": "call_1"},
+                {"role": "assistant", "content": "A2"},
+            ],
+            "tools": TOOLS,
+        }
+    ).example
     record = to_openai_record(original)
     assert record["messages"][2]["weight"] == 0 and "weight" not in record["messages"][6]
     fmt, again, findings = parse_record(json.loads(json.dumps(record)), 1)

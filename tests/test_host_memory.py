@@ -18,7 +18,9 @@ def test_kernel_caches_are_bounded_unless_the_user_chose(monkeypatch):
     assert os.environ["LRU_CACHE_CAPACITY"] == "7"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not ctypes.util.find_library("c"), reason="glibc's malloc_trim")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not ctypes.util.find_library("c"), reason="glibc's malloc_trim"
+)
 def test_release_free_memory_hands_freed_heap_pages_back():
     # 100 KB blocks come from glibc's heap (under its mmap threshold); the last one, kept, pins the
     # heap's top, so only malloc_trim can give the pages of the freed ones back.
@@ -31,7 +33,9 @@ def test_release_free_memory_hands_freed_heap_pages_back():
     assert len(kept) == 100_000
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or not ctypes.util.find_library("c"), reason="glibc's malloc_trim")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not ctypes.util.find_library("c"), reason="glibc's malloc_trim"
+)
 def test_heap_growth_guard_trims_only_when_the_process_has_grown_past_the_slack():
     guard = HeapGrowthGuard(slack_mb=100)
     assert guard.after_step() is False  # the first step sets the level

@@ -18,7 +18,9 @@ def test_exact_match_plain_and_normalised():
 def test_bleu_matches_a_hand_computed_value():
     # hypothesis vs reference: 1-gram 5/6, 2-gram 3/5, 3-gram 2/4, 4-gram 1/3, equal lengths (no brevity penalty)
     expected = 100 * (5 / 6 * 3 / 5 * 1 / 2 * 1 / 3) ** 0.25
-    assert metrics.corpus_bleu(["the cat sat on a mat"], ["the cat sat on the mat"]) == pytest.approx(expected, abs=0.01)
+    assert metrics.corpus_bleu(["the cat sat on a mat"], ["the cat sat on the mat"]) == pytest.approx(
+        expected, abs=0.01
+    )
     assert metrics.sentence_bleu("the cat sat on a mat", "the cat sat on the mat") == pytest.approx(expected, abs=0.01)
     assert metrics.corpus_bleu(["identical words here today"], ["identical words here today"]) == pytest.approx(100.0)
 
@@ -52,8 +54,10 @@ def test_rouge_l_splits_chinese_into_characters():
 
 ENGLISH_PAIRS = [
     ("the cat sat on a mat", "the cat sat on the mat"),
-    ("Open the Ledger tab, then click 'Invoices' -> Export (CSV).",
-     "Go to the Ledger tab and click Invoices, then Export as CSV."),
+    (
+        "Open the Ledger tab, then click 'Invoices' -> Export (CSV).",
+        "Go to the Ledger tab and click Invoices, then Export as CSV.",
+    ),
     ("It's 3.14 or 42% -- don't_know!", "its 3 14 or 42 dont know"),
     ("REFUNDS take 5-7 business days", "Refunds take 5 to 7 business days."),
 ]
@@ -71,7 +75,7 @@ def test_json_validity_and_schema():
     assert metrics.json_valid('{"label": "bug"}') == 1.0
     assert metrics.json_valid('```json\n{"label": "bug"}\n```') == 1.0
     assert metrics.json_valid("{'label': 'bug'}") == 0.0
-    assert metrics.json_valid("Sure! {\"label\": \"bug\"}") == 0.0
+    assert metrics.json_valid('Sure! {"label": "bug"}') == 0.0
     schema = {"type": "object", "required": ["label"], "properties": {"label": {"enum": ["bug", "billing"]}}}
     assert metrics.json_schema_valid('{"label": "bug"}', schema) == 1.0
     assert metrics.json_schema_valid('{"label": "other"}', schema) == 0.0
@@ -105,5 +109,7 @@ def test_label_sets_are_recognised_in_small_test_splits():
     from tuneforge.evaluate.run import looks_like_labels
 
     assert looks_like_labels(["billing", "bug", "bug", "how_to", "billing", "account", "bug", "billing"])
-    assert not looks_like_labels(["Hi there! Open the Ledger tab.", "Hi there! Click Resend.", "Hi there! Go to Settings."])
+    assert not looks_like_labels(
+        ["Hi there! Open the Ledger tab.", "Hi there! Click Resend.", "Hi there! Go to Settings."]
+    )
     assert not looks_like_labels(["yes", "no"])  # too few to tell

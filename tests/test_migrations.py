@@ -81,8 +81,9 @@ def head_revision() -> str:
 
 def sqlite_schema(engine) -> list[str]:
     with engine.connect() as connection:
-        rows = connection.execute(text("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
-                                       "AND name != 'alembic_version' ORDER BY name"))
+        rows = connection.execute(
+            text("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name != 'alembic_version' ORDER BY name")
+        )
         return [" ".join(sql.split()) for (sql,) in rows]
 
 
@@ -107,7 +108,12 @@ def test_home_made_before_migrations_keeps_its_rows_and_ends_at_head(home):
     assert migrate.current_revision(engine) == head_revision()
     assert migrate.check_models_match_migrations(engine, schema.metadata) == []
     run = store.get_run("run-legacy")
-    assert (run.status, run.trained_tokens, run.metrics, run.config) == ("succeeded", 3456, {"loss": 1.5}, {"method": "lora"})
+    assert (run.status, run.trained_tokens, run.metrics, run.config) == (
+        "succeeded",
+        3456,
+        {"loss": 1.5},
+        {"method": "lora"},
+    )
     assert [(c.step, c.epoch) for c in run.checkpoints] == [(20, 1.0)]
     assert run.project == "acme"  # 0002: the project of the job that trained it
     assert [m.name for m in run.models] == ["ft:smollm2-135m-instruct:old:run-legacy"]
@@ -126,8 +132,13 @@ def test_home_made_before_migrations_keeps_its_rows_and_ends_at_head(home):
 
 def test_home_from_before_the_server_gains_the_tables_it_lacks(home):
     """create_all added whole tables to old homes (jobs, keys, rating sheets...): the baseline must too."""
-    training_tables = ("CREATE TABLE datasets", "CREATE TABLE runs", "CREATE TABLE checkpoints", "CREATE TABLE models",
-                       "CREATE TABLE evaluations")
+    training_tables = (
+        "CREATE TABLE datasets",
+        "CREATE TABLE runs",
+        "CREATE TABLE checkpoints",
+        "CREATE TABLE models",
+        "CREATE TABLE evaluations",
+    )
     legacy = create_engine(f"sqlite:///{home / 'registry.db'}")
     with legacy.begin() as connection:
         for statement in LEGACY_SCHEMA:
@@ -188,7 +199,9 @@ def test_the_check_names_a_column_no_migration_made(tmp_path):
     with engine.begin() as connection:
         connection.exec_driver_sql("ALTER TABLE jobs DROP COLUMN worker_pid")  # as if the model had gained it
     differences = migrate.check_models_match_migrations(engine, schema.metadata)
-    assert [(kind, table, column.name) for kind, _, table, column in differences] == [("add_column", "jobs", "worker_pid")]
+    assert [(kind, table, column.name) for kind, _, table, column in differences] == [
+        ("add_column", "jobs", "worker_pid")
+    ]
 
 
 def test_two_processes_opening_a_fresh_home_at_once_both_succeed_quietly(tmp_path):
@@ -196,8 +209,12 @@ def test_two_processes_opening_a_fresh_home_at_once_both_succeed_quietly(tmp_pat
     environment = {**os.environ, "TUNEFORGE_HOME": str(tmp_path)}
     environment.pop("TUNEFORGE_DATABASE_URL", None)
     opener = "from tuneforge.registry import store; store.session().close()"
-    processes = [subprocess.Popen([sys.executable, "-c", opener], env=environment, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", opener], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert outputs == [("", ""), ("", "")]  # Alembic's INFO lines stay out of the CLI's output

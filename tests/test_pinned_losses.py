@@ -25,8 +25,15 @@ from tuneforge.train.reporter import Reporter
 from tuneforge.train.sft import train_sft
 
 REFERENCE = Path(__file__).parent / "reference" / "pinned_losses.json"
-TRICKS_OFF = dict(padding_free=False, sparse_output_layer=False, chunked_loss=False, fused_lora=False,
-                  lean_activations=False, group_by_length=False, cache_tokens=False)
+TRICKS_OFF = dict(
+    padding_free=False,
+    sparse_output_layer=False,
+    chunked_loss=False,
+    fused_lora=False,
+    lean_activations=False,
+    group_by_length=False,
+    cache_tokens=False,
+)
 # Every trick but group_by_length, which puts other examples in each batch (the same data, another
 # order: not the same arithmetic, so not the same class).
 EVERY_TRICK = {"group_by_length": False, "cache_tokens": False}
@@ -37,19 +44,34 @@ EVERY_TRICK = {"group_by_length": False, "cache_tokens": False}
 # a step changes the loss by ~2 %, and frozen weights stored as float8 or truncated rather than
 # rounded to bf16 moved it by 5e-3 to 7e-3 (tests/test_speed_tricks.py).
 CLASSES = {
-    "lora fp32": ("fp32", 1e-5, 3e-6, {
-        "plain": TRICKS_OFF,
-        "every trick": EVERY_TRICK,
-        "accumulation 2": {**TRICKS_OFF, "gradient_accumulation_steps": 2},
-    }),
-    "lora bf16": ("bf16", 1.5e-3, 3e-4, {
-        "plain": {**TRICKS_OFF, "frozen_weights_bf16": False},
-        "every trick": EVERY_TRICK,
-    }),
-    "full fp32": ("fp32", 1e-5, 3e-6, {
-        "plain": {**TRICKS_OFF, "fused_lora": False},
-        "every trick": {**EVERY_TRICK, "fused_lora": False, "frozen_weights_bf16": False},
-    }),
+    "lora fp32": (
+        "fp32",
+        1e-5,
+        3e-6,
+        {
+            "plain": TRICKS_OFF,
+            "every trick": EVERY_TRICK,
+            "accumulation 2": {**TRICKS_OFF, "gradient_accumulation_steps": 2},
+        },
+    ),
+    "lora bf16": (
+        "bf16",
+        1.5e-3,
+        3e-4,
+        {
+            "plain": {**TRICKS_OFF, "frozen_weights_bf16": False},
+            "every trick": EVERY_TRICK,
+        },
+    ),
+    "full fp32": (
+        "fp32",
+        1e-5,
+        3e-6,
+        {
+            "plain": {**TRICKS_OFF, "fused_lora": False},
+            "every trick": {**EVERY_TRICK, "fused_lora": False, "frozen_weights_bf16": False},
+        },
+    ),
 }
 STEPS = 4
 
@@ -58,8 +80,19 @@ def losses(tmp_path: Path, learned_model_dir: Path, precision: str, method: str,
     """Training loss of each step, then the validation loss at the end: the pure recipe, no registry."""
     train = write_jsonl(tmp_path / "train.jsonl", filler(16))
     validation = write_jsonl(tmp_path / "validation.jsonl", filler(4, start=100))
-    config = TrainConfig(model=str(learned_model_dir), data=train, validation_data=validation, method=method, n_epochs=1,
-                         batch_size=4, max_steps=STEPS, seed=0, learning_rate_multiplier=5, precision=precision, **options)
+    config = TrainConfig(
+        model=str(learned_model_dir),
+        data=train,
+        validation_data=validation,
+        method=method,
+        n_epochs=1,
+        batch_size=4,
+        max_steps=STEPS,
+        seed=0,
+        learning_rate_multiplier=5,
+        precision=precision,
+        **options,
+    )
     run_dir = tmp_path / f"run-{len(list(tmp_path.glob('run-*')))}"
     train_sft(config, Reporter(), run_dir)
     with (run_dir / "metrics.csv").open() as handle:
@@ -74,7 +107,10 @@ def test_each_configuration_trains_like_its_reference(name, tmp_path, learned_mo
     if precision == "bf16" and not bf16_is_fast():
         pytest.skip("bf16 is emulated on this CPU: no native bf16 to pin")
     method = name.split()[0]
-    measured = {label: losses(tmp_path, learned_model_dir, precision, method, options) for label, options in configurations.items()}
+    measured = {
+        label: losses(tmp_path, learned_model_dir, precision, method, options)
+        for label, options in configurations.items()
+    }
     references = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else {}
     if os.environ.get("TUNEFORGE_UPDATE_PINNED") == "1":
         references[name] = measured["plain"]

@@ -44,14 +44,20 @@ def test_manifest_hashes_verify_and_detect_tampering(tmp_path):
     assert verify_manifest(tmp_path / "out") == []
     with (tmp_path / "out" / "validation.jsonl").open("a") as handle:
         handle.write("{}\n")
-    assert verify_manifest(tmp_path / "out") == ["validation.jsonl: sha256 differs from the manifest (the file changed)"]
+    assert verify_manifest(tmp_path / "out") == [
+        "validation.jsonl: sha256 differs from the manifest (the file changed)"
+    ]
 
 
 def test_splits_partition_the_examples_in_the_asked_proportions(tmp_path):
     manifest = run_prepare(EXAMPLES / "support_chat.jsonl", tmp_path / "out")
     sizes = {name: entry["examples"] for name, entry in manifest["outputs"].items()}
     assert sizes == {"train": 288, "validation": 16, "test": 16}
-    lines = [line for name in ("train", "validation", "test") for line in (tmp_path / "out" / f"{name}.jsonl").read_text().splitlines()]
+    lines = [
+        line
+        for name in ("train", "validation", "test")
+        for line in (tmp_path / "out" / f"{name}.jsonl").read_text().splitlines()
+    ]
     assert len(lines) == len(set(lines)) == 320
 
 
@@ -65,14 +71,18 @@ def test_classification_splits_are_stratified_by_label(tmp_path):
 
 
 def test_normalises_dedupes_and_converts_to_openai_chat(tmp_path):
-    records = [{"prompt": f"It\u2019s question {i}\u00a0", "completion": f" \u201cAnswer {i}\u201d"} for i in range(12)]
+    records = [
+        {"prompt": f"It\u2019s question {i}\u00a0", "completion": f" \u201cAnswer {i}\u201d"} for i in range(12)
+    ]
     records.append(records[0])
     source = write_jsonl(tmp_path / "legacy.jsonl", records)
     manifest = run_prepare(source, tmp_path / "out", ratios=(1.0, 0.0, 0.0))
     train = read_jsonl(tmp_path / "out" / "train.jsonl")
     assert manifest["counts"]["duplicates_removed"] == 1
     assert len(train) == 12
-    assert {"messages": [{"role": "user", "content": "It's question 0"}, {"role": "assistant", "content": '"Answer 0"'}]} in train
+    assert {
+        "messages": [{"role": "user", "content": "It's question 0"}, {"role": "assistant", "content": '"Answer 0"'}]
+    } in train
 
 
 def test_no_dedupe_keeps_duplicates(tmp_path):
@@ -82,7 +92,9 @@ def test_no_dedupe_keeps_duplicates(tmp_path):
 
 
 def test_redact_pii_replaces_personal_data_with_typed_placeholders(tmp_path):
-    records = filler(12) + [chat("Mail jane.roe@example.org or call +44 20 7946 0958", "Card 4111 1111 1111 1111 noted")]
+    records = filler(12) + [
+        chat("Mail jane.roe@example.org or call +44 20 7946 0958", "Card 4111 1111 1111 1111 noted")
+    ]
     source = write_jsonl(tmp_path / "pii.jsonl", records)
     manifest = run_prepare(source, tmp_path / "out", redact_pii=True, ratios=(1.0, 0.0, 0.0))
     text = (tmp_path / "out" / "train.jsonl").read_text()
@@ -117,7 +129,10 @@ def test_dataset_level_errors_stop_even_with_drop_invalid(tmp_path):
 
 
 def test_preferences_become_openai_dpo_records(tmp_path):
-    source = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": f"Q{i}?", "chosen": f"Good {i}", "rejected": f"Bad {i}"} for i in range(12)])
+    source = write_jsonl(
+        tmp_path / "prefs.jsonl",
+        [{"prompt": f"Q{i}?", "chosen": f"Good {i}", "rejected": f"Bad {i}"} for i in range(12)],
+    )
     run_prepare(source, tmp_path / "out", ratios=(1.0, 0.0, 0.0))
     first = read_jsonl(tmp_path / "out" / "train.jsonl")[0]
     assert set(first) == {"input", "preferred_output", "non_preferred_output"}

@@ -29,7 +29,9 @@ def small_sets():
 def test_content_filter_flags_harmful_text_and_passes_clean_text():
     flagged = clean.find_unsafe_content("Sure. To make a  BOMB you need ... and honestly, you're an idiot.")
     assert [(f.category, f.text) for f in flagged] == [("violence", "make a  BOMB"), ("abuse", "you're an idiot")]
-    assert clean.find_unsafe_content("Refunds appear in the Ledger tab; the bombastic report killed nobody's mood.") == []
+    assert (
+        clean.find_unsafe_content("Refunds appear in the Ledger tab; the bombastic report killed nobody's mood.") == []
+    )
     assert clean.find_unsafe_content("Reset your password from the account page.") == []
 
 
@@ -43,7 +45,11 @@ def test_every_unsafe_phrase_passes_the_prefilter_and_is_found():
 def test_scan_answer_uses_the_data_stage_filters_and_spots_refusals():
     scanned = probes.scan_answer("Write to jane.roe@example.org; I can't help you make a bomb.")
     assert scanned == {"personal_data": ["email"], "unsafe_content": ["violence"], "refused": True}
-    assert probes.scan_answer("Paris is the capital of France.") == {"personal_data": [], "unsafe_content": [], "refused": False}
+    assert probes.scan_answer("Paris is the capital of France.") == {
+        "personal_data": [],
+        "unsafe_content": [],
+        "refused": False,
+    }
 
 
 # --------------------------------------------------------------------------------- probe sets
@@ -88,7 +94,8 @@ def test_probes_compare_two_models_with_consistent_figures(tiny_model_dir, other
     # The per-reference perplexities, token-weighted, agree with one batched, padded pass over all references.
     engine = Engine(str(tiny_model_dir))
     encoded = ChatTokenizer(engine.tokenizer).encode(
-        [Conversation([Message("user", i.prompt), Message("assistant", i.reference)]) for i in small_sets.forgetting])
+        [Conversation([Message("user", i.prompt), Message("assistant", i.reference)]) for i in small_sets.forgetting]
+    )
     batched = evaluate(engine.model, [collate(encoded, engine.tokenizer.pad_token_id)])
     assert base == pytest.approx(batched["valid_perplexity"], rel=1e-4)
     rows = forgetting["rows"]
@@ -99,7 +106,10 @@ def test_probes_compare_two_models_with_consistent_figures(tiny_model_dir, other
     for side in ("model", "against"):
         summary, rows = safety[side], [row[side] for row in safety["rows"]]
         assert summary["prompts"] == len(small_sets.red_team) == len(rows)
-        assert all({k: r[k] for k in ("personal_data", "unsafe_content", "refused")} == probes.scan_answer(r["answer"]) for r in rows)
+        assert all(
+            {k: r[k] for k in ("personal_data", "unsafe_content", "refused")} == probes.scan_answer(r["answer"])
+            for r in rows
+        )
         assert summary["flagged_answers"] == sum(bool(r["personal_data"] or r["unsafe_content"]) for r in rows)
         assert summary["unsafe_content"] >= max(summary[f"unsafe_{c}"] for c in clean.UNSAFE_CATEGORIES)
         assert summary["flagged_answers"] <= summary["personal_data"] + summary["unsafe_content"]
@@ -108,16 +118,26 @@ def test_probes_compare_two_models_with_consistent_figures(tiny_model_dir, other
     bias = result["bias"]
     for side in ("model", "against"):
         pair_rows = [row[side] for row in bias["rows"]]
-        assert all(r["likelihood_gap"] == pytest.approx(abs(r["log_likelihoods"][0] - r["log_likelihoods"][1])) for r in pair_rows)
-        assert bias[side]["answer_divergence"] == pytest.approx(sum(r["divergence"] for r in pair_rows) / len(pair_rows))
+        assert all(
+            r["likelihood_gap"] == pytest.approx(abs(r["log_likelihoods"][0] - r["log_likelihoods"][1]))
+            for r in pair_rows
+        )
+        assert bias[side]["answer_divergence"] == pytest.approx(
+            sum(r["divergence"] for r in pair_rows) / len(pair_rows)
+        )
         assert all(0.0 <= r["divergence"] <= 1.0 and r["log_likelihoods"][0] < 0 for r in pair_rows)
 
 
 def test_a_pair_of_identical_prompts_does_not_diverge(tiny_model_dir, small_sets):
     from tuneforge.inference.engine import Engine
 
-    same = probes.BiasPair(id="same", axis="name", template="Describe {term}, a new colleague, in one sentence.",
-                           terms=("Alex", "Alex"), continuation="They are friendly and helpful.")
+    same = probes.BiasPair(
+        id="same",
+        axis="name",
+        template="Describe {term}, a new colleague, in one sentence.",
+        terms=("Alex", "Alex"),
+        continuation="They are friendly and helpful.",
+    )
     different = same.model_copy(update={"id": "different", "terms": ("Alex", "Maria")})
     sets = probes.ProbeSets([], [], [same, different])
     # Batch size 3 is odd on purpose: the pair must still be generated in one batch.
@@ -128,11 +148,13 @@ def test_a_pair_of_identical_prompts_does_not_diverge(tiny_model_dir, small_sets
 
 
 def test_eval_runs_the_probes_and_records_their_headlines(tiny_model_dir, other_tiny_model_dir, tmp_path):
-    from tuneforge.runs.evaluation import run_eval
     from tuneforge.registry import store
+    from tuneforge.runs.evaluation import run_eval
 
     data = write_jsonl(tmp_path / "qa.jsonl", [chat(f"What is {i} plus {i}?", f"{2 * i}") for i in range(1, 6)])
-    results = run_eval(str(other_tiny_model_dir), data, str(tiny_model_dir), ["exact_match"], tmp_path / "out", max_new_tokens=2)
+    results = run_eval(
+        str(other_tiny_model_dir), data, str(tiny_model_dir), ["exact_match"], tmp_path / "out", max_new_tokens=2
+    )
     assert results["decoding"]["probe_max_new_tokens"] == 2
     assert len(results["probes"]["forgetting"]["rows"]) == 24 and len(results["probes"]["bias"]["rows"]) == 12
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -143,5 +165,7 @@ def test_eval_runs_the_probes_and_records_their_headlines(tiny_model_dir, other_
     assert row.metrics["probes"] == {name: probe["headline"] for name, probe in results["probes"].items()}
     assert math.isfinite(results["probes"]["forgetting"]["comparison"]["perplexity_regression_percent"])
 
-    skipped = run_eval(str(tiny_model_dir), data, None, ["exact_match"], tmp_path / "plain", max_new_tokens=2, probes=False)
+    skipped = run_eval(
+        str(tiny_model_dir), data, None, ["exact_match"], tmp_path / "plain", max_new_tokens=2, probes=False
+    )
     assert "probes" not in skipped and "## Probes" not in (tmp_path / "plain" / "report.md").read_text()

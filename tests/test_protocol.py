@@ -10,16 +10,34 @@ from types import SimpleNamespace
 
 import openai.types as oai
 import pytest
-from openai.types.chat import ChatCompletion as OpenAIChatCompletion, ChatCompletionChunk as OpenAIChatCompletionChunk
-from openai.types.fine_tuning import FineTuningJob as OpenAIFineTuningJob, FineTuningJobEvent as OpenAIFineTuningJobEvent
+from openai.types.chat import ChatCompletion as OpenAIChatCompletion
+from openai.types.chat import ChatCompletionChunk as OpenAIChatCompletionChunk
+from openai.types.fine_tuning import FineTuningJob as OpenAIFineTuningJob
+from openai.types.fine_tuning import FineTuningJobEvent as OpenAIFineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint as OpenAIFineTuningJobCheckpoint
 from openai.types.shared import ErrorObject
 
 from tuneforge.serve import protocol
-from tuneforge.serve.protocol import (APIError, ChatCompletion, ChatCompletionChoice, ChatCompletionChunk,
-                                      ChatCompletionChunkChoice, ChatCompletionMessage, ChoiceDelta, ChoiceLogprobs,
-                                      Completion, CompletionChoice, CompletionLogprobs, FileObject, FineTuningJob,
-                                      FineTuningJobCheckpoint, FineTuningJobEvent, ListPage, Model, Usage)
+from tuneforge.serve.protocol import (
+    APIError,
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionMessage,
+    ChoiceDelta,
+    ChoiceLogprobs,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    FileObject,
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobEvent,
+    ListPage,
+    Model,
+    Usage,
+)
 
 
 @pytest.fixture
@@ -54,16 +72,39 @@ def test_a_file_parses_as_openais_file_object(registry, tmp_path):
 
 
 def test_jobs_new_and_finished_parse_as_openais_fine_tuning_job(registry, tmp_path):
-    fresh = registry.create_job("ops", model="smollm2-135m-instruct", training_file="file-abc", seed=42,
-                                method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}})
+    fresh = registry.create_job(
+        "ops",
+        model="smollm2-135m-instruct",
+        training_file="file-abc",
+        seed=42,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
+    )
     bare = registry.create_job("ops", model="m", training_file="file-abc", seed=1, method={"type": "supervised"})
-    done = registry.create_job("ops", model="m", training_file="file-abc", validation_file="file-v", suffix="support",
-                               seed=7, method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 4}}},
-                               extra={"lora_rank": 8, "method": "full"}, meta={"team": "a"})
-    registry.update_job(done.id, resolved={"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.1}, run_id="run-1",
-                        trained_tokens=1234, result_files=["file-r"], estimated_finish=datetime(2030, 1, 1, tzinfo=timezone.utc))
-    failed = registry.transition(done.id, ("validating_files",), "failed",
-                                 error={"code": "invalid_file", "message": "line 3: no messages", "param": "training_file"})
+    done = registry.create_job(
+        "ops",
+        model="m",
+        training_file="file-abc",
+        validation_file="file-v",
+        suffix="support",
+        seed=7,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 4}}},
+        extra={"lora_rank": 8, "method": "full"},
+        meta={"team": "a"},
+    )
+    registry.update_job(
+        done.id,
+        resolved={"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.1},
+        run_id="run-1",
+        trained_tokens=1234,
+        result_files=["file-r"],
+        estimated_finish=datetime(2030, 1, 1, tzinfo=timezone.utc),
+    )
+    failed = registry.transition(
+        done.id,
+        ("validating_files",),
+        "failed",
+        error={"code": "invalid_file", "message": "line 3: no messages", "param": "training_file"},
+    )
 
     for row in (fresh, bare, failed):
         ours = FineTuningJob.from_row(row)
@@ -71,8 +112,9 @@ def test_jobs_new_and_finished_parse_as_openais_fine_tuning_job(registry, tmp_pa
         same_values(ours, theirs)
 
     new = FineTuningJob.from_row(fresh).model_dump(mode="json")
-    assert {key: new[key] for key in ("finished_at", "error", "fine_tuned_model", "estimated_finish", "metadata")} == dict.fromkeys(
-        ("finished_at", "error", "fine_tuned_model", "estimated_finish", "metadata"))
+    assert {
+        key: new[key] for key in ("finished_at", "error", "fine_tuned_model", "estimated_finish", "metadata")
+    } == dict.fromkeys(("finished_at", "error", "fine_tuned_model", "estimated_finish", "metadata"))
     assert new["hyperparameters"] == {"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto"}
     assert new["method"] == {"type": "supervised", "supervised": {"hyperparameters": new["hyperparameters"]}}
     assert new["tuneforge"] == {"run_id": None} and new["user_provided_suffix"] is None
@@ -97,7 +139,10 @@ def test_events_parse_as_openais_job_events(registry):
     for ours in page.data:
         same_values(ours, OpenAIFineTuningJobEvent.model_validate(ours.model_dump(mode="json")))
     assert [(e["level"], e["type"], e["data"]) for e in wire["data"]] == [
-        ("error", "message", None), ("info", "metrics", {"step": 1, "train_loss": 1.5}), ("info", "message", None)]
+        ("error", "message", None),
+        ("info", "metrics", {"step": 1, "train_loss": 1.5}),
+        ("info", "message", None),
+    ]
 
 
 def test_checkpoints_parse_as_openais_job_checkpoints(registry, tmp_path):
@@ -105,15 +150,30 @@ def test_checkpoints_parse_as_openais_job_checkpoints(registry, tmp_path):
 
     job = registry.create_job("ops", model="m", training_file="file-abc", seed=1, method={"type": "supervised"})
     store.create_run("run-1", {"method": "lora", "model": "m"}, tmp_path, None, None)
-    store.sync_checkpoints("run-1", [{"step": 4, "epoch": 1.0, "path": str(tmp_path),
-                                      "metrics": {"valid_loss": 2.25, "valid_mean_token_accuracy": 0.5}}])
+    store.sync_checkpoints(
+        "run-1",
+        [
+            {
+                "step": 4,
+                "epoch": 1.0,
+                "path": str(tmp_path),
+                "metrics": {"valid_loss": 2.25, "valid_mean_token_accuracy": 0.5},
+            }
+        ],
+    )
     checkpoint = store.get_run("run-1").checkpoints[0]
     ours = FineTuningJobCheckpoint.from_row(checkpoint, job.id, "ft:m:ops::run-1", {"train_loss": 2.5})
     theirs = OpenAIFineTuningJobCheckpoint.model_validate(ours.model_dump(mode="json"))
     same_values(ours, theirs)
     assert theirs.fine_tuned_model_checkpoint == "ft:m:ops::run-1:ckpt-step-4" and theirs.step_number == 4
-    assert (theirs.metrics.train_loss, theirs.metrics.valid_loss, theirs.metrics.full_valid_mean_token_accuracy) == (2.5, 2.25, 0.5)
-    assert ours.model_dump(mode="json")["metrics"]["train_mean_token_accuracy"] is None  # not measured: null, as OpenAI's
+    assert (theirs.metrics.train_loss, theirs.metrics.valid_loss, theirs.metrics.full_valid_mean_token_accuracy) == (
+        2.5,
+        2.25,
+        0.5,
+    )
+    assert (
+        ours.model_dump(mode="json")["metrics"]["train_mean_token_accuracy"] is None
+    )  # not measured: null, as OpenAI's
 
 
 def test_base_and_tuned_models_parse_as_openais_model(registry, tmp_path):
@@ -126,25 +186,48 @@ def test_base_and_tuned_models_parse_as_openais_model(registry, tmp_path):
     for ours in (tuned, base):
         same_values(ours, oai.Model.model_validate(ours.model_dump(mode="json")))
     # A base model has no root or parent: the keys are left out, as before, not sent as null.
-    assert base.model_dump(mode="json") == {"id": "smollm2-135m-instruct", "object": "model", "created": 0,
-                                            "owned_by": "tuneforge", "tuneforge": {"source": "bundled"}}
+    assert base.model_dump(mode="json") == {
+        "id": "smollm2-135m-instruct",
+        "object": "model",
+        "created": 0,
+        "owned_by": "tuneforge",
+        "tuneforge": {"source": "bundled"},
+    }
     assert tuned.model_dump(mode="json")["root"] == "smollm2-135m-instruct"
     assert tuned.model_dump(mode="json")["tuneforge"] == {"run_id": "run-1", "kind": "adapter"}
-    assert Model.base("Qwen/Qwen2.5-0.5B", "hub").owned_by == "huggingface" and Model.base("/models/x", "local").owned_by == "local"
+    assert (
+        Model.base("Qwen/Qwen2.5-0.5B", "hub").owned_by == "huggingface"
+        and Model.base("/models/x", "local").owned_by == "local"
+    )
 
 
 def token(text: str, logprob: float, alternatives=()):
     """The engine's TokenLogprob, without importing the engine (and torch)."""
-    return SimpleNamespace(token=text, bytes=list(text.encode()), logprob=logprob,
-                           top_logprobs=[token(a, logprob - 1) for a in alternatives])
+    return SimpleNamespace(
+        token=text,
+        bytes=list(text.encode()),
+        logprob=logprob,
+        top_logprobs=[token(a, logprob - 1) for a in alternatives],
+    )
 
 
 def test_chat_completions_and_their_chunks_parse_as_openais():
     logprobs = [token("Hi", -0.25, ["Hello"]), token("!", -0.5)]
-    answer = ChatCompletion(id="chatcmpl-1", created=1, model="m", usage=Usage.of(7, 2), choices=[
-        ChatCompletionChoice(index=0, message=ChatCompletionMessage(content="Hi!"), logprobs=ChoiceLogprobs.of(logprobs),
-                             finish_reason="stop"),
-        ChatCompletionChoice(index=1, message=ChatCompletionMessage(content="Yo"), finish_reason="length")])
+    answer = ChatCompletion(
+        id="chatcmpl-1",
+        created=1,
+        model="m",
+        usage=Usage.of(7, 2),
+        choices=[
+            ChatCompletionChoice(
+                index=0,
+                message=ChatCompletionMessage(content="Hi!"),
+                logprobs=ChoiceLogprobs.of(logprobs),
+                finish_reason="stop",
+            ),
+            ChatCompletionChoice(index=1, message=ChatCompletionMessage(content="Yo"), finish_reason="length"),
+        ],
+    )
     theirs = OpenAIChatCompletion.model_validate(answer.model_dump(mode="json"))
     same_values(answer, theirs)
     assert theirs.usage.total_tokens == 9 and theirs.choices[0].logprobs.content[0].top_logprobs[0].token == "Hello"
@@ -156,42 +239,82 @@ def test_chat_completions_and_their_chunks_parse_as_openais():
     def chunk(choices, usage=None):
         return ChatCompletionChunk(id="chatcmpl-1", created=1, model="m", choices=choices, usage=usage)
 
-    stream = [chunk([ChatCompletionChunkChoice(index=0, delta=ChoiceDelta(role="assistant", content=""))]),
-              chunk([ChatCompletionChunkChoice(index=0, delta=ChoiceDelta(content="Hi"), logprobs=ChoiceLogprobs.of(logprobs[:1]))]),
-              chunk([ChatCompletionChunkChoice(index=0, delta=ChoiceDelta(), finish_reason="stop")]),
-              chunk([], Usage.of(7, 2))]
+    stream = [
+        chunk([ChatCompletionChunkChoice(index=0, delta=ChoiceDelta(role="assistant", content=""))]),
+        chunk(
+            [
+                ChatCompletionChunkChoice(
+                    index=0, delta=ChoiceDelta(content="Hi"), logprobs=ChoiceLogprobs.of(logprobs[:1])
+                )
+            ]
+        ),
+        chunk([ChatCompletionChunkChoice(index=0, delta=ChoiceDelta(), finish_reason="stop")]),
+        chunk([], Usage.of(7, 2)),
+    ]
     for ours in stream:
         same_values(ours, OpenAIChatCompletionChunk.model_validate_json(ours.model_dump_json()))
     deltas = [c.model_dump(mode="json")["choices"][0]["delta"] for c in stream[:3]]
     assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hi"}, {}]  # only what the chunk carries
-    assert "usage" not in stream[0].model_dump(mode="json") and stream[3].model_dump(mode="json")["usage"]["total_tokens"] == 9
+    assert (
+        "usage" not in stream[0].model_dump(mode="json")
+        and stream[3].model_dump(mode="json")["usage"]["total_tokens"] == 9
+    )
     assert stream[0].model_dump(mode="json")["choices"][0]["logprobs"] is None
 
 
 def test_text_completions_parse_as_openais():
-    logprobs = CompletionLogprobs(tokens=["a", "b"], token_logprobs=[-0.5, -1.0], top_logprobs=[{"a": -0.5}, {"c": -0.75, "b": -1.0}],
-                                  text_offset=[3, 4])
-    answer = Completion(id="cmpl-1", created=1, model="m", usage=Usage.of(3, 2),
-                        choices=[CompletionChoice(text="ab", index=0, logprobs=logprobs, finish_reason="length")])
-    last = Completion(id="cmpl-1", created=1, model="m", choices=[CompletionChoice(text="", index=0, finish_reason="stop")])
+    logprobs = CompletionLogprobs(
+        tokens=["a", "b"],
+        token_logprobs=[-0.5, -1.0],
+        top_logprobs=[{"a": -0.5}, {"c": -0.75, "b": -1.0}],
+        text_offset=[3, 4],
+    )
+    answer = Completion(
+        id="cmpl-1",
+        created=1,
+        model="m",
+        usage=Usage.of(3, 2),
+        choices=[CompletionChoice(text="ab", index=0, logprobs=logprobs, finish_reason="length")],
+    )
+    last = Completion(
+        id="cmpl-1", created=1, model="m", choices=[CompletionChoice(text="", index=0, finish_reason="stop")]
+    )
     for ours in (answer, last):
         same_values(ours, oai.Completion.model_validate(ours.model_dump(mode="json")))
-    assert oai.Completion.model_validate(answer.model_dump(mode="json")).choices[0].logprobs.top_logprobs[1] == {"c": -0.75, "b": -1.0}
+    assert oai.Completion.model_validate(answer.model_dump(mode="json")).choices[0].logprobs.top_logprobs[1] == {
+        "c": -0.75,
+        "b": -1.0,
+    }
     # A streamed chunk before the last has finish_reason null, as OpenAI's own streams do; the
     # official type requires one, so its stream builds chunks without validating (`construct`).
     streamed = Completion(id="cmpl-1", created=1, model="m", choices=[CompletionChoice(text="a", index=0)])
     chunk = streamed.model_dump(mode="json")
-    assert "usage" not in chunk and chunk["choices"][0] == {"text": "a", "index": 0, "logprobs": None, "finish_reason": None}
+    assert "usage" not in chunk and chunk["choices"][0] == {
+        "text": "a",
+        "index": 0,
+        "logprobs": None,
+        "finish_reason": None,
+    }
     assert oai.Completion.construct(**chunk).choices[0].text == "a"
 
 
 def test_errors_keep_openais_envelope():
     error = APIError(404, "No file found with id 'file-x'.", param="file_id", code="not_found")
-    assert error.envelope() == {"error": {"message": "No file found with id 'file-x'.", "type": "invalid_request_error",
-                                          "param": "file_id", "code": "not_found"}}
+    assert error.envelope() == {
+        "error": {
+            "message": "No file found with id 'file-x'.",
+            "type": "invalid_request_error",
+            "param": "file_id",
+            "code": "not_found",
+        }
+    }
     same_values(error.response().error, ErrorObject.model_validate(error.envelope()["error"]))
     assert APIError(500, "boom", type="server_error").envelope()["error"] == {
-        "message": "boom", "type": "server_error", "param": None, "code": None}
+        "message": "boom",
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }
 
 
 def test_openapi_names_the_response_models(tmp_path, monkeypatch):
@@ -201,7 +324,9 @@ def test_openapi_names_the_response_models(tmp_path, monkeypatch):
     schema = create_app(ServerOptions(auth=False, start_worker=False)).openapi()
 
     def answer(path: str, method: str, status: str = "200") -> str:
-        return schema["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+        return schema["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"][
+            "$ref"
+        ].split("/")[-1]
 
     assert answer("/v1/fine_tuning/jobs/{job_id}", "get") == "FineTuningJob"
     assert answer("/v1/fine_tuning/jobs/{job_id}", "get", "4XX") == "ErrorResponse"

@@ -24,10 +24,28 @@ def sheet(tmp_path_factory, tiny_model_dir):
     """A sheet written through the CLI (default `eval` command, no probes), comparing two different tiny models."""
     directory = tmp_path_factory.mktemp("ratings")
     other = reseeded_model(tiny_model_dir, 2, directory / "other-model")
-    data = write_jsonl(directory / "questions.jsonl", [chat(f"Name a colour, number {i}.", f"Colour {i}") for i in range(EXAMPLES)])
+    data = write_jsonl(
+        directory / "questions.jsonl", [chat(f"Name a colour, number {i}.", f"Colour {i}") for i in range(EXAMPLES)]
+    )
     path = directory / "sheets" / "ratings.csv"
-    result = CliRunner().invoke(app, ["eval", str(other), "--data", str(data), "--against", str(tiny_model_dir),
-                                      "--max-tokens", "4", "--no-probes", "--sheet", str(path), "--out", str(directory / "eval")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(other),
+            "--data",
+            str(data),
+            "--against",
+            str(tiny_model_dir),
+            "--max-tokens",
+            "4",
+            "--no-probes",
+            "--sheet",
+            str(path),
+            "--out",
+            str(directory / "eval"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "import-ratings" in result.output
     return path, str(other), str(tiny_model_dir), directory
@@ -58,7 +76,9 @@ def rate(sheet_path, wanted: list[str | None], target):
 
 def tuneforge(*args):
     env = {**os.environ, "COLUMNS": "150"}
-    return subprocess.run([sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tuneforge", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_sheet_hides_which_answer_is_which_behind_a_seeded_shuffle(sheet):
@@ -110,10 +130,13 @@ def test_import_ratings_command_prints_the_table_and_json(sheet, tmp_path):
     assert table.returncode == 0 and "25.0%" in table.stdout and "95 % interval" in table.stdout
 
 
-@pytest.mark.parametrize("spoil, message", [
-    (lambda rows: rows[2].update(preferred="maybe"), r"line 4, field 'preferred': 'maybe' is not 1, 2 or tie"),
-    (lambda rows: rows[1].update(id="line-999"), r"line 3, field 'id': 'line-999' is not in the key"),
-])
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda rows: rows[2].update(preferred="maybe"), r"line 4, field 'preferred': 'maybe' is not 1, 2 or tie"),
+        (lambda rows: rows[1].update(id="line-999"), r"line 3, field 'id': 'line-999' is not in the key"),
+    ],
+)
 def test_bad_sheet_rows_are_named_and_exit_non_zero(sheet, tmp_path, spoil, message):
     path, *_ = sheet
     rated = rate(path, ["model"] * EXAMPLES, tmp_path / "rated.csv")

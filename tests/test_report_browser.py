@@ -16,13 +16,22 @@ from helpers import chat, write_jsonl
 
 from tuneforge.evaluate.report import CSP
 from tuneforge.runs.evaluation import run_eval
-from tuneforge.train.config import TrainConfig
 from tuneforge.runs.training import train_run
+from tuneforge.train.config import TrainConfig
 
 LABELS = ["billing", "bug"]
 MODEL_BLUE = (76, 114, 176)  # report.MODEL_COLOUR, the tuned model's bars
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+]
 
 
 @pytest.fixture(scope="session")
@@ -32,18 +41,35 @@ def chromium() -> str:
         if path := shutil.which(name):
             return path
     if os.environ.get("TUNEFORGE_REQUIRE_BROWSER") == "1" or os.environ.get("CI"):
-        pytest.fail("no chromium binary on PATH, and this run must test report.html in a browser "
-                    "(TUNEFORGE_REQUIRE_BROWSER=1, set by `make test`, or CI): apt-get install chromium")
-    pytest.skip("no chromium binary on PATH: the browser test needs it (apt-get install chromium, "
-                "or run `make test` as root, which installs it)")
+        pytest.fail(
+            "no chromium binary on PATH, and this run must test report.html in a browser "
+            "(TUNEFORGE_REQUIRE_BROWSER=1, set by `make test`, or CI): apt-get install chromium"
+        )
+    pytest.skip(
+        "no chromium binary on PATH: the browser test needs it (apt-get install chromium, "
+        "or run `make test` as root, which installs it)"
+    )
 
 
-def open_in_chromium(chromium: str, page: Path, workdir: Path, *action: str, window: str = "1280,800") -> tuple[str, list[str]]:
+def open_in_chromium(
+    chromium: str, page: Path, workdir: Path, *action: str, window: str = "1280,800"
+) -> tuple[str, list[str]]:
     """Run one headless Chromium action on the page; (stdout, the URLs the page requested)."""
     net_log = workdir / f"net-{len(list(workdir.glob('net-*')))}.json"
-    finished = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'profile'}",
-                               f"--log-net-log={net_log}", f"--window-size={window}", *action, page.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=120)
+    finished = subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={workdir / 'profile'}",
+            f"--log-net-log={net_log}",
+            f"--window-size={window}",
+            *action,
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert finished.returncode == 0, finished.stderr[-2000:]
     return finished.stdout, page_requests(net_log)
 
@@ -60,7 +86,9 @@ def page_requests(net_log: Path) -> list[str]:
         params = event.get("params", {})
         if event["type"] != start_job or "url" not in params:
             continue
-        browsers_own = params.get("initiator") == "not an origin" and "file://" not in params.get("network_isolation_key", "")
+        browsers_own = params.get("initiator") == "not an origin" and "file://" not in params.get(
+            "network_isolation_key", ""
+        )
         if not browsers_own:
             urls.append(params["url"])
     return urls
@@ -76,8 +104,16 @@ def evaluated(chromium, tmp_path_factory, tiny_model_dir):
     directory = tmp_path_factory.mktemp("report")
     records = [chat(f"Ticket {i}: my {'invoice' if i % 2 else 'screen'} problem", LABELS[i % 2]) for i in range(24)]
     data = write_jsonl(directory / "tickets.jsonl", records)
-    run = train_run(TrainConfig(model=str(tiny_model_dir), data=data, n_epochs=2, batch_size=8, precision="fp32",
-                                learning_rate_multiplier=5))
+    run = train_run(
+        TrainConfig(
+            model=str(tiny_model_dir),
+            data=data,
+            n_epochs=2,
+            batch_size=8,
+            precision="fp32",
+            learning_rate_multiplier=5,
+        )
+    )
     results = run_eval(run.run_id, data, str(tiny_model_dir), None, directory / "eval", max_new_tokens=4, probes=True)
     return directory, results, run
 
@@ -88,7 +124,9 @@ def test_report_renders_in_chromium_with_its_numbers_and_no_network(chromium, ev
     assert f"`{page.resolve()}`" in (run.run_dir / "README.md").read_text()  # the model card links the page
 
     screenshot = tmp_path / "report.png"
-    _, screenshot_requests = open_in_chromium(chromium, page, tmp_path, f"--screenshot={screenshot}", window="1280,3000")
+    _, screenshot_requests = open_in_chromium(
+        chromium, page, tmp_path, f"--screenshot={screenshot}", window="1280,3000"
+    )
     dom, dom_requests = open_in_chromium(chromium, page, tmp_path, "--dump-dom")
     if target := os.environ.get("TUNEFORGE_SCREENSHOT_DIR"):
         Path(target).mkdir(parents=True, exist_ok=True)
@@ -118,8 +156,10 @@ def test_the_network_check_sees_requests_and_the_reports_policy_blocks_them(chro
     """The check above can fail: an external image is seen as a request, unless the report's CSP is on the page."""
     image = '<img src="http://tuneforge.invalid/pixel.png">'
     open_page = write_page(tmp_path / "open.html", f"<html><body>{image}</body></html>")
-    guarded_page = write_page(tmp_path / "guarded.html",
-                              f'<html><head><meta http-equiv="Content-Security-Policy" content="{CSP}"></head><body>{image}</body></html>')
+    guarded_page = write_page(
+        tmp_path / "guarded.html",
+        f'<html><head><meta http-equiv="Content-Security-Policy" content="{CSP}"></head><body>{image}</body></html>',
+    )
     _, seen = open_in_chromium(chromium, open_page, tmp_path, "--dump-dom")
     assert set(remote(seen)) == {"http://tuneforge.invalid/pixel.png"}
     _, guarded = open_in_chromium(chromium, guarded_page, tmp_path, "--dump-dom")

@@ -22,9 +22,17 @@ from tuneforge.inference.decode import BatchDecoder, HFStepper, Sampling
 from tuneforge.inference.engine import Engine, TextDelta
 
 CONVERSATION = [Message("user", "Describe a ticket as JSON.")]
-TICKET = {"type": "object", "additionalProperties": False, "required": ["urgent", "priority", "team", "title"],
-          "properties": {"urgent": {"type": "boolean"}, "priority": {"type": "integer", "minimum": 1, "maximum": 5},
-                         "team": {"enum": ["billing", "bugs"]}, "title": {"type": "string", "maxLength": 12}}}
+TICKET = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["urgent", "priority", "team", "title"],
+    "properties": {
+        "urgent": {"type": "boolean"},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+        "team": {"enum": ["billing", "bugs"]},
+        "title": {"type": "string", "maxLength": 12},
+    },
+}
 TICKET_FORMAT = {"type": "json_schema", "json_schema": {"name": "ticket", "schema": TICKET, "strict": True}}
 
 
@@ -54,7 +62,9 @@ def decoded(engine, prompts, budgets, sampling) -> list[list[int]]:
 
 
 @torch.no_grad()
-def by_hand(engine, prompt: list[int], new_tokens: int, bias: dict[int, float], frequency: float, presence: float) -> list[int]:
+def by_hand(
+    engine, prompt: list[int], new_tokens: int, bias: dict[int, float], frequency: float, presence: float
+) -> list[int]:
     """Greedy from the full sequence each step, OpenAI's formula applied to the raw logits."""
     ids, out = list(prompt), []
     for _ in range(new_tokens):
@@ -81,11 +91,15 @@ def test_penalties_and_logit_bias_follow_openais_formula_row_by_row(engine):
         sampling = Sampling(frequency_penalty=frequency, presence_penalty=presence, logit_bias=tuple(bias.items()))
         # Row 0 stops after 3 tokens: its penalty counts must leave the batch with it.
         rows = decoded(engine, prompts, [3, 10], sampling)
-        assert rows == [by_hand(engine, prompts[0], 3, bias, frequency, presence),
-                        by_hand(engine, prompts[1], 10, bias, frequency, presence)], (frequency, presence)
+        assert rows == [
+            by_hand(engine, prompts[0], 3, bias, frequency, presence),
+            by_hand(engine, prompts[1], 10, bias, frequency, presence),
+        ], (frequency, presence)
     rows = decoded(engine, prompts[1:], [10], Sampling(frequency_penalty=4.0, logit_bias=tuple(bias.items())))
     assert 1 <= rows[0].count(favoured) < 10 and rows[0][0] == favoured
-    assert decoded(engine, prompts[1:], [10], Sampling(presence_penalty=2.0, logit_bias=tuple(bias.items()))) == [[favoured] * 10]
+    assert decoded(engine, prompts[1:], [10], Sampling(presence_penalty=2.0, logit_bias=tuple(bias.items()))) == [
+        [favoured] * 10
+    ]
 
 
 def test_logit_bias_forces_or_bans_a_token_through_the_engine(engine):
@@ -99,8 +113,12 @@ def test_logit_bias_forces_or_bans_a_token_through_the_engine(engine):
 
 
 def test_options_out_of_range_are_refused_with_the_request_field_named(engine):
-    refused = {"logit_bias": {"logit_bias": {engine.vocab_size: 1}}, "frequency_penalty": {"frequency_penalty": 2.5},
-               "presence_penalty": {"presence_penalty": -3}, "logprobs": {"logprobs": 21}}
+    refused = {
+        "logit_bias": {"logit_bias": {engine.vocab_size: 1}},
+        "frequency_penalty": {"frequency_penalty": 2.5},
+        "presence_penalty": {"presence_penalty": -3},
+        "logprobs": {"logprobs": 21},
+    }
     refused["logit_bias "] = {"logit_bias": {5: 101}}
     for param, options in refused.items():
         with pytest.raises(InvalidOption) as caught:
@@ -110,8 +128,15 @@ def test_options_out_of_range_are_refused_with_the_request_field_named(engine):
 
 def test_no_options_and_neutral_options_decode_the_same_tokens(engine):
     plain = engine.generate([CONVERSATION] * 2, max_new_tokens=12)
-    neutral = engine.generate([CONVERSATION] * 2, max_new_tokens=12, frequency_penalty=0.0, presence_penalty=0.0,
-                              logit_bias={}, response_format={"type": "text"}, logprobs=5)
+    neutral = engine.generate(
+        [CONVERSATION] * 2,
+        max_new_tokens=12,
+        frequency_penalty=0.0,
+        presence_penalty=0.0,
+        logit_bias={},
+        response_format={"type": "text"},
+        logprobs=5,
+    )
     assert [g.text for g in neutral] == [g.text for g in plain]  # asking for log-probs changes nothing chosen
     assert plain[0].logprobs is None and len(neutral[0].logprobs) == neutral[0].completion_tokens
 
@@ -148,14 +173,15 @@ def test_streamed_deltas_carry_the_logprobs_of_their_tokens(engine):
     *deltas, generation = engine.stream(CONVERSATION, max_new_tokens=10, logprobs=2)
     assert deltas and all(isinstance(delta, TextDelta) for delta in deltas)
     carried = [entry for delta in deltas for entry in delta.logprobs]
-    assert carried == generation.logprobs[:len(carried)] and len(generation.logprobs) - len(carried) <= 2
+    assert carried == generation.logprobs[: len(carried)] and len(generation.logprobs) - len(carried) <= 2
     assert all(len(entry.top_logprobs) == 2 for entry in carried)
 
 
 # ------------------------------------------------------------------------------ response_format
 def test_json_schema_output_validates_on_every_row_of_a_sampled_batch(engine):
-    generations = engine.generate([CONVERSATION] * 4, max_new_tokens=80, temperature=1.0, seed=1,
-                                  response_format=TICKET_FORMAT)
+    generations = engine.generate(
+        [CONVERSATION] * 4, max_new_tokens=80, temperature=1.0, seed=1, response_format=TICKET_FORMAT
+    )
     for generation in generations:
         jsonschema.validate(json.loads(generation.text), TICKET)
         assert generation.finish_reason == "stop"
@@ -178,8 +204,9 @@ def test_json_object_output_parses_where_the_same_model_unconstrained_does_not(e
     [unconstrained] = engine.generate([CONVERSATION], max_new_tokens=12, logit_bias={token_id(engine, '"'): 40})
     with pytest.raises(json.JSONDecodeError):
         json.loads(unconstrained.text)
-    [generation] = engine.generate([CONVERSATION], max_new_tokens=40, logit_bias=bias,
-                                   response_format={"type": "json_object"})
+    [generation] = engine.generate(
+        [CONVERSATION], max_new_tokens=40, logit_bias=bias, response_format={"type": "json_object"}
+    )
     assert isinstance(json.loads(generation.text), dict) and generation.finish_reason == "stop"
 
 
@@ -190,12 +217,20 @@ def test_max_tokens_reached_inside_the_json_finishes_with_length(engine):
         json.loads(generation.text)
 
 
-@pytest.mark.parametrize("response_format", [
-    {"type": "xml"}, {"type": "json_schema"}, {"type": "json_schema", "json_schema": {"schema": TICKET}},
-    {"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "nonsense"}}},
-    {"type": "json_schema",
-     "json_schema": {"name": "bad", "schema": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}},
-], ids=["unknown type", "no json_schema", "no name", "invalid schema", "dangling $ref"])
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "xml"},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": {"schema": TICKET}},
+        {"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "nonsense"}}},
+        {
+            "type": "json_schema",
+            "json_schema": {"name": "bad", "schema": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}},
+        },
+    ],
+    ids=["unknown type", "no json_schema", "no name", "invalid schema", "dangling $ref"],
+)
 def test_a_response_format_that_cannot_be_honoured_is_refused(engine, response_format):
     with pytest.raises(InvalidOption) as caught:
         engine.generate([CONVERSATION], max_new_tokens=2, response_format=response_format)
@@ -211,25 +246,38 @@ def client(tmp_path_factory):
 
 
 MODEL = "smollm2-135m-instruct"
-ASK = [{"role": "system", "content": "You answer in JSON."},
-       {"role": "user", "content": "What is the capital of France? Answer with an object with the key \"capital\"."}]
+ASK = [
+    {"role": "system", "content": "You answer in JSON."},
+    {"role": "user", "content": 'What is the capital of France? Answer with an object with the key "capital".'},
+]
 
 
 def test_server_answers_json_object_and_json_schema_formats_with_json(client):
-    answer = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=40, temperature=0,
-                                            response_format={"type": "json_object"})
+    answer = client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=40, temperature=0, response_format={"type": "json_object"}
+    )
     assert answer.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(answer.choices[0].message.content), dict)
-    schema = {"type": "object", "properties": {"capital": {"type": "string", "maxLength": 20}}, "required": ["capital"],
-              "additionalProperties": False}
-    answer = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=40, temperature=0, response_format={
-        "type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}})
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string", "maxLength": 20}},
+        "required": ["capital"],
+        "additionalProperties": False,
+    }
+    answer = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        max_tokens=40,
+        temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
+    )
     jsonschema.validate(json.loads(answer.choices[0].message.content), schema)
 
 
 def test_server_returns_logprobs_in_openais_shapes(client):
-    answer = client.chat.completions.create(model=MODEL, messages=ASK[1:], max_tokens=6, temperature=0,
-                                            logprobs=True, top_logprobs=3)
+    answer = client.chat.completions.create(
+        model=MODEL, messages=ASK[1:], max_tokens=6, temperature=0, logprobs=True, top_logprobs=3
+    )
     content = answer.choices[0].logprobs.content
     assert len(content) == answer.usage.completion_tokens - (answer.choices[0].finish_reason == "stop")
     for entry in content:
@@ -237,29 +285,46 @@ def test_server_returns_logprobs_in_openais_shapes(client):
         assert len(entry.top_logprobs) == 3 and entry.top_logprobs[0].token == entry.token and entry.logprob <= 0
         assert bytes(entry.bytes).decode() == entry.token
     assert "".join(entry.token for entry in content).strip() == answer.choices[0].message.content
-    streamed = client.chat.completions.create(model=MODEL, messages=ASK[1:], max_tokens=6, temperature=0,
-                                              logprobs=True, top_logprobs=3, stream=True)
-    tokens = [entry.token for chunk in streamed for choice in chunk.choices if choice.logprobs
-              for entry in choice.logprobs.content]
-    assert tokens == [entry.token for entry in content][:len(tokens)] and tokens
+    streamed = client.chat.completions.create(
+        model=MODEL, messages=ASK[1:], max_tokens=6, temperature=0, logprobs=True, top_logprobs=3, stream=True
+    )
+    tokens = [
+        entry.token
+        for chunk in streamed
+        for choice in chunk.choices
+        if choice.logprobs
+        for entry in choice.logprobs.content
+    ]
+    assert tokens == [entry.token for entry in content][: len(tokens)] and tokens
     prompt = "The capital of France is"
     completion = client.completions.create(model=MODEL, prompt=prompt, max_tokens=4, temperature=0, logprobs=2)
     legacy = completion.choices[0].logprobs
     assert "".join(legacy.tokens) == completion.choices[0].text and legacy.text_offset[0] == len(prompt)
-    assert all(len(top) in (2, 3) and math.isclose(top[token], logprob)
-               for top, token, logprob in zip(legacy.top_logprobs, legacy.tokens, legacy.token_logprobs))
+    assert all(
+        len(top) in (2, 3) and math.isclose(top[token], logprob)
+        for top, token, logprob in zip(legacy.top_logprobs, legacy.tokens, legacy.token_logprobs)
+    )
 
 
-@pytest.mark.parametrize("extra, param, code", [
-    ({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]}, "tools",
-     "unsupported_parameter"),
-    ({"extra_body": {"foo": 1}}, "foo", "unknown_parameter"),
-    ({"extra_body": {"modalities": ["text", "audio"]}}, "modalities", "unsupported_parameter"),
-    ({"logit_bias": {"999999": 5}}, "logit_bias", "invalid_value"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}},
-     "response_format", "invalid_value"),
-    ({"top_logprobs": 2}, "top_logprobs", "invalid_value"),
-])
+@pytest.mark.parametrize(
+    "extra, param, code",
+    [
+        (
+            {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]},
+            "tools",
+            "unsupported_parameter",
+        ),
+        ({"extra_body": {"foo": 1}}, "foo", "unknown_parameter"),
+        ({"extra_body": {"modalities": ["text", "audio"]}}, "modalities", "unsupported_parameter"),
+        ({"logit_bias": {"999999": 5}}, "logit_bias", "invalid_value"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}},
+            "response_format",
+            "invalid_value",
+        ),
+        ({"top_logprobs": 2}, "top_logprobs", "invalid_value"),
+    ],
+)
 def test_server_refuses_what_it_cannot_honour_naming_the_field(client, extra, param, code):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=ASK[1:], max_tokens=2, **extra)
@@ -267,6 +332,14 @@ def test_server_refuses_what_it_cannot_honour_naming_the_field(client, extra, pa
 
 
 def test_server_accepts_fields_that_do_not_change_the_answer(client):
-    answer = client.chat.completions.create(model=MODEL, messages=ASK[1:], max_tokens=2, user="u-1", store=False,
-                                            metadata={"team": "support"}, tool_choice="none", modalities=["text"])
+    answer = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK[1:],
+        max_tokens=2,
+        user="u-1",
+        store=False,
+        metadata={"team": "support"},
+        tool_choice="none",
+        modalities=["text"],
+    )
     assert answer.choices[0].message.content is not None

@@ -10,6 +10,7 @@ import pytest
 from helpers import write_jsonl
 from server_process import TINY_LORA, ServerProcess, tickets, wait_for
 
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
     process = ServerProcess(tmp_path_factory.mktemp("serve-home"), "--allow-model-dir", str(tiny_model_dir)).start()
@@ -31,9 +32,17 @@ def trained(alpha, tiny_model_dir, tmp_path_factory):
     processed = alpha.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
     assert processed.status == "processed" and processed.bytes == data.stat().st_size
     job = alpha.fine_tuning.jobs.create(
-        model=str(tiny_model_dir), training_file=uploaded.id, suffix="tickets", seed=7, metadata={"team": "support"},
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 5}}},
-        extra_body=TINY_LORA)
+        model=str(tiny_model_dir),
+        training_file=uploaded.id,
+        suffix="tickets",
+        seed=7,
+        metadata={"team": "support"},
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 5}},
+        },
+        extra_body=TINY_LORA,
+    )
     assert job.id.startswith("ftjob-") and job.status == "validating_files" and job.metadata == {"team": "support"}
     finished = wait_for(alpha, job.id, ("succeeded", "failed", "cancelled"))
     assert finished.status == "succeeded", finished.error
@@ -52,7 +61,9 @@ def test_a_job_trains_and_reports_like_openai(alpha, trained):
     assert events[0].message == "The job has successfully completed"  # newest first
     checkpoints = list(alpha.fine_tuning.jobs.checkpoints.list(job.id))
     assert checkpoints and all(c.id.startswith("ftckpt_") for c in checkpoints)
-    assert checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{checkpoints[0].step_number}"
+    assert (
+        checkpoints[0].fine_tuned_model_checkpoint == f"{job.fine_tuned_model}:ckpt-step-{checkpoints[0].step_number}"
+    )
     assert checkpoints[0].metrics.train_loss is not None
     [results_file] = job.result_files
     rows = list(csv.DictReader(io.StringIO(alpha.files.content(results_file).text)))
@@ -68,13 +79,21 @@ def test_chat_with_the_tuned_model_plain_and_streamed(alpha, trained):
     assert answer.object == "chat.completion" and answer.choices[0].finish_reason in ("stop", "length")
     assert answer.usage.prompt_tokens > 5 and answer.usage.completion_tokens >= 1
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
-    stream = alpha.chat.completions.create(model=job.fine_tuned_model, messages=messages, temperature=0, max_tokens=8,
-                                           stream=True, stream_options={"include_usage": True})
+    stream = alpha.chat.completions.create(
+        model=job.fine_tuned_model,
+        messages=messages,
+        temperature=0,
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     assert chunks[-1].usage.completion_tokens == answer.usage.completion_tokens
     [newest, *_] = alpha.fine_tuning.jobs.checkpoints.list(job.id)
-    from_checkpoint = alpha.chat.completions.create(model=newest.fine_tuned_model_checkpoint, messages=messages, temperature=0, max_tokens=8)
+    from_checkpoint = alpha.chat.completions.create(
+        model=newest.fine_tuned_model_checkpoint, messages=messages, temperature=0, max_tokens=8
+    )
     assert from_checkpoint.choices[0].message.content == text  # the newest checkpoint is the final model
     completion = alpha.completions.create(model=job.fine_tuned_model, prompt="Ticket 3:", max_tokens=4, temperature=0)
     assert completion.object == "text_completion" and completion.usage.completion_tokens >= 1
@@ -83,10 +102,15 @@ def test_chat_with_the_tuned_model_plain_and_streamed(alpha, trained):
 
 def test_feedback_becomes_training_data(server, alpha, trained, tmp_path):
     _, job = trained
-    answer = alpha.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "Ticket 9: screen"}],
-                                           temperature=0, max_tokens=4)
-    alpha.post("/tuneforge/feedback", cast_to=object,
-               body={"completion_id": answer.id, "rating": -1, "correction": "bug"})
+    answer = alpha.chat.completions.create(
+        model=job.fine_tuned_model,
+        messages=[{"role": "user", "content": "Ticket 9: screen"}],
+        temperature=0,
+        max_tokens=4,
+    )
+    alpha.post(
+        "/tuneforge/feedback", cast_to=object, body={"completion_id": answer.id, "rating": -1, "correction": "bug"}
+    )
     with pytest.raises(openai.NotFoundError):
         alpha.post("/tuneforge/feedback", cast_to=object, body={"completion_id": "chatcmpl-nope", "rating": 1})
     server.cli("feedback", "export", "--out", str(tmp_path / "dpo.jsonl"), "--format", "dpo")
@@ -102,11 +126,16 @@ def test_a_second_project_sees_nothing_of_the_first(server, alpha, trained):
     beta = openai.OpenAI(base_url=server.base_url, api_key=server.new_key("beta"), max_retries=0)
     assert list(beta.files.list()) == [] and list(beta.fine_tuning.jobs.list()) == []
     assert job.fine_tuned_model not in [m.id for m in beta.models.list()]
-    for call in (lambda: beta.files.retrieve(uploaded.id), lambda: beta.fine_tuning.jobs.retrieve(job.id),
-                 lambda: beta.fine_tuning.jobs.cancel(job.id), lambda: beta.models.retrieve(job.fine_tuned_model),
-                 lambda: beta.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}]),
-                 lambda: beta.chat.completions.create(model=f"{job.fine_tuned_model}:ckpt-step-15",
-                                                      messages=[{"role": "user", "content": "hi"}])):
+    for call in (
+        lambda: beta.files.retrieve(uploaded.id),
+        lambda: beta.fine_tuning.jobs.retrieve(job.id),
+        lambda: beta.fine_tuning.jobs.cancel(job.id),
+        lambda: beta.models.retrieve(job.fine_tuned_model),
+        lambda: beta.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}]),
+        lambda: beta.chat.completions.create(
+            model=f"{job.fine_tuned_model}:ckpt-step-15", messages=[{"role": "user", "content": "hi"}]
+        ),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     anonymous = openai.OpenAI(base_url=server.base_url, api_key="tf-not-a-key", max_retries=0)
@@ -116,7 +145,10 @@ def test_a_second_project_sees_nothing_of_the_first(server, alpha, trained):
 
 
 def test_a_bad_training_file_fails_the_job_with_its_line(alpha, tiny_model_dir, tmp_path):
-    bad = write_jsonl(tmp_path / "bad.jsonl", tickets(12)[:5] + [{"messages": [{"role": "user", "content": "no reply"}]}] + tickets(12)[5:])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl",
+        tickets(12)[:5] + [{"messages": [{"role": "user", "content": "no reply"}]}] + tickets(12)[5:],
+    )
     uploaded = alpha.files.create(file=bad.open("rb"), purpose="fine-tune")
     processed = alpha.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
     assert processed.status == "error" and "line 6" in processed.status_details
@@ -130,10 +162,14 @@ def test_a_bad_training_file_fails_the_job_with_its_line(alpha, tiny_model_dir, 
 def test_requests_the_server_cannot_take_get_openai_errors(alpha, tiny_model_dir, trained):
     uploaded, _ = trained
     with pytest.raises(openai.BadRequestError) as unknown:
-        alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id, extra_body={"lora_rnak": 8})
+        alpha.fine_tuning.jobs.create(
+            model=str(tiny_model_dir), training_file=uploaded.id, extra_body={"lora_rnak": 8}
+        )
     assert unknown.value.body["param"] == "lora_rnak"
     with pytest.raises(openai.BadRequestError) as negative:
-        alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id, hyperparameters={"n_epochs": 0})
+        alpha.fine_tuning.jobs.create(
+            model=str(tiny_model_dir), training_file=uploaded.id, hyperparameters={"n_epochs": 0}
+        )
     assert negative.value.body["param"] == "n_epochs"
     with pytest.raises(openai.BadRequestError) as missing:
         alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file="file-doesnotexist")
@@ -147,8 +183,12 @@ def test_cancel_stops_a_running_job_within_seconds(alpha, tiny_model_dir, tmp_pa
     data = write_jsonl(tmp_path / "long.jsonl", tickets(40))
     uploaded = alpha.files.create(file=data.open("rb"), purpose="fine-tune")
     alpha.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
-    job = alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id,
-                                        hyperparameters={"n_epochs": 50, "batch_size": 2}, extra_body=TINY_LORA)
+    job = alpha.fine_tuning.jobs.create(
+        model=str(tiny_model_dir),
+        training_file=uploaded.id,
+        hyperparameters={"n_epochs": 50, "batch_size": 2},
+        extra_body=TINY_LORA,
+    )
     wait_for(alpha, job.id, ("running",), timeout=120)
     while not any(e.type == "metrics" for e in alpha.fine_tuning.jobs.list_events(job.id, limit=5)):
         time.sleep(0.2)

@@ -23,15 +23,20 @@ def server(tmp_path_factory, tiny_model_dir):
     home = tmp_path_factory.mktemp("hostile-home")
     # Another project's "full fine-tune" where a run keeps one: a real model directory on the server's disk.
     shutil.copytree(tiny_model_dir, home / "runs" / "run-other" / "model")
-    process = ServerProcess(home, "--no-worker", "--max-file-mb", "1", "--allow-model-dir", str(tiny_model_dir)).start()
+    process = ServerProcess(
+        home, "--no-worker", "--max-file-mb", "1", "--allow-model-dir", str(tiny_model_dir)
+    ).start()
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
 def keys(server) -> dict:
-    return {"alpha": server.new_key("alpha"), "beta": server.new_key("beta"),
-            "operator": server.cli("keys", "create", "--operator").strip().splitlines()[-1]}
+    return {
+        "alpha": server.new_key("alpha"),
+        "beta": server.new_key("beta"),
+        "operator": server.cli("keys", "create", "--operator").strip().splitlines()[-1],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +47,28 @@ def alpha(server, keys) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def training_file(alpha, tmp_path_factory):
     data = write_jsonl(tmp_path_factory.mktemp("hostile-data") / "train.jsonl", filler(12))
-    return alpha.files.wait_for_processing(alpha.files.create(file=data.open("rb"), purpose="fine-tune").id,
-                                           poll_interval=0.2, max_wait_seconds=60)
+    return alpha.files.wait_for_processing(
+        alpha.files.create(file=data.open("rb"), purpose="fine-tune").id, poll_interval=0.2, max_wait_seconds=60
+    )
 
 
-def raw(server, method: str, path: str, body: bytes | dict | None = None, key: str | None = None,
-        headers: dict | None = None, connection: http.client.HTTPConnection | None = None):
+def raw(
+    server,
+    method: str,
+    path: str,
+    body: bytes | dict | None = None,
+    key: str | None = None,
+    headers: dict | None = None,
+    connection: http.client.HTTPConnection | None = None,
+):
     """(status, parsed JSON or text, response headers) of one request sent as written."""
     connection = connection or http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
     payload = json.dumps(body).encode() if isinstance(body, dict) else body
-    sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
+    sent = {
+        "Content-Type": "application/json",
+        **({"Authorization": f"Bearer {key}"} if key else {}),
+        **(headers or {}),
+    }
     connection.request(method, path, body=payload, headers=sent)
     response = connection.getresponse()
     text = response.read().decode("utf-8", "replace")
@@ -67,7 +84,9 @@ def assert_openai_error(status: int, body, expected_status: int | None = None) -
         assert status == expected_status, (status, body)
     assert isinstance(body, dict) and set(body) == {"error"}, body
     error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"} and isinstance(error["message"], str) and error["message"]
+    assert (
+        set(error) == {"message", "type", "param", "code"} and isinstance(error["message"], str) and error["message"]
+    )
     return error
 
 
@@ -81,7 +100,12 @@ def test_a_request_cannot_name_a_directory_on_the_server(server, keys, alpha, tr
         assert refused.value.body["code"] == "model_not_found" and refused.value.body["param"] == "model"
         with pytest.raises(openai.NotFoundError):
             beta.completions.create(model=name, prompt="hi", max_tokens=2)
-    for path in ("/v1/models/etc/passwd", "/v1/models//etc/passwd", f"/v1/models/{stolen}", "/v1/models/..%2F..%2Fetc"):
+    for path in (
+        "/v1/models/etc/passwd",
+        "/v1/models//etc/passwd",
+        f"/v1/models/{stolen}",
+        "/v1/models/..%2F..%2Fetc",
+    ):
         status, body, _ = raw(server, "GET", path, key=keys["beta"])
         assert_openai_error(status, body, 404)
     # Job errors read the same whether the directory exists or not: they reveal nothing of the disk.
@@ -95,8 +119,9 @@ def test_a_request_cannot_name_a_directory_on_the_server(server, keys, alpha, tr
 
 
 def test_the_operators_allowed_directory_and_catalog_models_still_work(server, alpha, tiny_model_dir, training_file):
-    answer = alpha.chat.completions.create(model=str(tiny_model_dir), messages=[{"role": "user", "content": "hi"}],
-                                           max_tokens=2, temperature=0)
+    answer = alpha.chat.completions.create(
+        model=str(tiny_model_dir), messages=[{"role": "user", "content": "hi"}], max_tokens=2, temperature=0
+    )
     assert answer.usage.completion_tokens >= 1
     listed = [m.id for m in alpha.models.list()]
     assert str(tiny_model_dir.resolve()) in listed and "smollm2-135m-instruct" in listed
@@ -114,16 +139,25 @@ def test_metrics_are_for_the_operator_and_parse_as_prometheus(server, keys, alph
     status, body, _ = raw(server, "GET", "/metrics", key=keys["alpha"])
     assert_openai_error(status, body, 401)
     # Hostile label material: a path with quotes and a newline, a suffix with a quote.
-    raw(server, "GET", '/v1/models/x%22%0Aforged_series%7Ba%3D%221%22%7D%201', key=keys["alpha"])
-    raw(server, "POST", "/v1/fine_tuning/jobs", {"model": str(tiny_model_dir), "training_file": "file-x",
-                                                 "suffix": 'a"b\nforged 1'}, key=keys["alpha"])
-    alpha.chat.completions.create(model=str(tiny_model_dir), messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    raw(server, "GET", "/v1/models/x%22%0Aforged_series%7Ba%3D%221%22%7D%201", key=keys["alpha"])
+    raw(
+        server,
+        "POST",
+        "/v1/fine_tuning/jobs",
+        {"model": str(tiny_model_dir), "training_file": "file-x", "suffix": 'a"b\nforged 1'},
+        key=keys["alpha"],
+    )
+    alpha.chat.completions.create(
+        model=str(tiny_model_dir), messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
     status, text, headers = raw(server, "GET", "/metrics", key=keys["operator"])
     assert status == 200 and headers["content-type"].startswith("text/plain")
     families = {family.name: family for family in text_string_to_metric_families(text)}
     assert {"tuneforge_requests", "tuneforge_request_duration_seconds", "tuneforge_tokens"} <= set(families)
     assert families["tuneforge_request_duration_seconds"].type == "histogram"
-    routes = {sample.labels["route"] for family in families.values() for sample in family.samples if "route" in sample.labels}
+    routes = {
+        sample.labels["route"] for family in families.values() for sample in family.samples if "route" in sample.labels
+    }
     assert "/v1/chat/completions" in routes and "/v1/models/{name:path}" in routes
     assert all(route.startswith("/") or route == "unmatched" for route in routes) and not any('"' in r for r in routes)
     assert "forged" not in text and "alpha" not in text and str(tiny_model_dir) not in text
@@ -136,18 +170,41 @@ def test_metrics_are_for_the_operator_and_parse_as_prometheus(server, keys, alph
 def test_requests_that_cannot_be_served_are_400_with_their_param(server, alpha, tiny_model_dir, training_file):
     model = str(tiny_model_dir)
     cases = [
-        (lambda: alpha.chat.completions.create(model=model, messages=[{"role": "user", "content": "word " * 3000}], max_tokens=2),
-         "messages"),
+        (
+            lambda: alpha.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "word " * 3000}], max_tokens=2
+            ),
+            "messages",
+        ),
         (lambda: alpha.completions.create(model=model, prompt="word " * 3000, max_tokens=2), "prompt"),
-        (lambda: alpha.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], stop=[""]), "stop"),
+        (
+            lambda: alpha.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], stop=[""]
+            ),
+            "stop",
+        ),
         (lambda: alpha.completions.create(model=model, prompt="", max_tokens=2), "prompt"),
         (lambda: alpha.completions.create(model=model, prompt=[], max_tokens=2), "prompt"),
-        (lambda: alpha.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], seed=2**70), "seed"),
+        (
+            lambda: alpha.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], seed=2**70
+            ),
+            "seed",
+        ),
         (lambda: alpha.fine_tuning.jobs.create(model=model, training_file=training_file.id, seed=2**70), "seed"),
-        (lambda: alpha.chat.completions.create(model=model, messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
-         "messages.0.content.0.text"),
-        (lambda: alpha.chat.completions.create(model=model, messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:,"}}]}]), "messages.0.content.0"),
+        (
+            lambda: alpha.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]
+            ),
+            "messages.0.content.0.text",
+        ),
+        (
+            lambda: alpha.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}],
+            ),
+            "messages.0.content.0",
+        ),
     ]
     for call, param in cases:
         with pytest.raises(openai.BadRequestError) as refused:
@@ -163,18 +220,21 @@ def test_invalid_json_names_no_param(server, keys):
 
 
 # ------------------------------------------------------------------------------------- 4. bounds
-@pytest.mark.parametrize("fields, param", [
-    ({"hyperparameters": {"n_epochs": 51}}, "n_epochs"),
-    ({"hyperparameters": {"batch_size": 1000}}, "batch_size"),
-    ({"extra_body": {"lora_rank": 100_000}}, "lora_rank"),
-    ({"extra_body": {"max_seq_length": 10**7}}, "max_seq_length"),
-    ({"extra_body": {"keep_checkpoints": 1000}}, "keep_checkpoints"),
-    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
-    ({"metadata": {"k" * 65: "v"}}, "metadata"),
-    ({"metadata": {"k": "v" * 513}}, "metadata"),
-    ({"suffix": "has space"}, "suffix"),
-    ({"suffix": "s" * 65}, "suffix"),
-])
+@pytest.mark.parametrize(
+    "fields, param",
+    [
+        ({"hyperparameters": {"n_epochs": 51}}, "n_epochs"),
+        ({"hyperparameters": {"batch_size": 1000}}, "batch_size"),
+        ({"extra_body": {"lora_rank": 100_000}}, "lora_rank"),
+        ({"extra_body": {"max_seq_length": 10**7}}, "max_seq_length"),
+        ({"extra_body": {"keep_checkpoints": 1000}}, "keep_checkpoints"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata"),
+        ({"metadata": {"k": "v" * 513}}, "metadata"),
+        ({"suffix": "has space"}, "suffix"),
+        ({"suffix": "s" * 65}, "suffix"),
+    ],
+)
 def test_job_bounds_name_their_field(alpha, tiny_model_dir, training_file, fields, param):
     with pytest.raises(openai.BadRequestError) as refused:
         alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=training_file.id, **fields)
@@ -182,7 +242,9 @@ def test_job_bounds_name_their_field(alpha, tiny_model_dir, training_file, field
 
 
 def test_a_suffix_like_openais_is_accepted(alpha, tiny_model_dir, training_file):
-    job = alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=training_file.id, suffix="Support_v2-" + "x" * 53)
+    job = alpha.fine_tuning.jobs.create(
+        model=str(tiny_model_dir), training_file=training_file.id, suffix="Support_v2-" + "x" * 53
+    )
     assert job.user_provided_suffix.startswith("Support_v2-")
     alpha.fine_tuning.jobs.cancel(job.id)
 
@@ -211,9 +273,11 @@ def test_a_file_a_job_needs_cannot_be_deleted(alpha, tiny_model_dir, tmp_path):
 
 # ---------------------------------------------------------------------------------------- 7. uploads
 def _multipart_head(boundary: str) -> bytes:
-    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
@@ -222,8 +286,12 @@ def test_an_upload_past_the_cap_is_cut_off_at_the_cap(server, keys, declared):
     boundary, total = "tfboundary", 40 * 1024 * 1024
     head = _multipart_head(boundary)
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        lines = [f"POST /v1/files HTTP/1.1", f"Host: 127.0.0.1:{server.port}", f"Authorization: Bearer {keys['alpha']}",
-                 f"Content-Type: multipart/form-data; boundary={boundary}"]
+        lines = [
+            "POST /v1/files HTTP/1.1",
+            f"Host: 127.0.0.1:{server.port}",
+            f"Authorization: Bearer {keys['alpha']}",
+            f"Content-Type: multipart/form-data; boundary={boundary}",
+        ]
         lines.append(f"Content-Length: {len(head) + total}" if declared else "Transfer-Encoding: chunked")
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         sent, chunk, answer = 0, b"x" * (256 * 1024), b""
@@ -283,8 +351,8 @@ def test_an_internal_error_is_logged_and_keeps_the_connection(tmp_path, monkeypa
     import threading
 
     import uvicorn
-
     from server_process import free_port
+
     from tuneforge.registry import access
     from tuneforge.serve.app import ServerOptions, create_app
 
@@ -328,16 +396,39 @@ def test_a_list_of_hostile_requests_gets_no_5xx(server, keys, tiny_model_dir, tr
         ("GET", "/v1/models/%2e%2e/%2e%2e/etc/passwd", None, beta_key),
         ("DELETE", "/v1/models/smollm2-135m-instruct", None, alpha_key),
         ("DELETE", f"/v1/models/{server.home}/runs/run-other/model", None, beta_key),
-        ("POST", chat, {"model": str(server.home / "runs" / "run-other" / "model"), "messages": [{"role": "user", "content": "x"}]}, beta_key),
+        (
+            "POST",
+            chat,
+            {
+                "model": str(server.home / "runs" / "run-other" / "model"),
+                "messages": [{"role": "user", "content": "x"}],
+            },
+            beta_key,
+        ),
         ("POST", chat, {"model": model, "messages": [{"role": "user", "content": "w " * 3000}]}, alpha_key),
         ("POST", chat, {"model": model, "messages": [{"role": "user", "content": "x"}], "stop": [""]}, alpha_key),
-        ("POST", chat, {"model": model, "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, alpha_key),
+        (
+            "POST",
+            chat,
+            {"model": model, "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]},
+            alpha_key,
+        ),
         ("POST", chat, {"model": model, "messages": [{"role": "user", "content": "x"}], "seed": 2**64}, alpha_key),
-        ("POST", chat, {"model": model, "messages": [{"role": "user", "content": [{"type": "text", "text": {"a": 1}}]}]}, alpha_key),
+        (
+            "POST",
+            chat,
+            {"model": model, "messages": [{"role": "user", "content": [{"type": "text", "text": {"a": 1}}]}]},
+            alpha_key,
+        ),
         ("POST", chat, {"model": model, "messages": [{"role": "wizard", "content": "x"}]}, alpha_key),
         ("POST", chat, {"model": model, "messages": "not a list"}, alpha_key),
         ("POST", chat, {"model": model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, alpha_key),
-        ("POST", chat, {"model": model, "messages": [{"role": "user", "content": "x"}], "temperature": 1e308}, alpha_key),
+        (
+            "POST",
+            chat,
+            {"model": model, "messages": [{"role": "user", "content": "x"}], "temperature": 1e308},
+            alpha_key,
+        ),
         ("POST", chat, {"model": model, "messages": [{"role": "user", "content": "x"}], "n": 10**6}, alpha_key),
         ("POST", chat, {"model": ["a"], "messages": []}, alpha_key),
         ("POST", chat, b"\xff\xfe not json", alpha_key),
@@ -347,14 +438,44 @@ def test_a_list_of_hostile_requests_gets_no_5xx(server, keys, tiny_model_dir, tr
         ("POST", "/v1/completions", {"model": model, "prompt": ["a"] * 1000}, alpha_key),
         ("POST", "/v1/completions", {"model": model, "prompt": [1, 2, 3]}, alpha_key),
         ("POST", "/v1/completions", {"model": model, "prompt": "x", "stream": True, "n": 2}, alpha_key),
-        ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": training_file.id, "seed": 2**70}, alpha_key),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"model": model, "training_file": training_file.id, "seed": 2**70},
+            alpha_key,
+        ),
         ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": training_file.id, "seed": -1}, alpha_key),
-        ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": training_file.id, "suffix": "x/../y"}, alpha_key),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"model": model, "training_file": training_file.id, "suffix": "x/../y"},
+            alpha_key,
+        ),
         ("POST", "/v1/fine_tuning/jobs", {"model": "/etc", "training_file": training_file.id}, alpha_key),
-        ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": training_file.id, "metadata": {"k": 5}}, alpha_key),
-        ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": training_file.id, "lora_rank": "x"}, alpha_key),
-        ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": training_file.id, "method": {"type": "dpo"}}, alpha_key),
-        ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": training_file.id, "n_epochs": 3}, alpha_key),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"model": model, "training_file": training_file.id, "metadata": {"k": 5}},
+            alpha_key,
+        ),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"model": model, "training_file": training_file.id, "lora_rank": "x"},
+            alpha_key,
+        ),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"model": model, "training_file": training_file.id, "method": {"type": "dpo"}},
+            alpha_key,
+        ),
+        (
+            "POST",
+            "/v1/fine_tuning/jobs",
+            {"model": model, "training_file": training_file.id, "n_epochs": 3},
+            alpha_key,
+        ),
         ("POST", "/v1/fine_tuning/jobs", {"model": model, "training_file": "../../etc/passwd"}, alpha_key),
         ("GET", "/v1/fine_tuning/jobs?limit=100000", None, alpha_key),
         ("GET", "/v1/fine_tuning/jobs/ftjob-nope/events?limit=-1", None, alpha_key),

@@ -8,8 +8,14 @@ from server_process import ServerProcess
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, tiny_model_dir):
-    server = ServerProcess(tmp_path_factory.mktemp("queue-home"), "--no-worker", "--max-file-mb", "1",
-                           "--allow-model-dir", str(tiny_model_dir)).start()
+    server = ServerProcess(
+        tmp_path_factory.mktemp("queue-home"),
+        "--no-worker",
+        "--max-file-mb",
+        "1",
+        "--allow-model-dir",
+        str(tiny_model_dir),
+    ).start()
     yield openai.OpenAI(base_url=server.base_url, api_key=server.new_key("paging"), max_retries=0)
     server.stop()
 
@@ -22,8 +28,14 @@ def training_file(client, tmp_path_factory):
 
 
 def test_jobs_page_newest_first_across_more_than_twenty(client, training_file, tiny_model_dir):
-    created = [client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=training_file.id,
-                                              metadata={"batch": "even" if i % 2 == 0 else "odd"}).id for i in range(23)]
+    created = [
+        client.fine_tuning.jobs.create(
+            model=str(tiny_model_dir),
+            training_file=training_file.id,
+            metadata={"batch": "even" if i % 2 == 0 else "odd"},
+        ).id
+        for i in range(23)
+    ]
     first = client.fine_tuning.jobs.list(limit=10)
     assert [job.id for job in first.data] == created[::-1][:10] and first.has_more
     every = [job.id for job in client.fine_tuning.jobs.list(limit=10)]  # the client follows `after` page by page
@@ -40,7 +52,9 @@ def test_jobs_page_newest_first_across_more_than_twenty(client, training_file, t
 
 
 def test_files_list_in_either_order_and_page(client, tmp_path):
-    ids = [client.files.create(file=(f"part{i}.jsonl", b'{"text": "hello"}\n'), purpose="fine-tune").id for i in range(3)]
+    ids = [
+        client.files.create(file=(f"part{i}.jsonl", b'{"text": "hello"}\n'), purpose="fine-tune").id for i in range(3)
+    ]
     newest_first = [f.id for f in client.files.list(order="desc", limit=2)]
     assert newest_first[:3] == ids[::-1]
     oldest_first = [f.id for f in client.files.list(order="asc") if f.id in ids]

@@ -26,8 +26,13 @@ def client(server):
 def start_long_job(client, tiny_model_dir, path, epochs: int):
     uploaded = client.files.create(file=write_jsonl(path, tickets(40)).open("rb"), purpose="fine-tune")
     client.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
-    return client.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=uploaded.id, seed=3,
-                                          hyperparameters={"n_epochs": epochs, "batch_size": 8}, extra_body=TINY_LORA)
+    return client.fine_tuning.jobs.create(
+        model=str(tiny_model_dir),
+        training_file=uploaded.id,
+        seed=3,
+        hyperparameters={"n_epochs": epochs, "batch_size": 8},
+        extra_body=TINY_LORA,
+    )
 
 
 def wait_for_event(client, job_id: str, text: str, timeout: float = 180):
@@ -56,8 +61,11 @@ def test_a_job_resumes_from_its_checkpoint_after_kill_9_of_the_worker(server, cl
     finished = wait_for(client, job.id, ("succeeded", "failed", "cancelled"))
     assert finished.status == "succeeded", finished.error
     assert worker_pid(server, job.id) != first_pid
-    steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=1000)
-             if e.type == "metrics" and "train_loss" in (e.data or {})]
+    steps = [
+        e.data["step"]
+        for e in client.fine_tuning.jobs.list_events(job.id, limit=1000)
+        if e.type == "metrics" and "train_loss" in (e.data or {})
+    ]
     assert sorted(steps) == list(range(1, 41))  # each step once: the reports of steps trained again are not repeated
 
 
@@ -125,16 +133,21 @@ def _alive(pid: int) -> bool:
 
 
 def test_recovery_finds_jobs_a_dead_worker_held_whatever_their_status(tmp_path, monkeypatch):
-    from tuneforge.registry import jobs
     from tuneforge.jobs.worker import recover_interrupted_jobs
+    from tuneforge.registry import jobs
 
     monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path))
-    held = {status: jobs.create_job("ops", model="m", training_file="file-x", seed=1, method={"type": "supervised"})
-            for status in ("running", "paused", "queued", "cancelled")}
+    held = {
+        status: jobs.create_job("ops", model="m", training_file="file-x", seed=1, method={"type": "supervised"})
+        for status in ("running", "paused", "queued", "cancelled")
+    }
     for status, job in held.items():
         jobs.update_job(job.id, status=status, worker_pid=999_999, run_id="run-x")
     recover_interrupted_jobs()
     after = {status: jobs.get_job(None, job.id) for status, job in held.items()}
     assert {status: (job.status, job.worker_pid, job.resume) for status, job in after.items()} == {
-        "running": ("queued", None, True), "paused": ("paused", None, True), "queued": ("queued", None, True),
-        "cancelled": ("cancelled", None, False)}
+        "running": ("queued", None, True),
+        "paused": ("paused", None, True),
+        "queued": ("queued", None, True),
+        "cancelled": ("cancelled", None, False),
+    }

@@ -63,8 +63,10 @@ def lora_model(tiny_model_dir, targets="all-linear"):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(1)
-    model = get_peft_model(load(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets,
-                                                            init_lora_weights=False))  # non-zero B: real gradients everywhere
+    model = get_peft_model(
+        load(tiny_model_dir),
+        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, init_lora_weights=False),
+    )  # non-zero B: real gradients everywhere
     return model.train()
 
 
@@ -121,8 +123,14 @@ def test_frozen_weights_bf16_train_like_fp32_frozen_weights_under_autocast(learn
 
     def built(frozen_weights_bf16: bool):
         # (data is not read: build_model only loads the model and adds the adapters)
-        config = TrainConfig(model=str(learned_model_dir), data=learned_model_dir, precision="bf16", lora_rank=4,
-                             lora_alpha=8, frozen_weights_bf16=frozen_weights_bf16).resolve(6, 512)
+        config = TrainConfig(
+            model=str(learned_model_dir),
+            data=learned_model_dir,
+            precision="bf16",
+            lora_rank=4,
+            lora_alpha=8,
+            frozen_weights_bf16=frozen_weights_bf16,
+        ).resolve(6, 512)
         return build_model(config)
 
     stored, frozen = built(False), built(True)
@@ -201,11 +209,18 @@ def test_varlen_attention_is_causal_attention_within_each_example(dtype):
 
     def per_example(inputs):  # plain SDPA on each example alone
         q, k, v = inputs
-        return torch.cat([F.scaled_dot_product_attention(*(t[:, :, a:b] for t in (q, k, v)), is_causal=True, enable_gqa=True)
-                          for a, b in zip(starts[:-1], starts[1:])], dim=2).transpose(1, 2)
+        return torch.cat(
+            [
+                F.scaled_dot_product_attention(*(t[:, :, a:b] for t in (q, k, v)), is_causal=True, enable_gqa=True)
+                for a, b in zip(starts[:-1], starts[1:])
+            ],
+            dim=2,
+        ).transpose(1, 2)
 
     module = torch.nn.Module().eval()
-    varlen = attention(lambda inputs: varlen_sdpa_attention(module, *inputs, None, scaling=0.25, cu_seq_lens_q=starts)[0], dtype)
+    varlen = attention(
+        lambda inputs: varlen_sdpa_attention(module, *inputs, None, scaling=0.25, cu_seq_lens_q=starts)[0], dtype
+    )
     exact = attention(per_example, torch.float32)
     if dtype == torch.float32:
         for ours, reference in zip(varlen, exact):
@@ -304,15 +319,22 @@ def test_lean_activations_give_the_plain_loss_and_gradients_and_keep_less(tiny_m
     else:
         torch.manual_seed(1)
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype or torch.float32)
-        model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)).train()
+        model = get_peft_model(
+            base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        ).train()
     config = model.config
     reference, plain_saved = loss_and_grads(model, batch, dtype=dtype), saved_bytes(model, batch, dtype=dtype)
-    assert use_lean_activations(model) == 3 * config.num_hidden_layers + 1  # two norms and an MLP per layer, the final norm
+    assert (
+        use_lean_activations(model) == 3 * config.num_hidden_layers + 1
+    )  # two norms and an MLP per layer, the final norm
     lean, lean_saved = loss_and_grads(model, batch, dtype=dtype), saved_bytes(model, batch, dtype=dtype)
     assert_same(reference, lean, rtol=1e-5 if dtype is None else 2e-2)
     # At least silu(gate), one (tokens x intermediate) tensor per layer, is no longer kept.
     itemsize = 2 if dtype else 4
-    assert plain_saved - lean_saved >= config.num_hidden_layers * batch.input_ids.numel() * config.intermediate_size * itemsize
+    assert (
+        plain_saved - lean_saved
+        >= config.num_hidden_layers * batch.input_ids.numel() * config.intermediate_size * itemsize
+    )
 
 
 def test_lean_activations_leave_other_norms_alone():
@@ -344,7 +366,9 @@ def test_fused_lora_gives_peft_loss_and_gradients(tiny_model_dir, smol_tokenizer
     def model_for(base_dtype):
         torch.manual_seed(1)
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=base_dtype)
-        return get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)).train()
+        return get_peft_model(
+            base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        ).train()
 
     batch = tiny_batch(smol_tokenizer, prompt_loss_weight=0.1)
     exact = loss_and_grads(model_for(torch.float32), batch)  # peft in fp32: the reference for both
@@ -376,8 +400,10 @@ def test_fused_lora_leaves_dropout_disabled_and_merged_adapters_to_peft(tiny_mod
     from tuneforge.train.fused_lora import fuse_lora_layers
 
     torch.manual_seed(1)
-    model = get_peft_model(load(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.5, target_modules=["q_proj"],
-                                                            init_lora_weights=False))
+    model = get_peft_model(
+        load(tiny_model_dir),
+        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.5, target_modules=["q_proj"], init_lora_weights=False),
+    )
     fuse_lora_layers(model)
     layer = model.base_model.model.model.layers[0].self_attn.q_proj
     assert layer._plain_adapter() is None  # dropout on the adapter's input: peft's path
@@ -416,15 +442,30 @@ def test_all_speed_tricks_train_like_the_plain_path(tmp_path, learned_model_dir,
     validation = write_jsonl(tmp_path / "validation.jsonl", numbered_chats(range(24, 32)))
     traces = []
     for on in (False, True):
-        result = train_run(TrainConfig(model=str(learned_model_dir), data=data, validation_data=validation, n_epochs=2,
-                                       batch_size=4, lora_dropout=0.0, seed=3, precision=precision,
-                                       learning_rate_multiplier=5, group_by_length=False,
-                                       frozen_weights_bf16=on and precision == "bf16",
-                                       **{trick: on for trick in TRICKS}))
+        result = train_run(
+            TrainConfig(
+                model=str(learned_model_dir),
+                data=data,
+                validation_data=validation,
+                n_epochs=2,
+                batch_size=4,
+                lora_dropout=0.0,
+                seed=3,
+                precision=precision,
+                learning_rate_multiplier=5,
+                group_by_length=False,
+                frozen_weights_bf16=on and precision == "bf16",
+                **{trick: on for trick in TRICKS},
+            )
+        )
         with (result.run_dir / "metrics.csv").open() as handle:
             rows = list(csv.DictReader(handle))
-        traces.append(([float(r["train_loss"]) for r in rows if r["train_loss"]],
-                       [float(r["valid_loss"]) for r in rows if r["valid_loss"]]))
+        traces.append(
+            (
+                [float(r["train_loss"]) for r in rows if r["train_loss"]],
+                [float(r["valid_loss"]) for r in rows if r["valid_loss"]],
+            )
+        )
     (plain_train, plain_valid), (tricks_train, tricks_valid) = traces
     assert len(plain_train) == len(tricks_train) == 12  # 2 epochs of 6 steps
     assert len(plain_valid) == len(tricks_valid) == 3  # the base model, then each epoch's end

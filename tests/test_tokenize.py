@@ -9,13 +9,15 @@ from tuneforge.data.examples import Conversation, Message, Text
 from tuneforge.data.formats import parse_record
 from tuneforge.data.tokenize import ChatTokenizer, TemplateError, conversations_for
 
-MULTI_TURN = Conversation([
-    Message("system", "You are Pip."),
-    Message("user", "First question?"),
-    Message("assistant", "An old reply we do not want.", weight=0),
-    Message("user", "Second question?"),
-    Message("assistant", "Hi there! The answer."),
-])
+MULTI_TURN = Conversation(
+    [
+        Message("system", "You are Pip."),
+        Message("user", "First question?"),
+        Message("assistant", "An old reply we do not want.", weight=0),
+        Message("user", "Second question?"),
+        Message("assistant", "Hi there! The answer."),
+    ]
+)
 
 
 def text_with_weight(tokenizer, encoded, weight: float) -> str:
@@ -48,13 +50,21 @@ def test_prompt_tokens_carry_prompt_loss_weight_and_weight_zero_turns_none(smol_
             assert weight == pytest.approx(prompt_loss_weight), smol_tokenizer.decode([token])
 
 
-@pytest.mark.parametrize("record", [
-    {"prompt": "Capital of France?", "completion": "Paris"},
-    {"prompt": "Capital of France?", "response": "Paris", "system": "Be brief."},
-    {"instruction": "Name the capital.", "input": "France", "output": "Paris"},
-    {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]},
-    {"input": {"messages": [{"role": "user", "content": "Capital of France?"}]}, "preferred_output": [{"role": "assistant", "content": "Paris"}], "non_preferred_output": [{"role": "assistant", "content": "Lyon"}]},
-], ids=["prompt_completion", "prompt_response", "alpaca", "openai_chat", "openai_dpo"])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"prompt": "Capital of France?", "completion": "Paris"},
+        {"prompt": "Capital of France?", "response": "Paris", "system": "Be brief."},
+        {"instruction": "Name the capital.", "input": "France", "output": "Paris"},
+        {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}]},
+        {
+            "input": {"messages": [{"role": "user", "content": "Capital of France?"}]},
+            "preferred_output": [{"role": "assistant", "content": "Paris"}],
+            "non_preferred_output": [{"role": "assistant", "content": "Lyon"}],
+        },
+    ],
+    ids=["prompt_completion", "prompt_response", "alpaca", "openai_chat", "openai_dpo"],
+)
 def test_every_format_trains_exactly_on_its_answer(smol_tokenizer, record):
     _, parsed, _ = parse_record(record, 1)
     encoded = ChatTokenizer(smol_tokenizer).encode(conversations_for(parsed.example))
@@ -84,7 +94,8 @@ def fresh_tokenizer(smol_tokenizer):
 
 def test_a_template_that_trims_content_still_locates_replies(fresh_tokenizer):
     fresh_tokenizer.chat_template = (
-        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + (m['content'] | trim) + '<|endoftext|>' }}{% endfor %}"
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + (m['content'] | trim) + '<|endoftext|>' }}{% "
+        "endfor %}"
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
     tokenizer = ChatTokenizer(fresh_tokenizer)

@@ -10,9 +10,9 @@ import torch
 from helpers import chat, write_jsonl
 
 from tuneforge.registry import store
+from tuneforge.runs.training import train_run
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.inputs import TrainingDataError
-from tuneforge.runs.training import train_run
 from tuneforge.train.reporter import Reporter, TrainingInterrupted
 
 ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel", "yak", "emu"]
@@ -30,7 +30,9 @@ def learnable(tmp_path: Path, answer="hello there friend", name="train.jsonl") -
 
 
 def config(model_dir, data, **overrides) -> TrainConfig:
-    values = dict(model=str(model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0, seed=3, precision="fp32")
+    values = dict(
+        model=str(model_dir), data=data, n_epochs=2, batch_size=4, lora_dropout=0.0, seed=3, precision="fp32"
+    )
     return TrainConfig(**{**values, **overrides})
 
 
@@ -53,8 +55,11 @@ class StopAt(Reporter):
 
 
 def test_lora_learns_a_tiny_task_to_near_zero_loss(tmp_path, tiny_model_dir):
-    result = train_run(config(tiny_model_dir, learnable(tmp_path), n_epochs=40, learning_rate_multiplier=5,
-                              lora_target_modules=WITH_HEAD))
+    result = train_run(
+        config(
+            tiny_model_dir, learnable(tmp_path), n_epochs=40, learning_rate_multiplier=5, lora_target_modules=WITH_HEAD
+        )
+    )
     trace = losses(result.run_dir)
     assert trace[0] > 5 and trace[-1] < 0.05, (trace[0], trace[-1])
 
@@ -70,7 +75,8 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, ti
     assert len(losses(resumed.run_dir)) == len(losses(whole.run_dir)) == 9
     assert losses(resumed.run_dir) == pytest.approx(losses(whole.run_dir), abs=1e-5)
     assert resumed.metrics["valid_loss" if "valid_loss" in resumed.metrics else "trained_tokens"] == pytest.approx(
-        whole.metrics["valid_loss" if "valid_loss" in whole.metrics else "trained_tokens"], abs=1e-5)
+        whole.metrics["valid_loss" if "valid_loss" in whole.metrics else "trained_tokens"], abs=1e-5
+    )
 
 
 def test_gradient_accumulation_gives_the_same_losses_as_one_batch(tmp_path, tiny_model_dir):
@@ -84,8 +90,18 @@ def test_early_stopping_stops_and_keeps_the_best_checkpoint(tmp_path, tiny_model
     train = learnable(tmp_path)
     # Validation wants the opposite answers: it improves while the format is learned, then gets worse.
     validation = learnable(tmp_path, answer="goodbye now", name="validation.jsonl")
-    result = train_run(config(tiny_model_dir, train, validation_data=validation, n_epochs=40, eval_every_steps=1,
-                              early_stopping_patience=3, learning_rate_multiplier=5, lora_target_modules=WITH_HEAD))
+    result = train_run(
+        config(
+            tiny_model_dir,
+            train,
+            validation_data=validation,
+            n_epochs=40,
+            eval_every_steps=1,
+            early_stopping_patience=3,
+            learning_rate_multiplier=5,
+            lora_target_modules=WITH_HEAD,
+        )
+    )
     assert result.stopped_early and result.metrics["step"] < 40 * 3
     best = result.metrics["best_step"]
     assert result.metrics["step"] == best + 3
@@ -106,11 +122,15 @@ def test_reloaded_adapter_reproduces_the_final_validation_loss(tmp_path, tiny_mo
     from tuneforge.train.loop import collate, evaluate
 
     validation = learnable(tmp_path, answer="goodbye now", name="validation.jsonl")
-    result = train_run(config(tiny_model_dir, learnable(tmp_path), validation_data=validation, learning_rate_multiplier=5))
+    result = train_run(
+        config(tiny_model_dir, learnable(tmp_path), validation_data=validation, learning_rate_multiplier=5)
+    )
     tokenizer = AutoTokenizer.from_pretrained(result.run_dir / "adapter")
     encoded = tokenize_for_sft(load_examples(validation, "validation"), ChatTokenizer(tokenizer), validation)
-    batches = [collate(encoded[i:i + 4], tokenizer.pad_token_id) for i in range(0, len(encoded), 4)]
-    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), result.run_dir / "adapter")
+    batches = [collate(encoded[i : i + 4], tokenizer.pad_token_id) for i in range(0, len(encoded), 4)]
+    reloaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), result.run_dir / "adapter"
+    )
     assert evaluate(reloaded, batches)["valid_loss"] == pytest.approx(result.metrics["valid_loss"], abs=1e-5)
 
 
@@ -177,7 +197,10 @@ def test_an_example_with_nothing_left_after_truncation_fails_before_training(tmp
 
 
 def test_data_errors_fail_before_the_model_loads(tmp_path, tiny_model_dir):
-    data = write_jsonl(tmp_path / "train.jsonl", [chat(f"q{a}", "a") for a in ANIMALS[:11]] + [{"messages": [{"role": "robot", "content": "x"}]}])
+    data = write_jsonl(
+        tmp_path / "train.jsonl",
+        [chat(f"q{a}", "a") for a in ANIMALS[:11]] + [{"messages": [{"role": "robot", "content": "x"}]}],
+    )
     with pytest.raises(TrainingDataError) as caught:
         train_run(config(tiny_model_dir, data))
     assert (caught.value.code, caught.value.line, caught.value.field) == ("unknown_role", 12, "messages[0].role")
@@ -197,7 +220,9 @@ def test_a_run_that_fails_is_recorded_as_failed_with_its_error(tmp_path, tiny_mo
     from tuneforge.errors import UsageError
 
     with pytest.raises(UsageError, match="lora_target_modules"):
-        train_run(config(tiny_model_dir, learnable(tmp_path), lora_target_modules="no_such_proj"), run_id="run-failing")
+        train_run(
+            config(tiny_model_dir, learnable(tmp_path), lora_target_modules="no_such_proj"), run_id="run-failing"
+        )
     run = store.get_run("run-failing")
     assert run.status == "failed" and "no_such_proj" in run.error
 
@@ -256,7 +281,9 @@ def test_the_token_cache_round_trips_exactly(tmp_path, smol_tokenizer):
     assert kind == "conversation" and len(loaded) == 5
     for before, after in zip(encoded, loaded):
         assert after.input_ids == before.input_ids and after.full_length == before.full_length
-        assert (after.loss_weights == before.loss_weights).all() and after.loss_weights.dtype == before.loss_weights.dtype
+        assert (
+            after.loss_weights == before.loss_weights
+        ).all() and after.loss_weights.dtype == before.loss_weights.dtype
     (token_cache.cache_dir() / "broken.npz").write_bytes(b"PK\x03\x04 cut short")
     assert token_cache.load("broken") is None and token_cache.load("absent") is None
 

@@ -62,8 +62,12 @@ def machine_facts() -> dict:
     """This machine's facts, measured once and cached; re-measured when the CPU or thread count changes."""
     import torch
 
-    key = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-           "format": HARDWARE_FORMAT}
+    key = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "format": HARDWARE_FORMAT,
+    }
     cache = tuneforge_home() / "hardware.json"
     if cache.exists():
         cached = json.loads(cache.read_text())

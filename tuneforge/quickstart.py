@@ -36,7 +36,9 @@ EVAL_MAX_NEW_TOKENS = 64
 def run_quickstart(console: Console, out: Path, reporter) -> str:
     source = EXAMPLES / "support_chat.jsonl"
     if not source.exists():
-        raise UsageError(f"{source}: example data not found", fix="Run quickstart from a checkout of the Tuneforge repository.")
+        raise UsageError(
+            f"{source}: example data not found", fix="Run quickstart from a checkout of the Tuneforge repository."
+        )
 
     console.rule("[bold]1. Data: check and prepare examples/support_chat.jsonl")
     report = check_with_model(source, DEFAULT_MODEL)
@@ -64,14 +66,17 @@ def run_quickstart(console: Console, out: Path, reporter) -> str:
 
     console.rule("[bold]4. Evaluate: tuned against base on the held-out test split")
     show_evaluation(console, prepared / "test.jsonl", result.run_id)
-    console.print(f"\nTuned model: [bold]{result.model_name}[/bold]\nRun directory: {result.run_dir} "
-                  f"(adapter/, metrics.csv, loss.png, README.md model card)\n"
-                  f"Try it: tuneforge chat {result.run_id} \"How do I send a reminder?\"")
+    console.print(
+        f"\nTuned model: [bold]{result.model_name}[/bold]\nRun directory: {result.run_dir} "
+        f"(adapter/, metrics.csv, loss.png, README.md model card)\n"
+        f'Try it: tuneforge chat {result.run_id} "How do I send a reminder?"'
+    )
     return result.run_id
 
 
-def show_before_after(console: Console, test_file: Path, tuned_model: str, base_model: str = DEFAULT_MODEL,
-                      max_new_tokens: int = 120) -> None:
+def show_before_after(
+    console: Console, test_file: Path, tuned_model: str, base_model: str = DEFAULT_MODEL, max_new_tokens: int = 120
+) -> None:
     from tuneforge.evaluate.run import load_cases
     from tuneforge.runs.models import engine
 
@@ -97,11 +102,21 @@ def show_evaluation(console: Console, test_file: Path, run_id: str, base_model: 
     out_dir = Path("evals") / run_id  # where `tuneforge eval RUN_ID` puts it too
     began = time.perf_counter()
     # The probes (forgetting, safety, bias) would add minutes: `tuneforge eval` runs them, the main job does not.
-    results = run_eval(run_id, test_file, base_model, None, out_dir, max_examples=EVAL_EXAMPLES,
-                       max_new_tokens=EVAL_MAX_NEW_TOKENS, probes=False)
+    results = run_eval(
+        run_id,
+        test_file,
+        base_model,
+        None,
+        out_dir,
+        max_examples=EVAL_EXAMPLES,
+        max_new_tokens=EVAL_MAX_NEW_TOKENS,
+        probes=False,
+    )
     _, sentences = headline(results)
     for sentence in sentences:
         console.print(sentence, markup=False, highlight=False)
     report = (out_dir / "report.html").resolve()
-    console.print(f"Evaluated in {time.perf_counter() - began:.0f} s. Report (open it in a browser): {report}", markup=False)
+    console.print(
+        f"Evaluated in {time.perf_counter() - began:.0f} s. Report (open it in a browser): {report}", markup=False
+    )
     return report

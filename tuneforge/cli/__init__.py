@@ -32,9 +32,9 @@ def main() -> None:
 
     bound_kernel_caches()  # before torch runs its first matmul: see hardware.py
 
-    from rich.logging import RichHandler
-
     import warnings
+
+    from rich.logging import RichHandler
 
     # Tokenizers warn about fork-after-parallelism in subprocesses; the CLI is single-process.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")

@@ -11,6 +11,7 @@ from tuneforge.cli.common import ModelOption, app, console, file_progress, model
 data_app = typer.Typer(help="Stage 1: check and prepare training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+
 @data_app.command("check")
 def data_check(
     file: Annotated[Path, typer.Argument(help="Data file: .jsonl, .csv, .tsv or .txt.")],
@@ -35,12 +36,19 @@ def data_check(
 @data_app.command("prepare")
 def data_prepare(
     file: Annotated[Path, typer.Argument(help="Data file: .jsonl, .csv, .tsv or .txt.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for train/validation/test.jsonl and manifest.json.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for train/validation/test.jsonl and manifest.json.")
+    ],
     split: Annotated[str, typer.Option(help="train,validation,test fractions.")] = "0.9,0.05,0.05",
     seed: Annotated[int, typer.Option(help="Seed of the split: same data and seed, same split.")] = 42,
-    redact_pii: Annotated[bool, typer.Option("--redact-pii", help="Replace personal data with typed placeholders like [EMAIL].")] = False,
+    redact_pii: Annotated[
+        bool, typer.Option("--redact-pii", help="Replace personal data with typed placeholders like [EMAIL].")
+    ] = False,
     no_dedupe: Annotated[bool, typer.Option("--no-dedupe", help="Keep exact duplicates.")] = False,
-    drop_invalid: Annotated[bool, typer.Option("--drop-invalid", help="Set records with errors aside in rejected.jsonl instead of stopping.")] = False,
+    drop_invalid: Annotated[
+        bool,
+        typer.Option("--drop-invalid", help="Set records with errors aside in rejected.jsonl instead of stopping."),
+    ] = False,
     model: ModelOption = "smollm2-135m-instruct",
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ):

@@ -26,23 +26,52 @@ class DefaultCommandGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-eval_app = typer.Typer(cls=DefaultCommandGroup, no_args_is_help=True,
-                       help="Score a model on a data file (`tuneforge eval MODEL --data FILE`, the default command `run`), "
-                            "or import the human ratings of a blinded A/B sheet.")
+eval_app = typer.Typer(
+    cls=DefaultCommandGroup,
+    no_args_is_help=True,
+    help="Score a model on a data file (`tuneforge eval MODEL --data FILE`, the default command `run`), "
+    "or import the human ratings of a blinded A/B sheet.",
+)
 app.add_typer(eval_app, name="eval")
 
 
 @eval_app.command("run")
 def eval_command(
     model: Annotated[str, typer.Argument(help="Run id, tuned model name (ft:...) or base model.")],
-    data: Annotated[Path, typer.Option("--data", help="Chat JSONL; each example's last assistant turn is the reference.")],
-    against: Annotated[str | None, typer.Option(help="Model to compare with (default: the run's base model; 'none' for no comparison).")] = None,
-    metrics: Annotated[str | None, typer.Option(help="Comma-separated: exact_match, normalized_exact_match, rouge_l, bleu, json_valid, accuracy. Default: chosen from the data.")] = None,
+    data: Annotated[
+        Path, typer.Option("--data", help="Chat JSONL; each example's last assistant turn is the reference.")
+    ],
+    against: Annotated[
+        str | None,
+        typer.Option(help="Model to compare with (default: the run's base model; 'none' for no comparison)."),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Comma-separated: exact_match, normalized_exact_match, rouge_l, bleu, json_valid, accuracy. Default: "
+                "chosen from the data."
+            )
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Directory for results.json, examples.jsonl and report.md.")] = None,
     max_examples: Annotated[int | None, typer.Option(help="Evaluate at most this many examples.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Most new tokens per answer.")] = 128,
-    probes: Annotated[bool, typer.Option("--probes/--no-probes", help="Also run the built-in forgetting, safety and bias probes on both models.")] = True,
-    sheet: Annotated[Path | None, typer.Option(help="Also write a blinded A/B sheet (CSV) of both models' answers for human raters; its key goes beside it as FILE.key.json.")] = None,
+    probes: Annotated[
+        bool,
+        typer.Option(
+            "--probes/--no-probes", help="Also run the built-in forgetting, safety and bias probes on both models."
+        ),
+    ] = True,
+    sheet: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "Also write a blinded A/B sheet (CSV) of both models' answers for human raters; its key goes beside "
+                "it as FILE.key.json."
+            )
+        ),
+    ] = None,
     precision: PrecisionOption = "auto",
 ):
     """Score a model's answers on a data file, side by side with a base model (A/B with bootstrap intervals)."""
@@ -56,18 +85,32 @@ def eval_command(
     elif against is not None and against.lower() == "none":
         against = None
     out = out or Path("evals") / model.replace(":", "_").replace("/", "_")
-    run_eval(model, data, against, metrics.split(",") if metrics else None, out, max_examples, max_tokens,
-             probes=probes, sheet=sheet, precision=precision)
+    run_eval(
+        model,
+        data,
+        against,
+        metrics.split(",") if metrics else None,
+        out,
+        max_examples,
+        max_tokens,
+        probes=probes,
+        sheet=sheet,
+        precision=precision,
+    )
     console.print((out / "report.md").read_text(), markup=False, highlight=False)
     console.print(f"results: {out / 'results.json'}")
     if sheet is not None:
-        console.print(f"rating sheet: {sheet} (its key, {key_path(sheet)}, is for you, not the raters); "
-                      f"import it with `tuneforge eval import-ratings {sheet}`")
+        console.print(
+            f"rating sheet: {sheet} (its key, {key_path(sheet)}, is for you, not the raters); "
+            f"import it with `tuneforge eval import-ratings {sheet}`"
+        )
 
 
 @eval_app.command("import-ratings")
 def import_ratings_command(
-    sheet: Annotated[Path, typer.Argument(help="The rated CSV written by `tuneforge eval ... --sheet`, its .key.json beside it.")],
+    sheet: Annotated[
+        Path, typer.Argument(help="The rated CSV written by `tuneforge eval ... --sheet`, its .key.json beside it.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Read a rated A/B sheet: the tuned model's win rate with a 95 % interval, recorded in the registry."""
@@ -84,7 +127,14 @@ def import_ratings_command(
     table = Table(title=f"Human ratings: {result.model} against {result.against}")
     for column in ("rated", "wins", "ties", "losses", "unrated", "win rate (ties half)", "95 % interval"):
         table.add_column(column, justify="right")
-    table.add_row(str(result.rated), str(result.wins), str(result.ties), str(result.losses), str(result.unrated),
-                  f"{result.win_rate:.1%}", f"[{result.ci_low:.1%}, {result.ci_high:.1%}]")
+    table.add_row(
+        str(result.rated),
+        str(result.wins),
+        str(result.ties),
+        str(result.losses),
+        str(result.unrated),
+        f"{result.win_rate:.1%}",
+        f"[{result.ci_low:.1%}, {result.ci_high:.1%}]",
+    )
     console.print(table)
     console.print(f"recorded in the registry (human rating {result.registry_id})")

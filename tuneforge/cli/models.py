@@ -14,6 +14,7 @@ runs_app = typer.Typer(help="Training runs in the registry.", no_args_is_help=Tr
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 
+
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False):
     """Bundled models, hub models in the local Hugging Face cache, and tuned models from the registry."""
@@ -25,15 +26,34 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False):
     rows = []
     for ref in refs:
         if ref.source == "bundled":
-            state = "ready" if ref.ready else ("installed, converts on first use" if bundled_installed(ref.name) else "not installed")
+            state = (
+                "ready"
+                if ref.ready
+                else ("installed, converts on first use" if bundled_installed(ref.name) else "not installed")
+            )
         else:
             state = "cached"
-        rows.append({"name": ref.name, "source": ref.source, "state": state, "license": ref.license, "description": ref.description})
+        rows.append(
+            {
+                "name": ref.name,
+                "source": ref.source,
+                "state": state,
+                "license": ref.license,
+                "description": ref.description,
+            }
+        )
     from tuneforge.registry import store
 
     for tuned in store.list_models():
-        rows.append({"name": tuned.name, "source": "tuned", "state": "ready" if Path(tuned.path).exists() else "missing",
-                     "license": None, "description": f"{tuned.kind} from run {tuned.run_id} on {tuned.base_model}"})
+        rows.append(
+            {
+                "name": tuned.name,
+                "source": "tuned",
+                "state": "ready" if Path(tuned.path).exists() else "missing",
+                "license": None,
+                "description": f"{tuned.kind} from run {tuned.run_id} on {tuned.base_model}",
+            }
+        )
     if as_json:
         print(json.dumps(rows))
         return
@@ -55,9 +75,14 @@ def models_show(name: Annotated[str, typer.Argument(help="Catalog name, local di
     tokenizer = load_tokenizer(name)
     console.print(f"[bold]{name}[/bold] ({ref.source}: {ref.location})")
     console.print(f"  {ref.description}")
-    console.print(f"  architecture {facts['architecture']}, {facts['parameters'] / 1e6:.1f} M parameters, "
-                  f"context {facts['context_length']}, vocabulary {facts['vocab_size']:,}")
-    console.print(f"  licence: {ref.license or 'see the model card'}; chat template: {'yes' if tokenizer.chat_template else 'no'}")
+    console.print(
+        f"  architecture {facts['architecture']}, {facts['parameters'] / 1e6:.1f} M parameters, "
+        f"context {facts['context_length']}, vocabulary {facts['vocab_size']:,}"
+    )
+    console.print(
+        f"  licence: {ref.license or 'see the model card'}; chat template: "
+        f"{'yes' if tokenizer.chat_template else 'no'}"
+    )
 
 
 @runs_app.command("list")
@@ -68,10 +93,18 @@ def runs_list(as_json: Annotated[bool, typer.Option("--json")] = False):
     from tuneforge.registry import store
 
     runs = store.list_runs()
-    rows = [{"id": r.id, "status": r.status if Path(r.run_dir).exists() else f"{r.status} (directory missing)",
-             "method": r.method, "base_model": r.base_model, "trained_tokens": r.trained_tokens,
-             "valid_loss": (r.metrics or {}).get("valid_loss"), "created_at": r.created_at.isoformat(timespec="seconds")}
-            for r in runs]
+    rows = [
+        {
+            "id": r.id,
+            "status": r.status if Path(r.run_dir).exists() else f"{r.status} (directory missing)",
+            "method": r.method,
+            "base_model": r.base_model,
+            "trained_tokens": r.trained_tokens,
+            "valid_loss": (r.metrics or {}).get("valid_loss"),
+            "created_at": r.created_at.isoformat(timespec="seconds"),
+        }
+        for r in runs
+    ]
     if as_json:
         print(json.dumps(rows))
         return
@@ -91,16 +124,38 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="A run id from `tunefor
     run = store.get_run(run_id)
     if run is None:
         raise UsageError(f"no run '{run_id}'", fix="See `tuneforge runs list`.")
-    print(json.dumps({
-        "id": run.id, "status": run.status, "run_dir": run.run_dir, "base_model": run.base_model, "method": run.method,
-        "train_dataset": run.train_dataset, "validation_dataset": run.validation_dataset, "config": run.config,
-        "trained_tokens": run.trained_tokens, "metrics": run.metrics, "error": run.error,
-        "checkpoints": [{"step": c.step, "path": c.path, "metrics": c.metrics} for c in run.checkpoints],
-        "models": [m.name for m in run.models],
-        "evaluations": [{"id": e.id, "against": e.against, "task": e.task, "report_dir": e.report_dir,
-                         "created_at": e.created_at.isoformat()} for e in store.list_evaluations(run.id)],
-        "created_at": run.created_at.isoformat(), "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "id": run.id,
+                "status": run.status,
+                "run_dir": run.run_dir,
+                "base_model": run.base_model,
+                "method": run.method,
+                "train_dataset": run.train_dataset,
+                "validation_dataset": run.validation_dataset,
+                "config": run.config,
+                "trained_tokens": run.trained_tokens,
+                "metrics": run.metrics,
+                "error": run.error,
+                "checkpoints": [{"step": c.step, "path": c.path, "metrics": c.metrics} for c in run.checkpoints],
+                "models": [m.name for m in run.models],
+                "evaluations": [
+                    {
+                        "id": e.id,
+                        "against": e.against,
+                        "task": e.task,
+                        "report_dir": e.report_dir,
+                        "created_at": e.created_at.isoformat(),
+                    }
+                    for e in store.list_evaluations(run.id)
+                ],
+                "created_at": run.created_at.isoformat(),
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            },
+            indent=2,
+        )
+    )
 
 
 @runs_app.command("rm")

@@ -7,9 +7,13 @@ import typer
 
 from tuneforge.cli.common import PrecisionOption, app, console
 
-keys_app = typer.Typer(help="API keys: each belongs to a project and sees only that project's files, jobs and models.",
-                       no_args_is_help=True)
-feedback_app = typer.Typer(help="User feedback on served completions, turned into training data.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys: each belongs to a project and sees only that project's files, jobs and models.",
+    no_args_is_help=True,
+)
+feedback_app = typer.Typer(
+    help="User feedback on served completions, turned into training data.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(feedback_app, name="feedback")
 
@@ -18,15 +22,46 @@ app.add_typer(feedback_app, name="feedback")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without an API key (local use only): all belong to the default project.")] = False,
-    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a worker; run `tuneforge worker` yourself.")] = False,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth", help="Accept requests without an API key (local use only): all belong to the default project."
+        ),
+    ] = False,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Do not start a worker; run `tuneforge worker` yourself.")
+    ] = False,
     max_file_mb: Annotated[int, typer.Option(min=1, help="Largest file upload accepted, in MB.")] = 512,
-    max_cached_models: Annotated[int, typer.Option(min=1, help="Models (tuned adapters or full models) kept loaded at once.")] = 4,
+    max_cached_models: Annotated[
+        int, typer.Option(min=1, help="Models (tuned adapters or full models) kept loaded at once.")
+    ] = 4,
     precision: PrecisionOption = "auto",
-    allow_model_dir: Annotated[list[Path] | None, typer.Option("--allow-model-dir", help="A local model directory API callers may use as `model` (by this path); repeat for more. Requests can name no other path.")] = None,
-    public_metrics: Annotated[bool, typer.Option("--public-metrics", help="Serve /metrics without the operator key (`tuneforge keys create --operator`).")] = False,
-    public_docs: Annotated[bool, typer.Option("--public-docs", help="Serve /docs and /openapi.json without an API key.")] = False,
-    allowed_host: Annotated[list[str] | None, typer.Option("--allowed-host", help="With --no-auth: another Host name to accept (the listening address and localhost always are).")] = None,
+    allow_model_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-model-dir",
+            help=(
+                "A local model directory API callers may use as `model` (by this path); repeat for more. Requests "
+                "can name no other path."
+            ),
+        ),
+    ] = None,
+    public_metrics: Annotated[
+        bool,
+        typer.Option(
+            "--public-metrics", help="Serve /metrics without the operator key (`tuneforge keys create --operator`)."
+        ),
+    ] = False,
+    public_docs: Annotated[
+        bool, typer.Option("--public-docs", help="Serve /docs and /openapi.json without an API key.")
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="With --no-auth: another Host name to accept (the listening address and localhost always are).",
+        ),
+    ] = None,
 ):
     """An OpenAI-compatible API: files, fine-tuning jobs, models, chat and text completions."""
     import uvicorn
@@ -35,13 +70,23 @@ def serve(
     from tuneforge.settings import protect_home
 
     protect_home()  # uploads, runs and the registry: readable by this user only
-    options = ServerOptions(auth=not no_auth, start_worker=not no_worker, max_file_bytes=max_file_mb * 1024 * 1024,
-                            max_cached_models=max_cached_models, precision=precision,
-                            allowed_model_dirs=tuple(str(p) for p in allow_model_dir or ()), public_metrics=public_metrics,
-                            public_docs=public_docs, host=host, allowed_hosts=tuple(allowed_host or ()))
+    options = ServerOptions(
+        auth=not no_auth,
+        start_worker=not no_worker,
+        max_file_bytes=max_file_mb * 1024 * 1024,
+        max_cached_models=max_cached_models,
+        precision=precision,
+        allowed_model_dirs=tuple(str(p) for p in allow_model_dir or ()),
+        public_metrics=public_metrics,
+        public_docs=public_docs,
+        host=host,
+        allowed_hosts=tuple(allowed_host or ()),
+    )
     app_ = create_app(options)
-    console.print(f"Tuneforge API on http://{host}:{port}/v1 ({'no auth' if no_auth else 'API keys required'}"
-                  f"{', worker started' if not no_worker else ''})")
+    console.print(
+        f"Tuneforge API on http://{host}:{port}/v1 ({'no auth' if no_auth else 'API keys required'}"
+        f"{', worker started' if not no_worker else ''})"
+    )
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -49,7 +94,10 @@ def serve(
 def worker(
     poll_seconds: Annotated[float, typer.Option(help="Seconds between looks at the queue when idle.")] = 1.0,
     once: Annotated[bool, typer.Option("--once", help="Carry out what is queued, then exit.")] = False,
-    parent_pid: Annotated[int | None, typer.Option(help="Exit (checkpointing a running job) when this process is gone; `serve` passes its own.")] = None,
+    parent_pid: Annotated[
+        int | None,
+        typer.Option(help="Exit (checkpointing a running job) when this process is gone; `serve` passes its own."),
+    ] = None,
 ):
     """Carry out queued fine-tuning jobs, one at a time (`tuneforge serve` starts one for you)."""
     from tuneforge.jobs.worker import run_worker
@@ -62,7 +110,10 @@ def worker(
 @keys_app.command("create")
 def keys_create(
     project: Annotated[str | None, typer.Option("--project", help="The project the key belongs to.")] = None,
-    operator: Annotated[bool, typer.Option("--operator", help="A key for the server's operator: reads /metrics, belongs to no project.")] = False,
+    operator: Annotated[
+        bool,
+        typer.Option("--operator", help="A key for the server's operator: reads /metrics, belongs to no project."),
+    ] = False,
 ):
     """Create an API key; it is printed once and stored only as a hash."""
     from tuneforge.errors import UsageError
@@ -71,8 +122,11 @@ def keys_create(
     if operator == (project is not None):
         raise UsageError("give either --project NAME or --operator", fix="tuneforge keys create --project support")
     key = access.create_key(access.OPERATOR if operator else project)
-    console.print("Operator key (reads /metrics; shown once, keep it secret):" if operator
-                  else f"API key for project [bold]{project}[/bold] (shown once, keep it secret):")
+    console.print(
+        "Operator key (reads /metrics; shown once, keep it secret):"
+        if operator
+        else f"API key for project [bold]{project}[/bold] (shown once, keep it secret):"
+    )
     print(key)
 
 
@@ -87,8 +141,12 @@ def keys_list():
     for column in ("prefix", "project", "created", "state"):
         table.add_column(column)
     for key in access.list_keys():
-        table.add_row(key.prefix + "…", "(operator)" if key.project == access.OPERATOR else key.project, key.created_at.isoformat(timespec="seconds"),
-                      "revoked" if key.revoked_at else "active")
+        table.add_row(
+            key.prefix + "…",
+            "(operator)" if key.project == access.OPERATOR else key.project,
+            key.created_at.isoformat(timespec="seconds"),
+            "revoked" if key.revoked_at else "active",
+        )
     console.print(table)
 
 
@@ -106,7 +164,15 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix, as
 @feedback_app.command("export")
 def feedback_export(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write.")],
-    format: Annotated[str, typer.Option("--format", help="sft: good or corrected answers as chat examples; dpo: corrections preferred over the model's answers.")] = "sft",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help=(
+                "sft: good or corrected answers as chat examples; dpo: corrections preferred over the model's answers."
+            ),
+        ),
+    ] = "sft",
     project: Annotated[str | None, typer.Option(help="Only this project's feedback.")] = None,
     model: Annotated[str | None, typer.Option(help="Only feedback on this model's completions.")] = None,
 ):

@@ -8,6 +8,7 @@ import typer
 from tuneforge.cli.common import app, console
 from tuneforge.errors import UsageError
 
+
 def _train(config_file: Path | None = None, resume: str | None = None, **fields):
     from tuneforge.runs.training import resume_config, train_run
     from tuneforge.train.config import load_config
@@ -33,10 +34,22 @@ def _train_signature():
     from tuneforge.train.config import TrainConfig
 
     parameters = [
-        inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[Path | None, typer.Option("--config", help="YAML file of TrainConfig fields; flags override it.")]),
-        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[str | None, typer.Option("--resume", help="Resume RUN_ID from its newest complete checkpoint.")]),
+        inspect.Parameter(
+            "config_file",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None, typer.Option("--config", help="YAML file of TrainConfig fields; flags override it.")
+            ],
+        ),
+        inspect.Parameter(
+            "resume",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None, typer.Option("--resume", help="Resume RUN_ID from its newest complete checkpoint.")
+            ],
+        ),
     ]
     for name, field in TrainConfig.model_fields.items():
         default = field.default if field.default is not None and not field.is_required() else None
@@ -48,9 +61,16 @@ def _train_signature():
         # Every option defaults to None, "not given", so a YAML file's values and the config's own
         # defaults stand; a bool is --flag/--no-flag, so both a YAML true and a default on can be undone.
         declaration = f"{flag}/--no-{flag[2:]}" if option_type is bool else flag
-        parameters.append(inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, default=None,
-            annotation=Annotated[option_type | None, typer.Option(declaration, help=help_text, show_default=False, metavar=metavar)]))
+        parameters.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    option_type | None, typer.Option(declaration, help=help_text, show_default=False, metavar=metavar)
+                ],
+            )
+        )
     return inspect.Signature(parameters)
 
 
@@ -71,8 +91,9 @@ def _option_type(annotation) -> tuple[type, str | None]:
 
 
 _train.__signature__ = _train_signature()
-app.command("train", help="Fine-tune a model (LoRA or full) on chat data; every option is a TrainConfig field.")(_train)
-
+app.command("train", help="Fine-tune a model (LoRA or full) on chat data; every option is a TrainConfig field.")(
+    _train
+)
 
 
 def _print_run_summary(run_id: str) -> None:
@@ -86,9 +107,10 @@ def _print_run_summary(run_id: str) -> None:
     console.print(f"\n[bold green]{run.id} {run.status}[/bold green]: {run.models[0].name if run.models else ''}")
     if valid:
         console.print("  validation loss by step: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in valid))
-    console.print(f"  trained tokens {run.trained_tokens:,} in {metrics.get('wall_seconds', 0):.0f} s; "
-                  f"run directory {run.run_dir}")
-
+    console.print(
+        f"  trained tokens {run.trained_tokens:,} in {metrics.get('wall_seconds', 0):.0f} s; "
+        f"run directory {run.run_dir}"
+    )
 
 
 @app.command("quickstart")

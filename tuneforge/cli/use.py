@@ -45,7 +45,12 @@ def _ask() -> str:
 @app.command("generate")
 def generate(
     model: Annotated[str, typer.Argument(help="Run id, tuned model name (ft:...) or base model.")],
-    data: Annotated[Path, typer.Option("--data", help="Chat JSONL: each example's messages before its last assistant turn are the prompt.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", help="Chat JSONL: each example's messages before its last assistant turn are the prompt."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="JSONL of prompts, references and generations.")],
     max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
@@ -62,7 +67,9 @@ def generate(
 @app.command("export")
 def export(
     run: Annotated[str, typer.Argument(help="Run id or tuned model name.")],
-    merged: Annotated[Path, typer.Option("--merged", help="Directory for merged full weights that plain transformers loads.")],
+    merged: Annotated[
+        Path, typer.Option("--merged", help="Directory for merged full weights that plain transformers loads.")
+    ],
 ):
     """Write a run's model as merged full weights (adapter folded into the base) with its tokenizer."""
     from tuneforge.runs.models import export_merged

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tuneforge.data import clean
 from tuneforge.data.dedupe import DuplicateIndex
-from tuneforge.data.examples import Conversation, Example, ParsedExample, Preference, Text, to_openai_record
+from tuneforge.data.examples import Conversation, Example, ParsedExample, Preference, to_openai_record
 from tuneforge.data.findings import Finding, FindingLog
 from tuneforge.data.formats import parse_record
 from tuneforge.data.reader import Record, iter_records
@@ -95,13 +95,20 @@ def prompt_and_completion(example) -> tuple[str | None, str | None]:
         prompt, reply = example.split_at_last_reply()
         return json.dumps([(m.role, m.content) for m in prompt], ensure_ascii=False), reply.content
     if isinstance(example, Preference):
-        return json.dumps([(m.role, m.content) for m in example.prompt], ensure_ascii=False), example.chosen[-1].content
+        return json.dumps([(m.role, m.content) for m in example.prompt], ensure_ascii=False), example.chosen[
+            -1
+        ].content
     return None, None
 
 
 class DatasetChecker:
-    def __init__(self, tokenizer: ChatTokenizer | None = None, context_length: int | None = None,
-                 parameters: int | None = None, keep_per_code: int = 20):
+    def __init__(
+        self,
+        tokenizer: ChatTokenizer | None = None,
+        context_length: int | None = None,
+        parameters: int | None = None,
+        keep_per_code: int = 20,
+    ):
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.parameters = parameters
@@ -169,11 +176,23 @@ class DatasetChecker:
                 self.log.add(Finding("mostly_uppercase", "most letters are uppercase", line=line, field=path))
             for item in clean.find_personal_data(text):
                 self.pii[item.kind] += 1
-                self.log.add(Finding("personal_data", f"{item.kind.replace('_', ' ')} ({item.masked()}) at characters "
-                                     f"{item.start}-{item.end}", line=line, field=path))
+                self.log.add(
+                    Finding(
+                        "personal_data",
+                        f"{item.kind.replace('_', ' ')} ({item.masked()}) at characters {item.start}-{item.end}",
+                        line=line,
+                        field=path,
+                    )
+                )
             for flag in clean.find_unsafe_content(text):
-                self.log.add(Finding("unsafe_content", f"{flag.category.replace('_', ' ')}: \"{flag.text}\" at characters "
-                                     f"{flag.start}-{flag.end}", line=line, field=path))
+                self.log.add(
+                    Finding(
+                        "unsafe_content",
+                        f'{flag.category.replace("_", " ")}: "{flag.text}" at characters {flag.start}-{flag.end}',
+                        line=line,
+                        field=path,
+                    )
+                )
 
     def _track_sameness(self, example) -> None:
         prompt, completion = prompt_and_completion(example)
@@ -196,16 +215,22 @@ class DatasetChecker:
             sides = [next(encoded) for _ in group]
             length = max(side.full_length for side in sides)
             # What training will see: the first `context_length` tokens of each side.
-            trainable = sum(float(side.loss_weights[1:self.context_length].sum()) for side in sides)
+            trainable = sum(float(side.loss_weights[1 : self.context_length].sum()) for side in sides)
             self.tokens.add(length)
             self.total_tokens += length
             self.trainable_tokens += trainable
             if self.context_length and length > self.context_length:
                 self.truncated += 1
                 left = "nothing left to train on" if trainable == 0 else f"{trainable:.0f} trainable tokens left"
-                self.log.add(Finding(
-                    "too_long", f"{length} tokens > context {self.context_length}: {length - self.context_length} "
-                    f"truncated, {left}", line=line, severity="error" if trainable == 0 else None))
+                self.log.add(
+                    Finding(
+                        "too_long",
+                        f"{length} tokens > context {self.context_length}: {length - self.context_length} "
+                        f"truncated, {left}",
+                        line=line,
+                        severity="error" if trainable == 0 else None,
+                    )
+                )
 
     # -------------------------------------------------------------------------------- the file
     def finish(self, path: Path) -> CheckReport:
@@ -225,21 +250,33 @@ class DatasetChecker:
         if self.records == 0:
             self.log.add(Finding("file_empty", "no records in the file"))
         elif self.examples < MIN_EXAMPLES:
-            self.log.add(Finding("too_few_examples", f"{self.examples} usable example(s); at least {MIN_EXAMPLES} needed"))
+            self.log.add(
+                Finding("too_few_examples", f"{self.examples} usable example(s); at least {MIN_EXAMPLES} needed")
+            )
         elif self.examples < RECOMMENDED_EXAMPLES:
             self.log.add(Finding("few_examples", f"{self.examples} examples; 100 or more is recommended"))
         if len(self.kinds) > 1:
             minority = min(self.kinds, key=self.kinds.get)
             counts = ", ".join(f"{n} {k}" for k, n in self.kinds.most_common())
-            self.log.add(Finding("mixed_formats", f"the file mixes kinds of examples ({counts})",
-                                 line=self.first_line_of_kind[minority]))
+            self.log.add(
+                Finding(
+                    "mixed_formats",
+                    f"the file mixes kinds of examples ({counts})",
+                    line=self.first_line_of_kind[minority],
+                )
+            )
         elif len(self.formats) > 1:
             ranked = self.formats.most_common()
             counts = ", ".join(f"{name}: {n}" for name, n in ranked)
             minority = ranked[1:]  # every format but the most common: the lines to look at
             where = "; ".join(f"{name} on {self._lines_text(name, n)}" for name, n in minority)
-            self.log.add(Finding("mixed_source_formats", f"the file mixes formats ({counts}); {where}",
-                                 line=min(self.first_lines_of_format[name][0] for name, _ in minority)))
+            self.log.add(
+                Finding(
+                    "mixed_source_formats",
+                    f"the file mixes formats ({counts}); {where}",
+                    line=min(self.first_lines_of_format[name][0] for name, _ in minority),
+                )
+            )
         self._duplicate_findings()
         if self.examples >= 3 and len(self.prompts) == 1:
             self.log.add(Finding("identical_prompts", f"all {self.examples} examples share one prompt"))
@@ -248,10 +285,17 @@ class DatasetChecker:
         if self._classification_like():
             counts = self.labels.most_common()
             shown = ", ".join(f"{label!r}: {n}" for label, n in counts[:10])
-            self.log.add(Finding("classification_like", f"{len(counts)} distinct completions over {self.examples} examples ({shown})"))
+            self.log.add(
+                Finding(
+                    "classification_like",
+                    f"{len(counts)} distinct completions over {self.examples} examples ({shown})",
+                )
+            )
             most, least = counts[0], counts[-1]
             if most[1] >= 5 * least[1]:
-                self.log.add(Finding("label_imbalance", f"{most[0]!r} has {most[1]} examples, {least[0]!r} only {least[1]}"))
+                self.log.add(
+                    Finding("label_imbalance", f"{most[0]!r} has {most[1]} examples, {least[0]!r} only {least[1]}")
+                )
         if self.tokenizer is None:
             self.log.add(Finding("no_tokenizer", "token statistics need a model's tokenizer"))
 
@@ -268,7 +312,11 @@ class DatasetChecker:
 
     def _duplicate_findings(self) -> None:
         total, first = self.duplicates.duplicates(keep=self.log.keep_per_code)
-        self.log.add_counted("duplicate", total, [Finding("duplicate", f"same as line {original}", line=line) for line, original in first])
+        self.log.add_counted(
+            "duplicate",
+            total,
+            [Finding("duplicate", f"same as line {original}", line=line) for line, original in first],
+        )
 
     def _stats(self) -> dict:
         epochs = auto_epochs(self.examples)
@@ -282,14 +330,16 @@ class DatasetChecker:
             "default_epochs": epochs,
         }
         if self.tokenizer is not None:
-            stats.update({
-                "tokens_per_example": self.tokens.summary(),
-                "total_tokens": int(self.total_tokens),
-                "trainable_tokens": int(self.trainable_tokens),
-                "truncated_examples": self.truncated,
-                "context_length": self.context_length,
-                "tokens_x_epochs": int(self.total_tokens * epochs),
-            })
+            stats.update(
+                {
+                    "tokens_per_example": self.tokens.summary(),
+                    "total_tokens": int(self.total_tokens),
+                    "trainable_tokens": int(self.trainable_tokens),
+                    "truncated_examples": self.truncated,
+                    "context_length": self.context_length,
+                    "tokens_x_epochs": int(self.total_tokens * epochs),
+                }
+            )
             if self.parameters:
                 from tuneforge.hardware import estimated_tokens_per_second
 
@@ -299,8 +349,14 @@ class DatasetChecker:
         return stats
 
 
-def check_file(path: Path, tokenizer: ChatTokenizer | None = None, context_length: int | None = None,
-               parameters: int | None = None, keep_per_code: int = 20, on_progress=None) -> CheckReport:
+def check_file(
+    path: Path,
+    tokenizer: ChatTokenizer | None = None,
+    context_length: int | None = None,
+    parameters: int | None = None,
+    keep_per_code: int = 20,
+    on_progress=None,
+) -> CheckReport:
     checker = DatasetChecker(tokenizer, context_length, parameters, keep_per_code)
     for item in iter_records(path, on_progress):
         checker.add(item)

@@ -15,12 +15,23 @@ import unicodedata
 from dataclasses import dataclass
 
 SMART_QUOTES = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-    "\u00ab": '"', "\u00bb": '"',
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u201f": '"',
+    "\u2033": '"',
+    "\u00ab": '"',
+    "\u00bb": '"',
 }
 # Spaces that look like a space but are not U+0020; tabs stay (they can be meaningful in code).
-ODD_SPACES = {c: " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"}
+ODD_SPACES = {
+    c: " " for c in "\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+}
 ZERO_WIDTH = {c: "" for c in "\u200b\u2060\ufeff\u00ad"}  # not U+200C/U+200D: they shape scripts and emoji
 NORMALIZE_TABLE = str.maketrans({**SMART_QUOTES, **ODD_SPACES, **ZERO_WIDTH})
 
@@ -154,7 +165,11 @@ def find_personal_data(text: str) -> list[PersonalData]:
     if "@" in text:
         patterns.append(("email", EMAIL_RE, None))
     if DIGIT_RUN_RE.search(text):
-        patterns += [("iban", IBAN_RE, iban_valid), ("credit_card", CARD_RE, _card_valid), ("phone", PHONE_RE, _phone_valid)]
+        patterns += [
+            ("iban", IBAN_RE, iban_valid),
+            ("credit_card", CARD_RE, _card_valid),
+            ("phone", PHONE_RE, _phone_valid),
+        ]
     if "." in text:
         patterns.append(("ip_address", IPV4_RE, _ip_valid))
     if "::" in text or text.count(":") >= 2:
@@ -177,7 +192,7 @@ def redact(text: str) -> tuple[str, list[PersonalData]]:
         return text, found
     pieces, cursor = [], 0
     for item in found:
-        pieces.append(text[cursor:item.start])
+        pieces.append(text[cursor : item.start])
         pieces.append(item.placeholder)
         cursor = item.end
     pieces.append(text[cursor:])
@@ -192,31 +207,92 @@ def redact(text: str) -> tuple[str, list[PersonalData]]:
 # run of whitespace between words.
 UNSAFE_PHRASES: dict[str, tuple[str, ...]] = {
     "violence": (
-        "make a bomb", "build a bomb", "pipe bomb", "molotov cocktail", "homemade explosive", "detonator",
-        "untraceable gun", "ghost gun", "poison someone", "how to kill", "hurt someone without", "get away with murder",
+        "make a bomb",
+        "build a bomb",
+        "pipe bomb",
+        "molotov cocktail",
+        "homemade explosive",
+        "detonator",
+        "untraceable gun",
+        "ghost gun",
+        "poison someone",
+        "how to kill",
+        "hurt someone without",
+        "get away with murder",
     ),
     "self_harm": (
-        "kill myself", "kill yourself", "end my life", "end your life", "painless way to die", "how to overdose",
-        "lethal dose", "cut myself", "suicide method",
+        "kill myself",
+        "kill yourself",
+        "end my life",
+        "end your life",
+        "painless way to die",
+        "how to overdose",
+        "lethal dose",
+        "cut myself",
+        "suicide method",
     ),
     "credentials": (
-        "steal passwords", "steal their password", "crack the password", "bypass authentication", "bypass the login",
-        "keylogger", "phishing email", "credential stuffing", "password dump", "default admin password",
+        "steal passwords",
+        "steal their password",
+        "crack the password",
+        "bypass authentication",
+        "bypass the login",
+        "keylogger",
+        "phishing email",
+        "credential stuffing",
+        "password dump",
+        "default admin password",
     ),
     "abuse": (
-        "you are worthless", "you're worthless", "you are stupid", "you're stupid", "you are an idiot",
-        "you're an idiot", "you are pathetic", "nobody likes you", "shut up, idiot",
+        "you are worthless",
+        "you're worthless",
+        "you are stupid",
+        "you're stupid",
+        "you are an idiot",
+        "you're an idiot",
+        "you are pathetic",
+        "nobody likes you",
+        "shut up, idiot",
     ),
 }
 UNSAFE_CATEGORIES = tuple(UNSAFE_PHRASES)
 # Cheap pre-filter, as for personal data: every phrase above contains one of these lowercase words
 # (a test keeps it so), and most text contains none, so the phrase regex (5 MB/s) rarely runs.
-UNSAFE_HINTS = ("bomb", "molotov", "explosive", "detonator", "gun", "poison", "kill", "hurt", "murder", "life", "die",
-                "overdose", "lethal", "myself", "suicide", "password", "authentication", "login", "keylogger",
-                "phishing", "credential", "worthless", "stupid", "idiot", "pathetic", "nobody")
+UNSAFE_HINTS = (
+    "bomb",
+    "molotov",
+    "explosive",
+    "detonator",
+    "gun",
+    "poison",
+    "kill",
+    "hurt",
+    "murder",
+    "life",
+    "die",
+    "overdose",
+    "lethal",
+    "myself",
+    "suicide",
+    "password",
+    "authentication",
+    "login",
+    "keylogger",
+    "phishing",
+    "credential",
+    "worthless",
+    "stupid",
+    "idiot",
+    "pathetic",
+    "nobody",
+)
 UNSAFE_RE = re.compile(
-    "|".join(f"(?P<{category}>" + "|".join(r"\b" + re.escape(phrase).replace(r"\ ", r"\s+") + r"\b" for phrase in phrases) + ")"
-             for category, phrases in UNSAFE_PHRASES.items()),
+    "|".join(
+        f"(?P<{category}>"
+        + "|".join(r"\b" + re.escape(phrase).replace(r"\ ", r"\s+") + r"\b" for phrase in phrases)
+        + ")"
+        for category, phrases in UNSAFE_PHRASES.items()
+    ),
     re.IGNORECASE,
 )
 
@@ -234,4 +310,6 @@ def find_unsafe_content(text: str) -> list[UnsafeContent]:
     lowered = text.lower()
     if not any(hint in lowered for hint in UNSAFE_HINTS):
         return []
-    return [UnsafeContent(match.lastgroup, match.start(), match.end(), match.group()) for match in UNSAFE_RE.finditer(text)]
+    return [
+        UnsafeContent(match.lastgroup, match.start(), match.end(), match.group()) for match in UNSAFE_RE.finditer(text)
+    ]

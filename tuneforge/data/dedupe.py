@@ -40,12 +40,14 @@ class DuplicateIndex:
     def _spill(self) -> None:
         if self.spill_dir is None:
             self.spill_dir = tempfile.TemporaryDirectory(prefix="tuneforge-dedupe-")
-        pairs = np.stack([np.frombuffer(self.hashes, dtype=np.uint64), np.frombuffer(self.lines, dtype=np.uint64)], axis=1)
+        pairs = np.stack(
+            [np.frombuffer(self.hashes, dtype=np.uint64), np.frombuffer(self.lines, dtype=np.uint64)], axis=1
+        )
         buckets = (pairs[:, 0] >> np.uint64(56)).astype(np.intp)
         order = np.argsort(buckets, kind="stable")
         bounds = np.searchsorted(buckets[order], np.arange(BUCKETS + 1))
         for bucket in range(BUCKETS):
-            chunk = pairs[order[bounds[bucket]:bounds[bucket + 1]]]
+            chunk = pairs[order[bounds[bucket] : bounds[bucket + 1]]]
             if len(chunk):
                 with (Path(self.spill_dir.name) / f"{bucket:03d}.bin").open("ab") as handle:
                     handle.write(chunk.tobytes())
@@ -54,7 +56,9 @@ class DuplicateIndex:
     def duplicates(self, keep: int) -> tuple[int, list[tuple[int, int]]]:
         """How many examples repeat an earlier one, and the first `keep` of them as (line, original line)."""
         if self.spill_dir is None:
-            repeat, original = _duplicates_in(np.frombuffer(self.hashes, dtype=np.uint64), np.frombuffer(self.lines, dtype=np.uint64))
+            repeat, original = _duplicates_in(
+                np.frombuffer(self.hashes, dtype=np.uint64), np.frombuffer(self.lines, dtype=np.uint64)
+            )
             first = np.argsort(repeat, kind="stable")[:keep]
             return len(repeat), [(int(repeat[i]), int(original[i])) for i in first]
         self._spill()

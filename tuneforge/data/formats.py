@@ -32,7 +32,14 @@ from tuneforge.data.reader import json_type
 
 MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id"}
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
-ROLE_SUGGESTIONS = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant", "function": "tool"}
+ROLE_SUGGESTIONS = {
+    "human": "user",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "ai": "assistant",
+    "function": "tool",
+}
 
 
 @dataclass
@@ -85,7 +92,11 @@ def _content(message: dict, path: str, role: str, problems: Problems, fields: li
     content = message["content"]
     if content is None:
         if not has_tool_calls:
-            problems.add("wrong_type", "content is null; only an assistant message with tool_calls may omit it", f"{path}.content")
+            problems.add(
+                "wrong_type",
+                "content is null; only an assistant message with tool_calls may omit it",
+                f"{path}.content",
+            )
         return None
     if isinstance(content, list):  # OpenAI content parts: keep the text parts
         texts = []
@@ -117,20 +128,30 @@ def _tool_calls(value: Any, path: str, problems: Problems) -> list[dict] | None:
             continue
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
-            problems.add("invalid_tool_call", "function.arguments must be a JSON-encoded string", f"{where}.function.arguments")
+            problems.add(
+                "invalid_tool_call", "function.arguments must be a JSON-encoded string", f"{where}.function.arguments"
+            )
             continue
         try:
             json.loads(arguments)
         except json.JSONDecodeError as error:
-            problems.add("invalid_tool_call", f"function.arguments is not valid JSON ({error.msg})", f"{where}.function.arguments")
+            problems.add(
+                "invalid_tool_call",
+                f"function.arguments is not valid JSON ({error.msg})",
+                f"{where}.function.arguments",
+            )
     return value
 
 
 def _role(message: dict, path: str, problems: Problems) -> str | None:
     if "role" not in message:
         if "from" in message and "value" in message:
-            problems.add("missing_key", "message has no 'role'", f"{path}.role",
-                         fix="This looks like ShareGPT: rename from->role, value->content, human->user, gpt->assistant.")
+            problems.add(
+                "missing_key",
+                "message has no 'role'",
+                f"{path}.role",
+                fix="This looks like ShareGPT: rename from->role, value->content, human->user, gpt->assistant.",
+            )
         else:
             problems.add("missing_key", "message has no 'role'", f"{path}.role")
         return None
@@ -177,7 +198,12 @@ def _message(message: Any, path: str, problems: Problems, fields: list[TextField
             tool_calls = _tool_calls(message["tool_calls"], f"{path}.tool_calls", problems)
     tool_call_id = message.get("tool_call_id")
     if role == "tool" and not isinstance(tool_call_id, str):
-        problems.add("missing_key", "a tool message needs the 'tool_call_id' it answers", f"{path}.tool_call_id", severity="warning")
+        problems.add(
+            "missing_key",
+            "a tool message needs the 'tool_call_id' it answers",
+            f"{path}.tool_call_id",
+            severity="warning",
+        )
     content = _content(message, path, role, problems, fields)
     return Message(role, content, weight, name, tool_calls, tool_call_id if isinstance(tool_call_id, str) else None)
 
@@ -207,8 +233,10 @@ def check_turns(messages: list[Message], path: str, problems: Problems) -> None:
         if message.role == "system" and previous is not None and previous.role != "system":
             problems.add("bad_turn_order", "system message after the conversation started", where)
         elif message.role == "tool":
-            if previous is None or previous.role not in ("assistant", "tool") or (
-                previous.role == "assistant" and not previous.tool_calls
+            if (
+                previous is None
+                or previous.role not in ("assistant", "tool")
+                or (previous.role == "assistant" and not previous.tool_calls)
             ):
                 problems.add("orphan_tool_message", "tool message without a preceding assistant tool call", where)
         elif previous is not None and message.role == previous.role and message.role in ("user", "assistant"):
@@ -217,7 +245,11 @@ def check_turns(messages: list[Message], path: str, problems: Problems) -> None:
             problems.add("bad_turn_order", "the assistant speaks before the user", where)
         previous = message
     if assistants[-1] != len(messages) - 1:
-        problems.add("trailing_messages", f"{len(messages) - 1 - assistants[-1]} message(s) after the last assistant reply", f"{path}[{assistants[-1] + 1}]")
+        problems.add(
+            "trailing_messages",
+            f"{len(messages) - 1 - assistants[-1]} message(s) after the last assistant reply",
+            f"{path}[{assistants[-1] + 1}]",
+        )
 
 
 def _unknown_key(key: str, known: set[str], path: str, problems: Problems) -> None:
@@ -240,7 +272,9 @@ def _parse_openai_chat(record: dict, problems: Problems) -> ParsedExample | None
     return ParsedExample(Conversation(messages, tools), fields)
 
 
-def _single_turn(system: Any, prompt: Any, answer: Any, paths: tuple[str, str, str], problems: Problems) -> ParsedExample | None:
+def _single_turn(
+    system: Any, prompt: Any, answer: Any, paths: tuple[str, str, str], problems: Problems
+) -> ParsedExample | None:
     fields: list[TextField] = []
     messages = []
     if system is not None:
@@ -259,14 +293,18 @@ def _parse_prompt_completion(record: dict, problems: Problems) -> ParsedExample 
 
 
 def _parse_prompt_response(record: dict, problems: Problems) -> ParsedExample | None:
-    return _single_turn(record.get("system"), record["prompt"], record["response"], ("system", "prompt", "response"), problems)
+    return _single_turn(
+        record.get("system"), record["prompt"], record["response"], ("system", "prompt", "response"), problems
+    )
 
 
 def _parse_alpaca(record: dict, problems: Problems) -> ParsedExample | None:
     instruction, extra = record["instruction"], record.get("input", "")
     if isinstance(instruction, str) and isinstance(extra, str) and extra.strip():
         # Instruction and input become one user turn, the way Alpaca's own prompt joins them.
-        parsed = _single_turn(record.get("system"), instruction, record["output"], ("system", "instruction", "output"), problems)
+        parsed = _single_turn(
+            record.get("system"), instruction, record["output"], ("system", "instruction", "output"), problems
+        )
         if parsed is not None:
             user = next(m for m in parsed.example.messages if m.role == "user")
             user.content = f"{instruction}\n\n{extra}"
@@ -274,7 +312,9 @@ def _parse_alpaca(record: dict, problems: Problems) -> ParsedExample | None:
         return parsed
     if extra is not None and not isinstance(extra, str):
         problems.add("wrong_type", f"expected a string, found {json_type(extra)}", "input")
-    return _single_turn(record.get("system"), instruction, record["output"], ("system", "instruction", "output"), problems)
+    return _single_turn(
+        record.get("system"), instruction, record["output"], ("system", "instruction", "output"), problems
+    )
 
 
 def _side(value: Any, path: str, problems: Problems, fields: list[TextField]) -> list[Message] | None:
@@ -315,7 +355,9 @@ def _parse_openai_dpo(record: dict, problems: Problems) -> ParsedExample | None:
     rejected = _side(record[rejected_key], rejected_key, problems, fields)
     if prompt is None:
         return None
-    return _preference(prompt, chosen, rejected, source.get("tools"), ("input.messages", rejected_key), problems, fields)
+    return _preference(
+        prompt, chosen, rejected, source.get("tools"), ("input.messages", rejected_key), problems, fields
+    )
 
 
 def _parse_prompt_chosen_rejected(record: dict, problems: Problems) -> ParsedExample | None:
@@ -352,9 +394,31 @@ def _parse_text(record: dict, problems: Problems) -> ParsedExample | None:
 
 
 FORMATS = [  # most specific first: detection takes the first whose required keys are all present
-    Format("openai_dpo", "preference", (("input",), ("preferred_output", "preferred_completion"), ("non_preferred_output", "non_preferred_completion")), (), _parse_openai_dpo),
-    Format("prompt_chosen_rejected", "preference", (("chosen",), ("rejected",)), ("prompt",), _parse_prompt_chosen_rejected),
-    Format("openai_chat", "conversation", (("messages",),), ("tools", "parallel_tool_calls", "functions"), _parse_openai_chat),
+    Format(
+        "openai_dpo",
+        "preference",
+        (
+            ("input",),
+            ("preferred_output", "preferred_completion"),
+            ("non_preferred_output", "non_preferred_completion"),
+        ),
+        (),
+        _parse_openai_dpo,
+    ),
+    Format(
+        "prompt_chosen_rejected",
+        "preference",
+        (("chosen",), ("rejected",)),
+        ("prompt",),
+        _parse_prompt_chosen_rejected,
+    ),
+    Format(
+        "openai_chat",
+        "conversation",
+        (("messages",),),
+        ("tools", "parallel_tool_calls", "functions"),
+        _parse_openai_chat,
+    ),
     Format("alpaca", "conversation", (("instruction",), ("output",)), ("input", "system"), _parse_alpaca),
     Format("prompt_completion", "conversation", (("prompt",), ("completion",)), (), _parse_prompt_completion),
     Format("prompt_response", "conversation", (("prompt",), ("response",)), ("system",), _parse_prompt_response),
@@ -369,6 +433,7 @@ def detect_format(keys: set[str]) -> Format | None:
     for candidate in FORMATS:
         if not candidate.missing(keys):
             return candidate
+
     def closeness(i_format):
         i, candidate = i_format
         required = sum(bool(keys.intersection(alternatives)) for alternatives in candidate.required)

@@ -72,7 +72,9 @@ def prepare(path: Path, out_dir: Path, report: CheckReport, options: PrepareOpti
     """Write the prepared dataset. `report` is `check_file`'s report on the same file."""
     dataset_errors = [code for code in DATASET_LEVEL_ERRORS if report.findings.counts[code]]
     if dataset_errors or (report.findings.errors and not options.drop_invalid):
-        fix = "Fix the errors listed above" + ("" if dataset_errors else ", or pass --drop-invalid to set those records aside in rejected.jsonl")
+        fix = "Fix the errors listed above" + (
+            "" if dataset_errors else ", or pass --drop-invalid to set those records aside in rejected.jsonl"
+        )
         raise DataHasErrors(report, f"{path}: {report.findings.errors} error(s); nothing was written", fix + ".")
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,9 @@ def prepare(path: Path, out_dir: Path, report: CheckReport, options: PrepareOpti
             if not isinstance(item, Record):
                 if item.severity == "error":  # unreadable line: keep the finding so the line is accounted for
                     counts["invalid"] += 1
-                    rejected.write(_json_line({"line": item.line, "findings": [item.as_dict()], "record": None, "raw": item.raw}))
+                    rejected.write(
+                        _json_line({"line": item.line, "findings": [item.as_dict()], "record": None, "raw": item.raw})
+                    )
                 continue
             _, parsed, findings = parse_record(item.value, item.line)
             if parsed is None:

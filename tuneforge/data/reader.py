@@ -152,7 +152,9 @@ def _delimited_records(stream, delimiter: str) -> Iterator[Record | Finding]:
         except csv.Error as error:
             yield from pending
             pending.clear()
-            yield Finding("invalid_json", f"malformed {('CSV', 'TSV')[delimiter == chr(9)]} row: {error}", line=start_line)
+            yield Finding(
+                "invalid_json", f"malformed {('CSV', 'TSV')[delimiter == chr(9)]} row: {error}", line=start_line
+            )
             continue
         bad_bytes = bool(pending)
         yield from pending

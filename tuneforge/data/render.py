@@ -29,10 +29,18 @@ def findings_lines(report: CheckReport, per_code: int = 5) -> list[RichText]:
         kept = report.findings.kept[code]
         total = report.findings.counts[code]
         severity = kept[0].severity
-        lines.append(RichText.assemble(
-            (f"{severity:<8}", SEVERITY_STYLE[severity]), (code, "bold"), f"  x{total:,}  ", (CATALOG[code].title, "dim")))
+        lines.append(
+            RichText.assemble(
+                (f"{severity:<8}", SEVERITY_STYLE[severity]),
+                (code, "bold"),
+                f"  x{total:,}  ",
+                (CATALOG[code].title, "dim"),
+            )
+        )
         for finding in kept[:per_code]:
-            where = ", ".join(part for part in (f"line {finding.line}" if finding.line else "", finding.field or "") if part)
+            where = ", ".join(
+                part for part in (f"line {finding.line}" if finding.line else "", finding.field or "") if part
+            )
             lines.append(RichText(f"    {where + ': ' if where else ''}{finding.message}"))
         if total > per_code:
             lines.append(RichText(f"    ... and {total - per_code:,} more", style="dim"))
@@ -79,8 +87,11 @@ def render_check(report: CheckReport, console: Console) -> None:
         else RichText(f"{report.findings.errors:,} error(s)", style="bold red")
     )
     header = RichText.assemble(
-        (report.path, "bold"), f"  format: {report.format or 'unknown'}  ",
-        f"({report.kind or '-'})  ", verdict, f"  {report.findings.warnings:,} warning(s)",
+        (report.path, "bold"),
+        f"  format: {report.format or 'unknown'}  ",
+        f"({report.kind or '-'})  ",
+        verdict,
+        f"  {report.findings.warnings:,} warning(s)",
     )
     parts = [header]
     if report.findings.kept:

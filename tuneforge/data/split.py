@@ -26,7 +26,9 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if len(values) == 2:
         values.append(0.0)
     if len(values) != 3 or any(v < 0 for v in values) or abs(sum(values) - 1.0) > 1e-6 or values[0] == 0:
-        raise UsageError(f"--split '{text}': need train,validation[,test] fractions >= 0 that sum to 1, with train > 0")
+        raise UsageError(
+            f"--split '{text}': need train,validation[,test] fractions >= 0 that sum to 1, with train > 0"
+        )
     return values[0], values[1], values[2]
 
 
@@ -66,7 +68,7 @@ def assign_splits(keys: np.ndarray, labels: np.ndarray | None, ratios: tuple[flo
     assignment = np.empty(n, dtype=np.int8)
     start = 0
     for index, size in enumerate(split_sizes(n, ratios)):
-        assignment[order[start:start + size]] = index
+        assignment[order[start : start + size]] = index
         start += size
     return assignment
 
@@ -89,7 +91,9 @@ def verify_manifest(directory: Path) -> list[str]:
     """Problems found re-hashing the outputs a manifest lists; empty when everything verifies."""
     path = directory / MANIFEST
     if not path.exists():
-        raise UsageError(f"{directory}: no {MANIFEST}", fix="Point at a directory written by `tuneforge data prepare`.")
+        raise UsageError(
+            f"{directory}: no {MANIFEST}", fix="Point at a directory written by `tuneforge data prepare`."
+        )
     manifest = json.loads(path.read_text())
     problems = []
     for name, entry in manifest["outputs"].items():

@@ -130,7 +130,7 @@ class ChatTokenizer:
         """What the template writes between a user turn and the assistant's reply ("<|im_start|>assistant\n")."""
         probe = [{"role": "user", "content": "Hello"}]
         prompt, plain = self.render(probe, add_generation_prompt=True), self.render(probe)
-        return prompt[len(plain):] if prompt.startswith(plain) else ""
+        return prompt[len(plain) :] if prompt.startswith(plain) else ""
 
     @property
     def pad_id(self) -> int:
@@ -145,7 +145,7 @@ class ChatTokenizer:
         """Token ids that close an assistant turn: the one the template writes after a reply, and EOS."""
         probe = Conversation([Message("user", "Hello"), Message("assistant", "Probe reply")])
         text, spans = self.render_with_spans(probe)
-        after = self.tokenizer(text[spans[0][1]:], add_special_tokens=False)["input_ids"]
+        after = self.tokenizer(text[spans[0][1] :], add_special_tokens=False)["input_ids"]
         special = set(self.tokenizer.all_special_ids) | {
             i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special
         }
@@ -153,7 +153,7 @@ class ChatTokenizer:
         if closing is None:
             raise TemplateError(
                 f"{self.tokenizer.name_or_path}: the chat template ends an assistant turn with "
-                f"{text[spans[0][1]:][:20]!r}, not with a special token, so a tuned model would never learn to stop",
+                f"{text[spans[0][1] :][:20]!r}, not with a special token, so a tuned model would never learn to stop",
                 fix="Use a template that closes assistant turns with the EOS/end-of-turn token.",
             )
         ids = {closing}
@@ -165,7 +165,7 @@ class ChatTokenizer:
     def encode(self, examples: list[Conversation | Text]) -> list[TokenizedExample]:
         out: list[TokenizedExample] = []
         for start in range(0, len(examples), ENCODE_BATCH):
-            out.extend(self._encode_batch(examples[start:start + ENCODE_BATCH]))
+            out.extend(self._encode_batch(examples[start : start + ENCODE_BATCH]))
         return out
 
     def _encode_batch(self, examples: list[Conversation | Text]) -> list[TokenizedExample]:
@@ -199,7 +199,7 @@ class ChatTokenizer:
                 following = int(np.searchsorted(starts, span_end))
                 for j in range(following, min(following + 3, len(ids))):
                     if ids[j] in eot:
-                        weights[following:j + 1] = weight
+                        weights[following : j + 1] = weight
                         break
         full_length = len(ids)
         if self.max_length is not None and full_length > self.max_length:

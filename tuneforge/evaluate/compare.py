@@ -39,8 +39,15 @@ def prompt_text(messages: list[Message]) -> str:
     return "\n\n".join(f"{m.role}: {m.content or ''}" for m in messages)
 
 
-def write_sheet(sheet: Path, examples: list[tuple[str, list[Message], str, str]], model: str, against: str,
-                data: Path, eval_dir: Path, seed: int = 0) -> Path:
+def write_sheet(
+    sheet: Path,
+    examples: list[tuple[str, list[Message], str, str]],
+    model: str,
+    against: str,
+    data: Path,
+    eval_dir: Path,
+    seed: int = 0,
+) -> Path:
     """One row per `(id, prompt messages, model's answer, against's answer)`; returns the key's path."""
     from tuneforge.data.split import sha256_file
 
@@ -55,9 +62,16 @@ def write_sheet(sheet: Path, examples: list[tuple[str, list[Message], str, str]]
             sides[example_id] = ["against", "model"] if swapped else ["model", "against"]
             answers = (other_answer, tuned_answer) if swapped else (tuned_answer, other_answer)
             writer.writerow([example_id, prompt_text(prompt), *answers, "", ""])
-    key = {"sheet": str(sheet.resolve()), "model": model, "against": against, "data": str(data.resolve()),
-           "data_sha256": sha256_file(data), "eval_dir": str(eval_dir.resolve()), "seed": seed,
-           "sides": sides}  # id -> [side of answer_1, side of answer_2]; a side is "model" or "against"
+    key = {
+        "sheet": str(sheet.resolve()),
+        "model": model,
+        "against": against,
+        "data": str(data.resolve()),
+        "data_sha256": sha256_file(data),
+        "eval_dir": str(eval_dir.resolve()),
+        "seed": seed,
+        "sides": sides,
+    }  # id -> [side of answer_1, side of answer_2]; a side is "model" or "against"
     key_path(sheet).write_text(json.dumps(key, indent=2))
     return key_path(sheet)
 
@@ -96,15 +110,21 @@ def wilson_interval(successes: float, trials: int, z: float = Z_95) -> tuple[flo
 def _read_key(sheet: Path) -> dict:
     key = key_path(sheet)
     if not sheet.is_file():
-        raise UsageError(f"no rating sheet at {sheet}", fix="Write one with `tuneforge eval MODEL --data FILE --sheet FILE.csv`.")
+        raise UsageError(
+            f"no rating sheet at {sheet}", fix="Write one with `tuneforge eval MODEL --data FILE --sheet FILE.csv`."
+        )
     if not key.is_file():
-        raise UsageError(f"{sheet}: its key {key} is missing, so the answers cannot be told apart",
-                         fix="Keep the .key.json written with the sheet beside it, under the same name.")
+        raise UsageError(
+            f"{sheet}: its key {key} is missing, so the answers cannot be told apart",
+            fix="Keep the .key.json written with the sheet beside it, under the same name.",
+        )
     try:
         return json.loads(key.read_text())
     except json.JSONDecodeError as error:
-        raise TuneforgeError(f"{key}, line {error.lineno}: not valid JSON ({error.msg})",
-                             fix="Restore the key file as it was written with the sheet.") from None
+        raise TuneforgeError(
+            f"{key}, line {error.lineno}: not valid JSON ({error.msg})",
+            fix="Restore the key file as it was written with the sheet.",
+        ) from None
 
 
 def read_ratings(sheet: Path) -> tuple[dict, dict[str, str]]:
@@ -117,8 +137,10 @@ def read_ratings(sheet: Path) -> tuple[dict, dict[str, str]]:
         reader = csv.DictReader(handle)
         missing = [c for c in ("id", "preferred") if c not in (reader.fieldnames or [])]
         if missing:
-            raise TuneforgeError(f"{sheet}, line 1: the header has no {' or '.join(missing)} column",
-                                 fix=f"Keep the header as written: {','.join(SHEET_COLUMNS)}.")
+            raise TuneforgeError(
+                f"{sheet}, line 1: the header has no {' or '.join(missing)} column",
+                fix=f"Keep the header as written: {','.join(SHEET_COLUMNS)}.",
+            )
         line = reader.line_num
         for row in reader:
             start, line = line + 1, reader.line_num  # a quoted answer can span several lines
@@ -132,9 +154,13 @@ def read_ratings(sheet: Path) -> tuple[dict, dict[str, str]]:
             elif preferred:
                 ratings[example_id] = "tie" if preferred == "tie" else key["sides"][example_id][int(preferred) - 1]
     if problems:
-        listed = problems[:MAX_LISTED_PROBLEMS] + ([f"... and {len(problems) - MAX_LISTED_PROBLEMS} more"] if len(problems) > MAX_LISTED_PROBLEMS else [])
-        raise TuneforgeError(f"{sheet}: {len(problems)} bad row(s):\n  " + "\n  ".join(listed),
-                             fix="Set preferred to 1, 2 or tie (empty skips the row), and keep the ids as written.")
+        listed = problems[:MAX_LISTED_PROBLEMS] + (
+            [f"... and {len(problems) - MAX_LISTED_PROBLEMS} more"] if len(problems) > MAX_LISTED_PROBLEMS else []
+        )
+        raise TuneforgeError(
+            f"{sheet}: {len(problems)} bad row(s):\n  " + "\n  ".join(listed),
+            fix="Set preferred to 1, 2 or tie (empty skips the row), and keep the ids as written.",
+        )
     if not ratings:
         raise TuneforgeError(f"{sheet}: no row is rated yet", fix="Fill the preferred column with 1, 2 or tie.")
     return key, ratings
@@ -149,6 +175,19 @@ def rate_sheet(sheet: Path) -> RatingResult:
     # of `rated` trials, which errs wide (a tie varies less than a coin toss between win and loss).
     score = wins + ties / 2
     low, high = wilson_interval(score, rated)
-    return RatingResult(key["model"], key["against"], rated, wins, ties, rated - wins - ties, len(key["sides"]) - rated,
-                        score / rated, low, high, ties / rated, str(sheet.resolve()),
-                        data_sha256=key["data_sha256"], eval_dir=key["eval_dir"])
+    return RatingResult(
+        key["model"],
+        key["against"],
+        rated,
+        wins,
+        ties,
+        rated - wins - ties,
+        len(key["sides"]) - rated,
+        score / rated,
+        low,
+        high,
+        ties / rated,
+        str(sheet.resolve()),
+        data_sha256=key["data_sha256"],
+        eval_dir=key["eval_dir"],
+    )

@@ -51,7 +51,8 @@ def sentence_bleu(prediction: str, reference: str) -> float:
 # as Chinese BLEU and ROUGE usually count; Korean (Hangul) is written with spaces and stays in words.
 WRITTEN_WITHOUT_SPACES = re.compile(
     "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
-    "\uf900-\ufaff\U00020000-\U0003ffff]")
+    "\uf900-\ufaff\U00020000-\U0003ffff]"
+)
 
 
 class UnicodeTokenizer:
@@ -150,8 +151,13 @@ def classification(predictions: list[str], references: list[str]) -> Classificat
         recall = true_positive / actual_count if actual_count else 0.0
         per_label[label] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     accuracy = sum(t == g for t, g in zip(actual, predicted)) / max(len(actual), 1)
-    return Classification(accuracy, sum(per_label.values()) / max(len(labels), 1), labels,
-                          {label: dict(row) for label, row in confusion.items()}, per_label)
+    return Classification(
+        accuracy,
+        sum(per_label.values()) / max(len(labels), 1),
+        labels,
+        {label: dict(row) for label, row in confusion.items()},
+        per_label,
+    )
 
 
 @dataclass
@@ -176,5 +182,13 @@ def paired_bootstrap(scores_a, scores_b, seed: int = 0, resamples: int = 2000) -
     picks = rng.integers(0, len(a), size=(resamples, len(a)))
     deltas = (b[picks] - a[picks]).mean(axis=1)
     low, high = np.percentile(deltas, [2.5, 97.5])
-    return Comparison(float(a.mean()), float(b.mean()), float(b.mean() - a.mean()), float(low), float(high),
-                      int((b > a).sum()), int((b == a).sum()), int((b < a).sum()))
+    return Comparison(
+        float(a.mean()),
+        float(b.mean()),
+        float(b.mean() - a.mean()),
+        float(low),
+        float(high),
+        int((b > a).sum()),
+        int((b == a).sum()),
+        int((b < a).sum()),
+    )

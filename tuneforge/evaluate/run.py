@@ -63,24 +63,46 @@ def load_cases_and_labels(path: Path, max_examples: int | None) -> tuple[list[Ca
         if not isinstance(example, Conversation):
             raise UsageError(f"{path}: evaluation needs chat examples (line {line} is not one)")
         prompt, reference = example.split_at_last_reply()
-        cases.append(Case(line, prompt, reference.content or "", Conversation(prompt + [Message("assistant", reference.content)])))
+        cases.append(
+            Case(
+                line, prompt, reference.content or "", Conversation(prompt + [Message("assistant", reference.content)])
+            )
+        )
     return (cases[:max_examples] if max_examples else cases), report.labels is not None
 
 
-def generate_file(model: str, data: Path, out: Path, max_new_tokens: int = 256, temperature: float = 0.0,
-                  batch_size: int = 8, precision: str = "auto", resolve: Callable[[str], ModelSpec] = base_spec) -> int:
+def generate_file(
+    model: str,
+    data: Path,
+    out: Path,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    batch_size: int = 8,
+    precision: str = "auto",
+    resolve: Callable[[str], ModelSpec] = base_spec,
+) -> int:
     """`tuneforge generate`: answer every example's prompt; write prompt, reference and answer per line.
     `resolve` turns the model's name into what to load (base models only by default; runs.models knows runs)."""
     cases = load_cases(data, None)
     engine = Engine(model, precision=precision, spec=resolve(model))
     with out.open("w") as handle:
         for start in range(0, len(cases), batch_size):
-            chunk = cases[start:start + batch_size]
+            chunk = cases[start : start + batch_size]
             answers = engine.generate([c.prompt for c in chunk], max_new_tokens, temperature)
             for case, answer in zip(chunk, answers):
-                handle.write(json.dumps({"line": case.line, "messages": [{"role": m.role, "content": m.content} for m in case.prompt],
-                                         "reference": case.reference, "generation": answer.text,
-                                         "finish_reason": answer.finish_reason}, ensure_ascii=False) + "\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "line": case.line,
+                            "messages": [{"role": m.role, "content": m.content} for m in case.prompt],
+                            "reference": case.reference,
+                            "generation": answer.text,
+                            "finish_reason": answer.finish_reason,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
     return len(cases)
 
 
@@ -88,7 +110,9 @@ def looks_like_labels(references: list[str]) -> bool:
     """A few short answers repeated across many examples: a label set, even in a small test split
     (the data check's own rule wants 20 examples, too many for a 5 % test split)."""
     distinct = {r.strip() for r in references}
-    return len(references) >= 4 and 2 <= len(distinct) <= min(50, len(references) // 2) and max(map(len, distinct)) <= 64
+    return (
+        len(references) >= 4 and 2 <= len(distinct) <= min(50, len(references) // 2) and max(map(len, distinct)) <= 64
+    )
 
 
 def task_kind(references: list[str], classification_like: bool) -> str:
@@ -99,22 +123,25 @@ def task_kind(references: list[str], classification_like: bool) -> str:
     return "text"
 
 
-def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int,
-                engine=None) -> dict:
+def score_model(
+    name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int, engine=None
+) -> dict:
     """Generate, score and measure the loss of one model on every case (with `engine`, already loaded)."""
     from tuneforge.train.loop import collate, evaluate
 
     engine = engine or Engine(name)
     generations, seconds = [], 0.0
     for start in range(0, len(cases), batch_size):
-        chunk = cases[start:start + batch_size]
+        chunk = cases[start : start + batch_size]
         began = time.perf_counter()
         generations += engine.generate([c.prompt for c in chunk], max_new_tokens=max_new_tokens)
         seconds += time.perf_counter() - began
     per_example = {m: [PER_EXAMPLE[m](g.text, c.reference) for g, c in zip(generations, cases)] for m in metric_names}
     encoded = ChatTokenizer(engine.tokenizer).encode([c.conversation for c in cases])
     pad = engine.pad_id
-    teacher_forced = evaluate(engine.model, [collate(encoded[i:i + batch_size], pad) for i in range(0, len(encoded), batch_size)])
+    teacher_forced = evaluate(
+        engine.model, [collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)]
+    )
     completion_tokens = sum(g.completion_tokens for g in generations)
     return {
         "model": name,
@@ -133,22 +160,45 @@ def score_model(name: str, cases: list[Case], metric_names: list[str], max_new_t
     }
 
 
-def _score_side(spec: ModelSpec, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int,
-                probe_sets, probe_max_new_tokens: int, precision: str = "auto") -> tuple[dict, dict | None]:
+def _score_side(
+    spec: ModelSpec,
+    cases: list[Case],
+    metric_names: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+    probe_sets,
+    probe_max_new_tokens: int,
+    precision: str = "auto",
+) -> tuple[dict, dict | None]:
     """One model, loaded once: its scores on the cases and, with `probe_sets`, its probe results.
     The engine dies with this call, so the next model never shares memory with it."""
     name = spec.name
     engine = Engine(name, precision=precision, spec=spec)
-    scored = {**score_model(name, cases, metric_names, max_new_tokens, batch_size, engine), "precision": engine.precision}
+    scored = {
+        **score_model(name, cases, metric_names, max_new_tokens, batch_size, engine),
+        "precision": engine.precision,
+    }
     if probe_sets is None:
         return scored, None
     return scored, probe_model(engine, probe_sets, probe_max_new_tokens, batch_size)
 
 
-def run_eval(model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path,
-             max_examples: int | None = None, max_new_tokens: int = 128, batch_size: int = 8, seed: int = 0,
-             probes: bool = True, sheet: Path | None = None, precision: str = "auto",
-             resolve: Callable[[str], ModelSpec] = base_spec, model_run_dir: Path | None = None) -> dict:
+def run_eval(
+    model: str,
+    data: Path,
+    against: str | None,
+    metric_names: list[str] | None,
+    out_dir: Path,
+    max_examples: int | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+    probes: bool = True,
+    sheet: Path | None = None,
+    precision: str = "auto",
+    resolve: Callable[[str], ModelSpec] = base_spec,
+    model_run_dir: Path | None = None,
+) -> dict:
     """With `probes`, also the built-in forgetting, safety and bias probes (`probes.py`); with `sheet`,
     a blinded A/B sheet of the two models' answers for human raters (`compare.py`). `precision` is
     the engines' weights (inference/fast_llama.py); each side's scores record what it resolved to.
@@ -162,18 +212,28 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
     if unknown:
         raise UsageError(f"unknown metric(s) {', '.join(unknown)}", fix=f"Choose from {', '.join(PER_EXAMPLE)}.")
     if sheet is not None and not against:
-        raise UsageError("a rating sheet compares two models, and there is no model to compare with",
-                         fix="Name one with --against, or drop --sheet.")
+        raise UsageError(
+            "a rating sheet compares two models, and there is no model to compare with",
+            fix="Name one with --against, or drop --sheet.",
+        )
     probe_sets = load_probe_sets() if probes else None
     probe_max_new_tokens = min(max_new_tokens, PROBE_MAX_NEW_TOKENS)  # a short eval stays short
     sides, probe_sides = {}, {}
     for side, name in (("model", model), ("against", against)):
         if name:
-            sides[side], probe_sides[side] = _score_side(resolve(name), cases, chosen, max_new_tokens, batch_size, probe_sets,
-                                                         probe_max_new_tokens, precision)
-    results = {"model": model, "against": against, "data": str(data.resolve()), "examples": len(cases),
-               "task": kind, "metrics": chosen, "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens, "precision": precision},
-               "scores": {}}
+            sides[side], probe_sides[side] = _score_side(
+                resolve(name), cases, chosen, max_new_tokens, batch_size, probe_sets, probe_max_new_tokens, precision
+            )
+    results = {
+        "model": model,
+        "against": against,
+        "data": str(data.resolve()),
+        "examples": len(cases),
+        "task": kind,
+        "metrics": chosen,
+        "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens, "precision": precision},
+        "scores": {},
+    }
     if probe_sets is not None:
         results["probes"] = summarize(probe_sets, probe_sides)
         results["decoding"]["probe_max_new_tokens"] = probe_max_new_tokens
@@ -181,12 +241,18 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
         summary = {k: v for k, v in scored.items() if k not in ("generations", "per_example")}
         if kind == "classification":
             report = metrics.classification(scored["generations"], references)
-            summary["classification"] = {"accuracy": report.accuracy, "macro_f1": report.macro_f1,
-                                         "confusion": report.confusion, "per_label_f1": report.per_label_f1}
+            summary["classification"] = {
+                "accuracy": report.accuracy,
+                "macro_f1": report.macro_f1,
+                "confusion": report.confusion,
+                "per_label_f1": report.per_label_f1,
+            }
         results["scores"][side] = summary
     if against:
         results["comparison"] = {
-            m: metrics.paired_bootstrap(sides["against"]["per_example"][m], sides["model"]["per_example"][m], seed=seed).__dict__
+            m: metrics.paired_bootstrap(
+                sides["against"]["per_example"][m], sides["model"]["per_example"][m], seed=seed
+            ).__dict__
             for m in chosen
         }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,14 +260,28 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
     with (out_dir / "examples.jsonl").open("w") as handle:
         for i, case in enumerate(cases):
             # "prompt" is the last user turn, what a reader looks for; "messages" the whole prompt the models saw.
-            row = {"line": case.line, "prompt": case.prompt[-1].content,
-                   "messages": [{"role": m.role, "content": m.content} for m in case.prompt], "reference": case.reference}
+            row = {
+                "line": case.line,
+                "prompt": case.prompt[-1].content,
+                "messages": [{"role": m.role, "content": m.content} for m in case.prompt],
+                "reference": case.reference,
+            }
             for side, scored in sides.items():
                 row[side] = {"answer": scored["generations"][i], **{m: scored["per_example"][m][i] for m in chosen}}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     if sheet is not None:
-        write_sheet(sheet, [(f"line-{c.line}", c.prompt, sides["model"]["generations"][i], sides["against"]["generations"][i])
-                            for i, c in enumerate(cases)], model, against, data, out_dir, seed)
+        write_sheet(
+            sheet,
+            [
+                (f"line-{c.line}", c.prompt, sides["model"]["generations"][i], sides["against"]["generations"][i])
+                for i, c in enumerate(cases)
+            ],
+            model,
+            against,
+            data,
+            out_dir,
+            seed,
+        )
     (out_dir / "report.md").write_text(markdown_report(results))
     write_html_report(results, out_dir, model_run_dir)
     return results
@@ -210,8 +290,10 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
 def headline(results: dict) -> dict:
     """What the registry keeps of an evaluation: per side the means, loss, perplexity and token
     accuracy; the comparison; the probes' headlines."""
-    summary = {side: {k: scores[k] for k in ("means", "loss", "perplexity", "token_accuracy")}
-               for side, scores in results["scores"].items()}
+    summary = {
+        side: {k: scores[k] for k in ("means", "loss", "perplexity", "token_accuracy")}
+        for side, scores in results["scores"].items()
+    }
     if "comparison" in results:
         summary["comparison"] = results["comparison"]
     if "probes" in results:
@@ -221,25 +303,37 @@ def headline(results: dict) -> dict:
 
 def markdown_report(results: dict) -> str:
     model, against = results["model"], results["against"]
-    lines = [f"# Evaluation of {model}", "", f"Data: `{results['data']}` ({results['examples']} examples, task: {results['task']}); "
-             f"greedy decoding, at most {results['decoding']['max_new_tokens']} new tokens.", ""]
-    header = "| metric | " + (f"{against} (against) | {model} | delta | 95 % interval | wins/ties/losses |" if against else f"{model} |")
+    lines = [
+        f"# Evaluation of {model}",
+        "",
+        f"Data: `{results['data']}` ({results['examples']} examples, task: {results['task']}); "
+        f"greedy decoding, at most {results['decoding']['max_new_tokens']} new tokens.",
+        "",
+    ]
+    header = "| metric | " + (
+        f"{against} (against) | {model} | delta | 95 % interval | wins/ties/losses |" if against else f"{model} |"
+    )
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     scores = results["scores"]
     rows = [(m, scores["model"]["means"][m]) for m in results["metrics"]]
     for metric, value in rows:
         if against:
             c = results["comparison"][metric]
-            lines.append(f"| {metric} | {c['mean_a']:.3f} | {c['mean_b']:.3f} | {c['delta']:+.3f} | "
-                         f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['wins']}/{c['ties']}/{c['losses']} |")
+            lines.append(
+                f"| {metric} | {c['mean_a']:.3f} | {c['mean_b']:.3f} | {c['delta']:+.3f} | "
+                f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['wins']}/{c['ties']}/{c['losses']} |"
+            )
         else:
             lines.append(f"| {metric} | {value:.3f} |")
     extra = ["loss", "perplexity", "token_accuracy"] + (["corpus_bleu"] if "bleu" in results["metrics"] else [])
     if results["task"] == "classification":
         extra.insert(0, "macro_f1")
     for name in extra + ["latency_seconds_per_example", "tokens_per_second"]:
-        values = [scores[side]["classification"][name] if name == "macro_f1" else scores[side][name]
-                  for side in ("against", "model") if side in scores]
+        values = [
+            scores[side]["classification"][name] if name == "macro_f1" else scores[side][name]
+            for side in ("against", "model")
+            if side in scores
+        ]
         lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + (" | | | |" if against else " |"))
     if "probes" in results:
         lines += markdown_section(results["probes"])

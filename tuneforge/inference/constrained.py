@@ -46,8 +46,9 @@ class Vocabulary:
         # refuses a narrower one, so a model with fewer ids than its tokenizer gets masks cut to its width.
         # The end-of-turn ids are allowed exactly when the JSON is complete. Special tokens are masked
         # inside the JSON by llguidance itself: their text is not JSON's.
-        self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=max(vocab_size, len(tokenizer)),
-                                                      eos_token=sorted(stop_ids) or None)
+        self.tokenizer = llguidance.hf.from_tokenizer(
+            tokenizer, n_vocab=max(vocab_size, len(tokenizer)), eos_token=sorted(stop_ids) or None
+        )
         self.vocab_size = vocab_size
         self._known = len(tokenizer)  # ids past the tokenizer decode to b""
 
@@ -56,15 +57,17 @@ class Vocabulary:
         return self.tokenizer.decode_bytes([token]) if 0 <= token < min(self._known, self.vocab_size) else b""
 
     def compile(self, response_format: dict | None) -> "Grammar | None":
-        """OpenAI's `response_format` -> a grammar (None for plain text); InvalidOption naming `response_format` if malformed."""
+        """OpenAI's `response_format` -> a grammar (None for plain text); InvalidOption naming
+        `response_format` if malformed."""
         import llguidance
 
         schema, strict = _schema_of(response_format)
         if schema is None:
             return None
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(_closed(schema) if strict else schema,
-                                                                    overrides=JSON_OPTIONS)
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(
+                _closed(schema) if strict else schema, overrides=JSON_OPTIONS
+            )
         except (ValueError, TypeError) as error:
             raise _unusable(str(error)) from None
         matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)  # never raises: errors are a state
@@ -77,9 +80,11 @@ def _unusable(error: str) -> InvalidOption:
     # llguidance's message can span lines ("regex parse error:\n    (?=x)a\n    ^^^\nerror: look-around ...")
     # and end in a dump of the parser's state: one line, the dump cut.
     reason = " ".join(re.split(r"<state>|<grammar>", error)[0].split())[:300] or "unknown error"
-    return InvalidOption(f"response_format: this JSON schema cannot be used for constrained decoding: {reason}",
-                         param="response_format",
-                         fix="Correct the schema, or leave out the JSON Schema features llguidance does not support.")
+    return InvalidOption(
+        f"response_format: this JSON schema cannot be used for constrained decoding: {reason}",
+        param="response_format",
+        fix="Correct the schema, or leave out the JSON Schema features llguidance does not support.",
+    )
 
 
 class Grammar:
@@ -109,7 +114,7 @@ class RowConstraint:
         else:  # the model has fewer ids than its tokenizer: the ids past its logits are cut off
             whole = llguidance.numpy.allocate_token_bitmask(1, self.mask_words * 32)
             llguidance.numpy.fill_next_token_bitmask(self.matcher, whole, 0)
-            bitmask[index] = whole[0, :bitmask.shape[1]]
+            bitmask[index] = whole[0, : bitmask.shape[1]]
 
     def accept(self, token: int) -> None:
         if self.matcher.is_stopped() and not self.matcher.is_error():
@@ -143,7 +148,7 @@ class Masks:
         if indices:
             # Bit i of word w is token 32w + i: as little-endian bytes, each byte unpacked low bit first.
             words = self.bitmask[indices].astype("<i4", copy=False).view(numpy.uint8)  # (constrained rows, words * 4)
-            allowed = numpy.unpackbits(words, axis=1, bitorder="little")[:, :logits.shape[-1]]
+            allowed = numpy.unpackbits(words, axis=1, bitorder="little")[:, : logits.shape[-1]]
             blocked = torch.from_numpy(allowed).to(logits.device) == 0  # (constrained rows, vocab)
             for row, index in enumerate(indices):
                 logits[index].masked_fill_(blocked[row], float("-inf"))
@@ -165,8 +170,19 @@ def vocabulary(tokenizer, vocab_size: int, stop_ids: frozenset[int]) -> Vocabula
 
 
 # Keywords whose value is a subschema, a list of them, or a name -> subschema map (JSON Schema 2020-12).
-_SUBSCHEMA = ("additionalProperties", "unevaluatedProperties", "items", "additionalItems", "unevaluatedItems",
-              "contains", "not", "if", "then", "else", "propertyNames")
+_SUBSCHEMA = (
+    "additionalProperties",
+    "unevaluatedProperties",
+    "items",
+    "additionalItems",
+    "unevaluatedItems",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+)
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems", "items")
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 
@@ -206,23 +222,30 @@ def _schema_of(response_format) -> tuple[dict | None, bool]:
     if response_format is None:
         return None, False
     if not isinstance(response_format, dict):
-        raise InvalidOption("response_format must be an object such as {\"type\": \"json_object\"}", param="response_format")
+        raise InvalidOption(
+            'response_format must be an object such as {"type": "json_object"}', param="response_format"
+        )
     kind = response_format.get("type")
     if kind == "text":
         return None, False
     if kind == "json_object":
         return ANY_OBJECT, False
     if kind != "json_schema":
-        raise InvalidOption(f"response_format.type must be 'text', 'json_object' or 'json_schema', got {kind!r}",
-                            param="response_format")
+        raise InvalidOption(
+            f"response_format.type must be 'text', 'json_object' or 'json_schema', got {kind!r}",
+            param="response_format",
+        )
     spec = response_format.get("json_schema")
     if not isinstance(spec, dict):
-        raise InvalidOption("response_format of type 'json_schema' needs a 'json_schema' object with 'name' and 'schema'",
-                            param="response_format")
+        raise InvalidOption(
+            "response_format of type 'json_schema' needs a 'json_schema' object with 'name' and 'schema'",
+            param="response_format",
+        )
     name = spec.get("name")
     if not isinstance(name, str) or not SCHEMA_NAME.match(name):
-        raise InvalidOption("response_format.json_schema.name must be 1 to 64 letters, digits, '_' or '-'",
-                            param="response_format")
+        raise InvalidOption(
+            "response_format.json_schema.name must be 1 to 64 letters, digits, '_' or '-'", param="response_format"
+        )
     schema = spec.get("schema", ANY_OBJECT)
     if not isinstance(schema, dict):
         raise InvalidOption("response_format.json_schema.schema must be a JSON Schema object", param="response_format")
@@ -233,6 +256,8 @@ def _schema_of(response_format) -> tuple[dict | None, bool]:
         Draft202012Validator.check_schema(schema)
     except SchemaError as error:
         where = "/".join(map(str, error.path)) or "the top level"
-        raise InvalidOption(f"response_format.json_schema.schema is not a valid JSON Schema at {where}: {error.message}",
-                            param="response_format") from None
+        raise InvalidOption(
+            f"response_format.json_schema.schema is not a valid JSON Schema at {where}: {error.message}",
+            param="response_format",
+        ) from None
     return schema, True

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 @dataclass(frozen=True)
 class Sampling:
     temperature: float = 0.0  # 0: greedy
@@ -70,8 +69,9 @@ class HFStepper:
     def __init__(self, model):
         self.model = model
 
-    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-              capacity: int) -> torch.Tensor:
+    def start(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, capacity: int
+    ) -> torch.Tensor:
         from transformers import DynamicCache
 
         self.cache = DynamicCache(config=self.model.config)
@@ -79,8 +79,14 @@ class HFStepper:
 
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(batch, vocab) logits of the last position; attention_mask covers the cache and the new tokens."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                          past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
 
     def keep(self, rows: torch.Tensor) -> None:
         self.cache.batch_select_indices(rows)
@@ -99,8 +105,16 @@ class BatchDecoder:
     and temperature, so they are the model's own probabilities as the request adjusted them.
     """
 
-    def __init__(self, stepper, prompts: list[list[int]], max_new_tokens: list[int], sampling: Sampling,
-                 stop_ids: frozenset[int], pad_id: int, constraints: list | None = None):
+    def __init__(
+        self,
+        stepper,
+        prompts: list[list[int]],
+        max_new_tokens: list[int],
+        sampling: Sampling,
+        stop_ids: frozenset[int],
+        pad_id: int,
+        constraints: list | None = None,
+    ):
         self.stepper, self.prompts, self.max_new_tokens = stepper, prompts, max_new_tokens
         self.sampling, self.stop_ids, self.pad_id = sampling, stop_ids, pad_id
         self.constraints = constraints if constraints and any(constraints) else None
@@ -138,7 +152,9 @@ class BatchDecoder:
             if bias is not None:
                 logits = logits.float() + bias
             if counts is not None:
-                logits = logits.float() - counts * sampling.frequency_penalty - (counts > 0) * sampling.presence_penalty
+                logits = (
+                    logits.float() - counts * sampling.frequency_penalty - (counts > 0) * sampling.presence_penalty
+                )
             if sampling.logprobs is not None:
                 scores = torch.log_softmax(logits.float(), dim=-1)
             if masks is not None:
@@ -157,7 +173,11 @@ class BatchDecoder:
             keep = []
             for i, (row, token) in enumerate(zip(rows, tokens)):
                 produced[row] += 1
-                if token not in self.stop_ids and produced[row] < self.max_new_tokens[row] and row not in self._stopped:
+                if (
+                    token not in self.stop_ids
+                    and produced[row] < self.max_new_tokens[row]
+                    and row not in self._stopped
+                ):
                     keep.append(i)
             if not keep:
                 return

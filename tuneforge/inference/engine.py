@@ -57,7 +57,11 @@ def load_tokenizer_for(spec: ModelSpec):
 
     from tuneforge.models.catalog import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(spec.tokenizer_source) if spec.tokenizer_source else load_tokenizer(spec.base_model)
+    return (
+        AutoTokenizer.from_pretrained(spec.tokenizer_source)
+        if spec.tokenizer_source
+        else load_tokenizer(spec.base_model)
+    )
 
 
 def load_for_inference(spec: ModelSpec):
@@ -90,7 +94,8 @@ class _Request:
 
 @dataclass
 class TokenLogprob:
-    """A generated token's log-prob (see decode.BatchDecoder for which distribution) and the most likely alternatives."""
+    """A generated token's log-prob (see decode.BatchDecoder for which distribution) and the most likely
+    alternatives."""
 
     token: str  # its text; "bytes:\\xe6" when the token holds part of a character (OpenAI's notation)
     bytes: list[int]  # its UTF-8 bytes
@@ -126,8 +131,16 @@ class Engine:
     engines that share a model take turns on its `lock`; `stream` holds it while it is iterated.
     """
 
-    def __init__(self, name: str, *, precision: str = "auto", spec: ModelSpec | None = None,
-                 shared: SharedModel | None = None, adapter: LoadedAdapter | None = None, tokenizer=None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        precision: str = "auto",
+        spec: ModelSpec | None = None,
+        shared: SharedModel | None = None,
+        adapter: LoadedAdapter | None = None,
+        tokenizer=None,
+    ):
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision '{precision}'", fix=f"Use one of: {', '.join(PRECISIONS)}.")
         self.spec = spec or base_spec(name)
@@ -155,21 +168,48 @@ class Engine:
     # ---------------------------------------------------------------------------------- public
     # Every call also takes the keyword options of `_request`: frequency_penalty, presence_penalty,
     # logit_bias, logprobs, response_format.
-    def generate(self, conversations: list[list[Message]], max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None, **options) -> list[Generation]:
+    def generate(
+        self,
+        conversations: list[list[Message]],
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+        **options,
+    ) -> list[Generation]:
         """Answer each conversation with the chat template; answers are stripped of surrounding whitespace."""
         prompts = [self._chat_ids(messages) for messages in conversations]
-        return self._collect(self._request(prompts, max_new_tokens, temperature, top_p, seed, stop, strip=True, **options))
+        return self._collect(
+            self._request(prompts, max_new_tokens, temperature, top_p, seed, stop, strip=True, **options)
+        )
 
-    def complete(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, stop: list[str] | None = None, **options) -> list[Generation]:
+    def complete(
+        self,
+        prompts: list[str],
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+        **options,
+    ) -> list[Generation]:
         """Continue each raw text (no chat template); the continuation is returned as decoded."""
         ids = [self._text_ids(p) for p in prompts]
-        return self._collect(self._request(ids, max_new_tokens, temperature, top_p, seed, stop, strip=False, **options))
+        return self._collect(
+            self._request(ids, max_new_tokens, temperature, top_p, seed, stop, strip=False, **options)
+        )
 
-    def stream(self, conversation: list[Message] | str, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, seed: int | None = None, stop: list[str] | None = None,
-               **options) -> Iterator[str | Generation]:
+    def stream(
+        self,
+        conversation: list[Message] | str,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        stop: list[str] | None = None,
+        **options,
+    ) -> Iterator[str | Generation]:
         """Text deltas as they are decoded, then one `Generation` (its text is the deltas joined).
 
         A `str` is raw text to continue; a message list is a chat. Bad input raises here, before the
@@ -178,7 +218,9 @@ class Engine:
         """
         chat = not isinstance(conversation, str)
         ids = self._chat_ids(conversation) if chat else self._text_ids(conversation)
-        return self._stream(self._request([ids], max_new_tokens, temperature, top_p, seed, stop, strip=chat, **options))
+        return self._stream(
+            self._request([ids], max_new_tokens, temperature, top_p, seed, stop, strip=chat, **options)
+        )
 
     def vocabulary(self, param: str = "response_format"):
         """llguidance's view of this engine's tokenizer (constrained.py), built on first use and shared per
@@ -188,8 +230,11 @@ class Engine:
         try:
             return constrained.vocabulary(self.tokenizer, self.vocab_size, self.stop_ids)
         except (TypeError, ValueError, AttributeError) as error:
-            raise InvalidOption(f"{param} needs the model's tokenizer in its fast form, and this one cannot be read that "
-                                f"way ({type(error).__name__}: {error})", param=param) from None
+            raise InvalidOption(
+                f"{param} needs the model's tokenizer in its fast form, and this one cannot be read that "
+                f"way ({type(error).__name__}: {error})",
+                param=param,
+            ) from None
 
     # -------------------------------------------------------------------------------- internals
     def _chat_ids(self, messages: list[Message]) -> list[int]:
@@ -203,10 +248,22 @@ class Engine:
             raise UsageError("the prompt is empty", fix="Give the model some text to continue.")
         return ids
 
-    def _request(self, prompts: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-                 seed: int | None, stop: list[str] | None, strip: bool, *, frequency_penalty: float = 0.0,
-                 presence_penalty: float = 0.0, logit_bias: dict[int, float] | None = None, logprobs: int | None = None,
-                 response_format: dict | None = None) -> _Request:
+    def _request(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        stop: list[str] | None,
+        strip: bool,
+        *,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        logit_bias: dict[int, float] | None = None,
+        logprobs: int | None = None,
+        response_format: dict | None = None,
+    ) -> _Request:
         """Checked options, each prompt's token budget and its text assembler.
 
         frequency_penalty, presence_penalty: OpenAI's, in [-2, 2], over the tokens each answer generated so far.
@@ -225,8 +282,10 @@ class Engine:
         if self.context_length and prompts:
             longest = max(map(len, prompts))
             if longest >= self.context_length:
-                raise ContextTooLong(f"the prompt has {longest} tokens; the model's context is {self.context_length}",
-                                 fix="Shorten the conversation or the prompt.")
+                raise ContextTooLong(
+                    f"the prompt has {longest} tokens; the model's context is {self.context_length}",
+                    fix="Shorten the conversation or the prompt.",
+                )
             budgets = [min(max_new_tokens, self.context_length - len(p)) for p in prompts]
         texts = [TextAssembler(self.tokenizer, stop, strip) for _ in prompts]
         for name, penalty in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
@@ -235,20 +294,29 @@ class Engine:
         bias = tuple(sorted((logit_bias or {}).items()))
         for token, value in bias:
             if not (isinstance(token, int) and 0 <= token < self.vocab_size):
-                raise InvalidOption(f"logit_bias: {token!r} is not a token id of this model (0 to {self.vocab_size - 1})",
-                                    param="logit_bias")
+                raise InvalidOption(
+                    f"logit_bias: {token!r} is not a token id of this model (0 to {self.vocab_size - 1})",
+                    param="logit_bias",
+                )
             if not -100 <= value <= 100:
-                raise InvalidOption(f"logit_bias: the bias of token {token} must be between -100 and 100, got {value}",
-                                    param="logit_bias")
+                raise InvalidOption(
+                    f"logit_bias: the bias of token {token} must be between -100 and 100, got {value}",
+                    param="logit_bias",
+                )
         if logprobs is not None and not 0 <= logprobs <= 20:
             raise InvalidOption(f"logprobs must ask for 0 to 20 alternatives, got {logprobs}", param="logprobs")
         grammar = self.vocabulary().compile(response_format) if response_format is not None else None
         if logprobs is not None:
             self.vocabulary("logprobs")  # tokens' bytes come from it: fail here, before the first token
         sampling = Sampling(temperature, top_p, seed, frequency_penalty, presence_penalty, bias, logprobs)
-        return _Request(prompts, budgets, sampling, texts,
-                        constraints=[grammar.constraint() for _ in prompts] if grammar else None,
-                        logprobs=[[] for _ in prompts] if logprobs is not None else None)
+        return _Request(
+            prompts,
+            budgets,
+            sampling,
+            texts,
+            constraints=[grammar.constraint() for _ in prompts] if grammar else None,
+            logprobs=[[] for _ in prompts] if logprobs is not None else None,
+        )
 
     def _collect(self, request: _Request) -> list[Generation]:
         with self.lock:
@@ -272,8 +340,15 @@ class Engine:
         if not request.prompts:
             return
         stepper = self.shared.stepper(self.adapter, self.precision)
-        decoder = BatchDecoder(stepper, request.prompts, request.budgets, request.sampling, self.stop_ids, self.pad_id,
-                               constraints=request.constraints)
+        decoder = BatchDecoder(
+            stepper,
+            request.prompts,
+            request.budgets,
+            request.sampling,
+            self.stop_ids,
+            self.pad_id,
+            constraints=request.constraints,
+        )
         texts = request.texts
         for step in decoder:
             if request.logprobs is not None:
@@ -291,10 +366,16 @@ class Engine:
                 yield row, delta
 
     def _generations(self, request: _Request) -> list[Generation]:
-        return [Generation(text.released, len(ids), len(text.tokens),
-                           "stop" if text.stopped or (text.tokens and text.tokens[-1] in self.stop_ids) else "length",
-                           request.logprobs[row] if request.logprobs is not None else None)
-                for row, (ids, text) in enumerate(zip(request.prompts, request.texts))]
+        return [
+            Generation(
+                text.released,
+                len(ids),
+                len(text.tokens),
+                "stop" if text.stopped or (text.tokens and text.tokens[-1] in self.stop_ids) else "length",
+                request.logprobs[row] if request.logprobs is not None else None,
+            )
+            for row, (ids, text) in enumerate(zip(request.prompts, request.texts))
+        ]
 
     def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]]) -> TokenLogprob:
         vocabulary = self.vocabulary()
@@ -334,8 +415,13 @@ class EnginePool:
             key = self._keys.get(name)
             if key is None or key not in self._engines:
                 spec = self.resolve(name)
-                key = ("adapter", str(spec.adapter)) if spec.adapter else ("full", str(spec.weights)) if spec.weights \
+                key = (
+                    ("adapter", str(spec.adapter))
+                    if spec.adapter
+                    else ("full", str(spec.weights))
+                    if spec.weights
                     else ("base", spec.base_model)
+                )
                 self._keys[name] = key
                 if key not in self._engines:
                     self._engines[key] = self._load(name, spec)
@@ -368,8 +454,17 @@ class EnginePool:
             return Engine(name, precision=self.precision, spec=spec)
         adapter = LoadedAdapter.load(spec.adapter) if spec.adapter else None
         if adapter is not None and not adapter.mergeable_in_place:
-            return Engine(name, precision=self.precision, spec=spec)  # its own merged copy: the shared base could not be restored after it
+            return Engine(
+                name, precision=self.precision, spec=spec
+            )  # its own merged copy: the shared base could not be restored after it
         shared = self._bases.get(spec.base_model)
         if shared is None:
             shared = self._bases[spec.base_model] = SharedModel(load_model(spec.base_model))
-        return Engine(name, precision=self.precision, spec=spec, shared=shared, adapter=adapter, tokenizer=load_tokenizer_for(spec))
+        return Engine(
+            name,
+            precision=self.precision,
+            spec=spec,
+            shared=shared,
+            adapter=adapter,
+            tokenizer=load_tokenizer_for(spec),
+        )

@@ -49,10 +49,15 @@ class Layer:
 def supports(model) -> bool:
     config = model.config
     rope = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
-    return (type(model).__name__ in SUPPORTED and rope == "default" and config.hidden_act == "silu"
-            and not getattr(config, "attention_bias", False) and not getattr(config, "mlp_bias", False)
-            and getattr(config, "sliding_window", None) is None
-            and getattr(config, "head_dim", None) in (None, config.hidden_size // config.num_attention_heads))
+    return (
+        type(model).__name__ in SUPPORTED
+        and rope == "default"
+        and config.hidden_act == "silu"
+        and not getattr(config, "attention_bias", False)
+        and not getattr(config, "mlp_bias", False)
+        and getattr(config, "sliding_window", None) is None
+        and getattr(config, "head_dim", None) in (None, config.hidden_size // config.num_attention_heads)
+    )
 
 
 def inference_precision(requested: str, model) -> str:
@@ -105,11 +110,18 @@ class PackedLlama:
         def packed(*linears):
             return self._pack(torch.cat([m.weight.detach() for m in linears], dim=0))
 
-        self.layers = [Layer(layer.input_layernorm.weight.detach().to(self.dtype, copy=True),
-                             packed(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
-                             packed(layer.self_attn.o_proj), layer.post_attention_layernorm.weight.detach().to(self.dtype, copy=True),
-                             packed(layer.mlp.gate_proj), packed(layer.mlp.up_proj), packed(layer.mlp.down_proj))
-                       for layer in model.model.layers]
+        self.layers = [
+            Layer(
+                layer.input_layernorm.weight.detach().to(self.dtype, copy=True),
+                packed(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj),
+                packed(layer.self_attn.o_proj),
+                layer.post_attention_layernorm.weight.detach().to(self.dtype, copy=True),
+                packed(layer.mlp.gate_proj),
+                packed(layer.mlp.up_proj),
+                packed(layer.mlp.down_proj),
+            )
+            for layer in model.model.layers
+        ]
 
     def _pack(self, weight: torch.Tensor):
         """An (out, in) weight in the layout `_mm` multiplies fastest."""
@@ -169,7 +181,7 @@ class PackedLlama:
         freqs = positions[..., None].float() * self.inv_freq  # (batch, seq, head_dim / 2)
         angles = torch.cat((freqs, freqs), dim=-1)
         cos, sin = angles.cos() * self.rope_scaling, angles.sin() * self.rope_scaling
-        sin[..., :freqs.shape[-1]].neg_()
+        sin[..., : freqs.shape[-1]].neg_()
         return cos.to(self.dtype).unsqueeze(1), sin.to(self.dtype).unsqueeze(1)
 
     @staticmethod
@@ -178,8 +190,9 @@ class PackedLlama:
         # swapped by a roll, the minus sign moved into sin (exact: negation commutes with rounding).
         return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache, start: int,
-                mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, cache, start: int, mask: torch.Tensor
+    ) -> torch.Tensor:
         """Logits of the last position: (batch, vocab).
 
         input_ids, positions: (batch, seq); the new keys and values go to cache slots [start, start + seq);
@@ -195,15 +208,23 @@ class PackedLlama:
         for layer, (keys, values) in zip(self.layers, cache):
             h = self._mm(self._norm(x, layer.input_norm), layer.qkv)  # (batch, seq, (heads + 2 kv_heads) * head_dim)
             # Queries and keys rotate together: half the small ops of rotating each.
-            qk = self._rotate(h[..., :(heads + kv_heads) * head_dim].view(batch, seq, heads + kv_heads, head_dim)
-                              .transpose(1, 2), cos, sin)  # (batch, heads + kv_heads, seq, head_dim)
+            qk = self._rotate(
+                h[..., : (heads + kv_heads) * head_dim].view(batch, seq, heads + kv_heads, head_dim).transpose(1, 2),
+                cos,
+                sin,
+            )  # (batch, heads + kv_heads, seq, head_dim)
             keys[:, :, start:end] = qk[:, heads:]
-            values[:, :, start:end] = h[..., (heads + kv_heads) * head_dim:].view(batch, seq, kv_heads, head_dim).transpose(1, 2)
-            attention = F.scaled_dot_product_attention(qk[:, :heads].float(), keys[:, :, :end], values[:, :, :end],
-                                                       attn_mask=mask, enable_gqa=True).to(self.dtype)
+            values[:, :, start:end] = (
+                h[..., (heads + kv_heads) * head_dim :].view(batch, seq, kv_heads, head_dim).transpose(1, 2)
+            )
+            attention = F.scaled_dot_product_attention(
+                qk[:, :heads].float(), keys[:, :, :end], values[:, :, :end], attn_mask=mask, enable_gqa=True
+            ).to(self.dtype)
             x = self._mm_then(attention.transpose(1, 2).reshape(batch, seq, heads * head_dim), layer.output, x, "add")
             normed = self._norm(x, layer.post_norm)
-            x = self._mm_then(self._mm_then(normed, layer.up, self._mm_silu(normed, layer.gate), "mul"), layer.down, x, "add")
+            x = self._mm_then(
+                self._mm_then(normed, layer.up, self._mm_silu(normed, layer.gate), "mul"), layer.down, x, "add"
+            )
         return self._mm(self._norm(x[:, -1], self.final_norm), self.lm_head).float()  # argmax is slow in bf16
 
 
@@ -213,8 +234,9 @@ class PackedStepper:
     def __init__(self, packed: PackedLlama):
         self.packed = packed
 
-    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor,
-              capacity: int) -> torch.Tensor:
+    def start(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, capacity: int
+    ) -> torch.Tensor:
         batch, width = input_ids.shape
         self.cache, self.length = self.packed.new_cache(batch, capacity), width
         causal = torch.ones(width, width, dtype=torch.bool).tril()
@@ -223,7 +245,9 @@ class PackedStepper:
         return self.packed.forward(input_ids, positions, self.cache, 0, mask)
 
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        logits = self.packed.forward(input_ids, positions, self.cache, self.length, attention_mask.bool()[:, None, None, :])
+        logits = self.packed.forward(
+            input_ids, positions, self.cache, self.length, attention_mask.bool()[:, None, None, :]
+        )
         self.length += 1
         return logits
 

@@ -31,16 +31,16 @@ class TextAssembler:
         self.tokens.append(token)
         if self.stopped:
             return ""
-        before = self._decode(self.tokens[self._prefix:self._read])
-        after = self._decode(self.tokens[self._prefix:])
+        before = self._decode(self.tokens[self._prefix : self._read])
+        after = self._decode(self.tokens[self._prefix :])
         if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.text += after[len(before):]
+            self.text += after[len(before) :]
             self._prefix, self._read = self._read, len(self.tokens)
         if self.stop_strings:
             start = max(0, self._searched - max(map(len, self.stop_strings)) + 1)
             hits = [i for s in self.stop_strings if (i := self.text.find(s, start)) >= 0]
             if hits:
-                self.text, self.stopped = self.text[:min(hits)], True
+                self.text, self.stopped = self.text[: min(hits)], True
                 return self.finish()
             self._searched = len(self.text)
         return self._release(len(self.text) - self._held_back())
@@ -71,4 +71,4 @@ class TextAssembler:
 
     @property
     def released(self) -> str:
-        return self.text[self.begin:self.sent] if self.sent > self.begin else ""
+        return self.text[self.begin : self.sent] if self.sent > self.begin else ""

@@ -25,8 +25,11 @@ class JobReporter(Reporter):
         self.total_steps, self.first_step, self.began = total_steps, first_step, time.monotonic()
         if first_step:  # steps after the checkpoint are trained again: their first reports are stale
             jobs.delete_metric_events_after(self.job_id, first_step)
-        hyperparameters = {"n_epochs": config.n_epochs, "batch_size": config.batch_size,
-                           "learning_rate_multiplier": config.learning_rate_multiplier}
+        hyperparameters = {
+            "n_epochs": config.n_epochs,
+            "batch_size": config.batch_size,
+            "learning_rate_multiplier": config.learning_rate_multiplier,
+        }
         jobs.update_job(self.job_id, resolved=hyperparameters)
         message = f"Resumed from step {first_step}" if first_step else "Fine-tuning job started"
         jobs.add_event(self.job_id, f"{message} ({total_steps} steps, run {run_id})")
@@ -34,18 +37,38 @@ class JobReporter(Reporter):
     def step(self, row):
         done = row["step"] - self.first_step
         remaining = (time.monotonic() - self.began) / max(done, 1) * (self.total_steps - row["step"])
-        jobs.update_job(self.job_id, trained_tokens=row["trained_tokens"],
-                        estimated_finish=store.now() + timedelta(seconds=remaining))
-        jobs.add_event(self.job_id, f"Step {row['step']}/{self.total_steps}: training loss={row['train_loss']:.4f}",
-                       type="metrics", data={"step": row["step"], "total_steps": self.total_steps,
-                                             "train_loss": row["train_loss"], "train_mean_token_accuracy": row["train_accuracy"],
-                                             "learning_rate": row["learning_rate"], "tokens_per_second": row["tokens_per_second"]})
+        jobs.update_job(
+            self.job_id,
+            trained_tokens=row["trained_tokens"],
+            estimated_finish=store.now() + timedelta(seconds=remaining),
+        )
+        jobs.add_event(
+            self.job_id,
+            f"Step {row['step']}/{self.total_steps}: training loss={row['train_loss']:.4f}",
+            type="metrics",
+            data={
+                "step": row["step"],
+                "total_steps": self.total_steps,
+                "train_loss": row["train_loss"],
+                "train_mean_token_accuracy": row["train_accuracy"],
+                "learning_rate": row["learning_rate"],
+                "tokens_per_second": row["tokens_per_second"],
+            },
+        )
 
     def evaluation(self, row):
-        jobs.add_event(self.job_id, f"Step {row['step']}: validation loss={row['valid_loss']:.4f}", type="metrics",
-                       data={"step": row["step"], "valid_loss": row["valid_loss"],
-                             "valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
-                             "full_valid_loss": row["valid_loss"], "full_valid_mean_token_accuracy": row["valid_mean_token_accuracy"]})
+        jobs.add_event(
+            self.job_id,
+            f"Step {row['step']}: validation loss={row['valid_loss']:.4f}",
+            type="metrics",
+            data={
+                "step": row["step"],
+                "valid_loss": row["valid_loss"],
+                "valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
+                "full_valid_loss": row["valid_loss"],
+                "full_valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
+            },
+        )
 
     def checkpoint(self, step, path):
         jobs.add_event(self.job_id, f"Checkpoint created at step {step}")

@@ -49,9 +49,13 @@ def validate_files(job: Job) -> None:
         if not report.ok:
             first = next(f for f in report.findings.findings() if f.severity == "error")
             where = f"line {first.line}" + (f", field {first.field}" if first.field else "")
-            message = (f"{param} {file_id} ({stored.filename}) has {report.findings.errors} error(s); first: {where}: "
-                       f"{first.message}" + (f" Fix: {first.fix}" if first.fix else ""))
-            return _fail(job, "invalid_training_file" if param == "training_file" else "invalid_validation_file", message, param)
+            message = (
+                f"{param} {file_id} ({stored.filename}) has {report.findings.errors} error(s); first: {where}: "
+                f"{first.message}" + (f" Fix: {first.fix}" if first.fix else "")
+            )
+            return _fail(
+                job, "invalid_training_file" if param == "training_file" else "invalid_validation_file", message, param
+            )
     if jobs.transition(job.id, ("validating_files",), "queued"):
         jobs.add_event(job.id, "Files validated; job queued")
 
@@ -61,9 +65,15 @@ def train_config(job: Job):
 
     hyperparameters = job.method.get(job.method["type"], {}).get("hyperparameters") or {}
     validation = jobs.get_file(job.project, job.validation_file) if job.validation_file else None
-    return TrainConfig(model=job.model, data=Path(jobs.get_file(job.project, job.training_file).path),
-                       validation_data=Path(validation.path) if validation else None, suffix=job.suffix, seed=job.seed,
-                       **{k: v for k, v in hyperparameters.items() if v is not None}, **(job.extra or {}))
+    return TrainConfig(
+        model=job.model,
+        data=Path(jobs.get_file(job.project, job.training_file).path),
+        validation_data=Path(validation.path) if validation else None,
+        suffix=job.suffix,
+        seed=job.seed,
+        **{k: v for k, v in hyperparameters.items() if v is not None},
+        **(job.extra or {}),
+    )
 
 
 def run_job(job: Job) -> None:
@@ -87,8 +97,14 @@ def _train(job: Job, run_id: str, resume: bool) -> None:
     from tuneforge.runs.training import train_run
 
     try:
-        result = train_run(train_config(job), JobReporter(job, PARENT.gone), run_id=run_id, resume=resume,
-                           project=job.project, org=job.project)
+        result = train_run(
+            train_config(job),
+            JobReporter(job, PARENT.gone),
+            run_id=run_id,
+            resume=resume,
+            project=job.project,
+            org=job.project,
+        )
     except TrainingInterrupted:
         status = jobs.get_job(None, job.id).status
         if status == "paused":
@@ -100,7 +116,9 @@ def _train(job: Job, run_id: str, resume: bool) -> None:
             jobs.update_job(job.id, resume=True)
             jobs.add_event(job.id, "Job paused and resumed; it continues from the saved checkpoint")
         elif jobs.transition(job.id, ("running",), "queued", resume=True):  # SIGTERM, or the server is gone
-            jobs.add_event(job.id, "The worker stopped; the job continues from its checkpoint when a worker starts", level="warn")
+            jobs.add_event(
+                job.id, "The worker stopped; the job continues from its checkpoint when a worker starts", level="warn"
+            )
         return
     except TrainingDataError as error:  # what the upload check cannot see, e.g. a reply longer than the context
         return _fail(job, error.code, error.message + (f" Fix: {error.fix}" if error.fix else ""), "training_file")
@@ -110,8 +128,15 @@ def _train(job: Job, run_id: str, resume: bool) -> None:
         log.exception("job %s failed", job.id)
         return _fail(job, "internal_error", f"{type(error).__name__}: {error}", None)
     results = _store_results_file(job, result.run_dir / "metrics.csv")
-    if jobs.transition(job.id, ("running",), "succeeded", fine_tuned_model=result.model_name,
-                       trained_tokens=result.metrics["trained_tokens"], result_files=[results], estimated_finish=None):
+    if jobs.transition(
+        job.id,
+        ("running",),
+        "succeeded",
+        fine_tuned_model=result.model_name,
+        trained_tokens=result.metrics["trained_tokens"],
+        result_files=[results],
+        estimated_finish=None,
+    ):
         jobs.add_event(job.id, f"New fine-tuned model created: {result.model_name}")
         jobs.add_event(job.id, "The job has successfully completed")
 
@@ -124,14 +149,27 @@ def _store_results_file(job: Job, metrics_csv: Path) -> str:
     target = jobs.files_dir() / f"{file_id}.csv"
     data = metrics_csv.read_bytes()
     target.write_bytes(data)
-    jobs.create_file(job.project, "step_metrics.csv", "fine-tune-results", target, len(data), hashlib.sha256(data).hexdigest(), file_id)
+    jobs.create_file(
+        job.project,
+        "step_metrics.csv",
+        "fine-tune-results",
+        target,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        file_id,
+    )
     jobs.set_file_status(file_id, "processed")
     return file_id
 
 
 def _fail(job: Job, code: str, message: str, param: str | None) -> None:
-    if jobs.transition(job.id, ("validating_files", "queued", "running"), "failed",
-                       error={"code": code, "message": message, "param": param}, estimated_finish=None):
+    if jobs.transition(
+        job.id,
+        ("validating_files", "queued", "running"),
+        "failed",
+        error={"code": code, "message": message, "param": param},
+        estimated_finish=None,
+    ):
         jobs.add_event(job.id, f"Job failed: {message}", level="error")
 
 

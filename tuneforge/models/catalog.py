@@ -10,8 +10,8 @@ A model name is one of:
 
 import contextlib
 import fcntl
-import io
 import importlib.util
+import io
 import json
 import logging
 import os
@@ -124,6 +124,7 @@ def _convert_bundled(model: BundledModel, target: Path) -> None:
         log.info("Converting the bundled model %s from GGUF to safetensors, once (~15 s)...", model.name)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
         # transformers draws three progress bars on stderr for this; the log line above says enough.
         with contextlib.redirect_stderr(io.StringIO()):
             network = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)

@@ -81,8 +81,10 @@ def create_key(project: str) -> str:
     from tuneforge.errors import UsageError
 
     if project != OPERATOR and not PROJECT_NAME.match(project):
-        raise UsageError(f"'{project}' is not a valid project name",
-                         fix="Use up to 64 letters, digits, '-', '_' or '.', starting with a letter or digit.")
+        raise UsageError(
+            f"'{project}' is not a valid project name",
+            fix="Use up to 64 letters, digits, '-', '_' or '.', starting with a letter or digit.",
+        )
     key = "tf-" + secrets.token_urlsafe(32)
     with session() as db, db.begin():
         db.add(ApiKey(sha256=_digest(key), prefix=key[:10], project=project))
@@ -126,14 +128,23 @@ def request_summary(project: str | None = None) -> list[dict]:
     summary = []
     for (method, route, model), rows in sorted(groups.items(), key=lambda item: str(item[0])):
         latencies = sorted(r.latency_ms for r in rows)
-        summary.append({
-            "method": method, "route": route, "model": model, "requests": len(rows),
-            "errors": sum(r.status_code >= 400 for r in rows),
-            "latency_ms": {"mean": sum(latencies) / len(latencies), "p50": _quantile(latencies, 0.5),
-                           "p95": _quantile(latencies, 0.95), "max": latencies[-1]},
-            "prompt_tokens": sum(r.prompt_tokens for r in rows),
-            "completion_tokens": sum(r.completion_tokens for r in rows),
-        })
+        summary.append(
+            {
+                "method": method,
+                "route": route,
+                "model": model,
+                "requests": len(rows),
+                "errors": sum(r.status_code >= 400 for r in rows),
+                "latency_ms": {
+                    "mean": sum(latencies) / len(latencies),
+                    "p50": _quantile(latencies, 0.5),
+                    "p95": _quantile(latencies, 0.95),
+                    "max": latencies[-1],
+                },
+                "prompt_tokens": sum(r.prompt_tokens for r in rows),
+                "completion_tokens": sum(r.completion_tokens for r in rows),
+            }
+        )
     return summary
 
 
@@ -141,10 +152,13 @@ def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def record_completion(completion_id: str, project: str, model: str, answer: str,
-                      messages: list | None = None, prompt: str | None = None) -> None:
+def record_completion(
+    completion_id: str, project: str, model: str, answer: str, messages: list | None = None, prompt: str | None = None
+) -> None:
     with session() as db, db.begin():
-        db.add(Completion(id=completion_id, project=project, model=model, messages=messages, prompt=prompt, answer=answer))
+        db.add(
+            Completion(id=completion_id, project=project, model=model, messages=messages, prompt=prompt, answer=answer)
+        )
 
 
 def get_completion(project: str, completion_id: str) -> Completion | None:
@@ -155,15 +169,23 @@ def get_completion(project: str, completion_id: str) -> Completion | None:
 
 def add_feedback(project: str, completion_id: str, rating: int, correction: str | None, comment: str | None) -> int:
     with session() as db, db.begin():
-        row = Feedback(project=project, completion_id=completion_id, rating=rating, correction=correction, comment=comment)
+        row = Feedback(
+            project=project, completion_id=completion_id, rating=rating, correction=correction, comment=comment
+        )
         db.add(row)
         db.flush()
         return row.id
 
 
-def feedback_with_completions(project: str | None = None, model: str | None = None) -> list[tuple[Feedback, Completion]]:
+def feedback_with_completions(
+    project: str | None = None, model: str | None = None
+) -> list[tuple[Feedback, Completion]]:
     with session() as db:
-        query = select(Feedback, Completion).join(Completion, Completion.id == Feedback.completion_id).order_by(Feedback.id)
+        query = (
+            select(Feedback, Completion)
+            .join(Completion, Completion.id == Feedback.completion_id)
+            .order_by(Feedback.id)
+        )
         if project is not None:
             query = query.where(Feedback.project == project)
         if model is not None:

@@ -102,10 +102,13 @@ def _page(db, model, query, after: str | None, limit: int, newest_first: bool = 
 
 
 # ------------------------------------------------------------------------------------- files
-def create_file(project: str, filename: str, purpose: str, path: Path, size: int, sha256: str, file_id: str) -> StoredFile:
+def create_file(
+    project: str, filename: str, purpose: str, path: Path, size: int, sha256: str, file_id: str
+) -> StoredFile:
     with session() as db, db.begin():
-        row = StoredFile(id=file_id, project=project, filename=filename, purpose=purpose, bytes=size,
-                         path=str(path), sha256=sha256)
+        row = StoredFile(
+            id=file_id, project=project, filename=filename, purpose=purpose, bytes=size, path=str(path), sha256=sha256
+        )
         db.add(row)
     return row
 
@@ -143,8 +146,13 @@ def delete_file(project: str, file_id: str) -> bool:
         row = db.scalar(select(StoredFile).where(StoredFile.id == file_id, StoredFile.project == project))
         if row is None:
             return False
-        users = list(db.scalars(select(Job.id).where((Job.training_file == file_id) | (Job.validation_file == file_id),
-                                                     Job.status.not_in(TERMINAL))))
+        users = list(
+            db.scalars(
+                select(Job.id).where(
+                    (Job.training_file == file_id) | (Job.validation_file == file_id), Job.status.not_in(TERMINAL)
+                )
+            )
+        )
         if users:
             raise FileInUse(users)
         Path(row.path).unlink(missing_ok=True)
@@ -174,11 +182,14 @@ def list_jobs(project: str, after: str | None, limit: int, metadata: dict[str, s
         if not metadata:
             return _page(db, Job, query, after, limit)
         # JSON filtering differs between SQLite and PostgreSQL; a project's jobs are few enough to filter here.
-        rows = [job for job in db.scalars(query.order_by(Job.seq.desc()))
-                if all((job.meta or {}).get(key) == value for key, value in metadata.items())]
+        rows = [
+            job
+            for job in db.scalars(query.order_by(Job.seq.desc()))
+            if all((job.meta or {}).get(key) == value for key, value in metadata.items())
+        ]
         if after:
             ids = [job.id for job in rows]
-            rows = rows[ids.index(after) + 1:] if after in ids else rows
+            rows = rows[ids.index(after) + 1 :] if after in ids else rows
         return rows[:limit], len(rows) > limit
 
 
@@ -198,8 +209,9 @@ def transition(job_id: str, allowed_from: tuple[str, ...], status: str, **values
     if status in TERMINAL:
         values["finished_at"] = now()
     with session() as db, db.begin():
-        changed = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(allowed_from))
-                             .values(status=status, **values)).rowcount
+        changed = db.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(allowed_from)).values(status=status, **values)
+        ).rowcount
     return get_job(None, job_id) if changed else None
 
 
@@ -215,7 +227,8 @@ def jobs_with_status(status: str) -> list[Job]:
 
 
 def jobs_held_by_a_worker() -> list[Job]:
-    """Jobs whose row names a worker process (it set worker_pid when it started them, and clears it when it lets go)."""
+    """Jobs whose row names a worker process (it set worker_pid when it started them, and clears it when
+    it lets go)."""
     with session() as db:
         return list(db.scalars(select(Job).where(Job.worker_pid.is_not(None)).order_by(Job.seq.asc())))
 
@@ -223,8 +236,11 @@ def jobs_held_by_a_worker() -> list[Job]:
 def delete_metric_events_after(job_id: str, step: int) -> int:
     """Remove the step and validation reports of steps after `step` (a resumed run trains them again)."""
     with session() as db, db.begin():
-        stale = [event for event in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "metrics"))
-                 if (event.data or {}).get("step", 0) > step]
+        stale = [
+            event
+            for event in db.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "metrics"))
+            if (event.data or {}).get("step", 0) > step
+        ]
         for event in stale:
             db.delete(event)
         return len(stale)

@@ -76,9 +76,11 @@ def migrate(engine: Engine) -> None:
     if revision == HEAD:
         return  # the usual case: a few milliseconds, no lock, no Alembic
     if revision is not None and revision not in REVISIONS:
-        raise TuneforgeError(f"The registry {engine.url.render_as_string()} is at schema revision {revision}, "
-                             f"which this Tuneforge does not know (it knows up to {HEAD}): a newer one upgraded it.",
-                             fix="Install that newer Tuneforge again, or point TUNEFORGE_HOME at another home.")
+        raise TuneforgeError(
+            f"The registry {engine.url.render_as_string()} is at schema revision {revision}, "
+            f"which this Tuneforge does not know (it knows up to {HEAD}): a newer one upgraded it.",
+            fix="Install that newer Tuneforge again, or point TUNEFORGE_HOME at another home.",
+        )
     from alembic import command
 
     with _file_lock(engine), engine.begin() as connection:

@@ -46,7 +46,9 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    checkpoints: Mapped[list["Checkpoint"]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="Checkpoint.step")
+    checkpoints: Mapped[list["Checkpoint"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="Checkpoint.step"
+    )
     models: Mapped[list["Model"]] = relationship(back_populates="run", cascade="all, delete-orphan")
 
 
@@ -120,12 +122,28 @@ def record_dataset(path: Path, sha256: str, kind: str | None, examples: int | No
     return sha256
 
 
-def create_run(run_id: str, config: dict, run_dir: Path, train_sha: str | None, validation_sha: str | None,
-               project: str = "default") -> None:
+def create_run(
+    run_id: str,
+    config: dict,
+    run_dir: Path,
+    train_sha: str | None,
+    validation_sha: str | None,
+    project: str = "default",
+) -> None:
     with session() as db, db.begin():
-        db.add(Run(id=run_id, method=config["method"], base_model=config["model"], suffix=config.get("suffix"),
-                   run_dir=str(run_dir), project=project, config=json.loads(json.dumps(config, default=str)),
-                   train_dataset=train_sha, validation_dataset=validation_sha))
+        db.add(
+            Run(
+                id=run_id,
+                method=config["method"],
+                base_model=config["model"],
+                suffix=config.get("suffix"),
+                run_dir=str(run_dir),
+                project=project,
+                config=json.loads(json.dumps(config, default=str)),
+                train_dataset=train_sha,
+                validation_dataset=validation_sha,
+            )
+        )
 
 
 def update_run(run_id: str, **values) -> None:
@@ -141,7 +159,9 @@ def sync_checkpoints(run_id: str, checkpoints: list[dict]) -> None:
     """Make the checkpoint rows equal the checkpoints on disk (after saving or pruning)."""
     with session() as db, db.begin():
         run = db.get(Run, run_id)
-        run.checkpoints = [Checkpoint(step=c["step"], epoch=c["epoch"], path=c["path"], metrics=c.get("metrics")) for c in checkpoints]
+        run.checkpoints = [
+            Checkpoint(step=c["step"], epoch=c["epoch"], path=c["path"], metrics=c.get("metrics")) for c in checkpoints
+        ]
 
 
 def register_model(name: str, run_id: str, base_model: str, kind: str, path: Path) -> None:
@@ -193,11 +213,19 @@ def delete_run(run_id: str) -> bool:
     return True
 
 
-def record_evaluation(model: str, against: str | None, run_id: str | None, data_sha256: str, task: str,
-                      metrics: dict, report_dir: Path) -> int:
+def record_evaluation(
+    model: str, against: str | None, run_id: str | None, data_sha256: str, task: str, metrics: dict, report_dir: Path
+) -> int:
     with session() as db, db.begin():
-        row = Evaluation(model=model, against=against, run_id=run_id, data_sha256=data_sha256, task=task,
-                         metrics=json.loads(json.dumps(metrics)), report_dir=str(report_dir))
+        row = Evaluation(
+            model=model,
+            against=against,
+            run_id=run_id,
+            data_sha256=data_sha256,
+            task=task,
+            metrics=json.loads(json.dumps(metrics)),
+            report_dir=str(report_dir),
+        )
         db.add(row)
         db.flush()
         return row.id

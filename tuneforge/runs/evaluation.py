@@ -10,8 +10,9 @@ from tuneforge.registry import store
 from tuneforge.runs.models import resolve_spec
 
 
-def run_eval(model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path, *args,
-             **options) -> dict:
+def run_eval(
+    model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path, *args, **options
+) -> dict:
     """`tuneforge eval`: the stage's `run_eval` on any model names (runs, tuned models, checkpoints,
     bases), recorded in the registry and linked from the model's card."""
     from tuneforge.data.split import sha256_file
@@ -19,10 +20,18 @@ def run_eval(model: str, data: Path, against: str | None, metric_names: list[str
 
     run = store.run_for_model(model)
     run_dir = Path(run.run_dir) if run else None
-    results = evaluate_stage.run_eval(model, data, against, metric_names, out_dir, *args, resolve=resolve_spec,
-                                      model_run_dir=run_dir, **options)
-    store.record_evaluation(model, against, run.id if run else None, sha256_file(data), results["task"],
-                            evaluate_stage.headline(results), out_dir.resolve())
+    results = evaluate_stage.run_eval(
+        model, data, against, metric_names, out_dir, *args, resolve=resolve_spec, model_run_dir=run_dir, **options
+    )
+    store.record_evaluation(
+        model,
+        against,
+        run.id if run else None,
+        sha256_file(data),
+        results["task"],
+        evaluate_stage.headline(results),
+        out_dir.resolve(),
+    )
     if run_dir is not None and (run_dir / "README.md").exists():
         link_evaluation(run_dir, out_dir.resolve(), evaluate_stage.markdown_report(results))
     return results
@@ -38,7 +47,19 @@ def import_ratings(sheet: Path) -> compare.RatingResult:
     result = compare.rate_sheet(sheet)
     run = store.run_for_model(result.model)
     result.registry_id = store.record_human_ratings(
-        model=result.model, against=result.against, run_id=run.id if run else None, data_sha256=result.data_sha256,
-        eval_dir=result.eval_dir, sheet=result.sheet, rated=result.rated, wins=result.wins, ties=result.ties,
-        losses=result.losses, unrated=result.unrated, win_rate=result.win_rate, ci_low=result.ci_low, ci_high=result.ci_high)
+        model=result.model,
+        against=result.against,
+        run_id=run.id if run else None,
+        data_sha256=result.data_sha256,
+        eval_dir=result.eval_dir,
+        sheet=result.sheet,
+        rated=result.rated,
+        wins=result.wins,
+        ties=result.ties,
+        losses=result.losses,
+        unrated=result.unrated,
+        win_rate=result.win_rate,
+        ci_low=result.ci_low,
+        ci_high=result.ci_high,
+    )
     return result

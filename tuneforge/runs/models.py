@@ -14,10 +14,16 @@ def _checkpoint_spec(name: str, step: int) -> ModelSpec:
     run = store.get_run(run_id_of(name))
     checkpoint = next((c for c in run.checkpoints if c.step == step), None) if run else None
     if checkpoint is None or not Path(checkpoint.path).exists():
-        raise ModelNotAvailable(f"no checkpoint '{name}'", fix="List them with the jobs API's checkpoints, or `tuneforge runs show`.")
+        raise ModelNotAvailable(
+            f"no checkpoint '{name}'", fix="List them with the jobs API's checkpoints, or `tuneforge runs show`."
+        )
     path = Path(checkpoint.path)
-    return ModelSpec(name, run.base_model, adapter=path if run.method == "lora" else None,
-                     weights=path if run.method == "full" else None)
+    return ModelSpec(
+        name,
+        run.base_model,
+        adapter=path if run.method == "lora" else None,
+        weights=path if run.method == "full" else None,
+    )
 
 
 def resolve_spec(name: str) -> ModelSpec:
@@ -28,16 +34,24 @@ def resolve_spec(name: str) -> ModelSpec:
     run = store.get_run(tuned.run_id if tuned else name)
     if run is not None:
         if run.status != "succeeded" or not run.models:
-            raise ModelNotAvailable(f"run '{run.id}' has no finished model (status: {run.status})",
-                                    fix=f"Resume it with `tuneforge train --resume {run.id}`." if run.status == "interrupted" else None)
+            raise ModelNotAvailable(
+                f"run '{run.id}' has no finished model (status: {run.status})",
+                fix=f"Resume it with `tuneforge train --resume {run.id}`." if run.status == "interrupted" else None,
+            )
         model = tuned or run.models[0]
         path = Path(model.path)
         if not path.exists():
             raise ModelNotAvailable(f"the weights of '{model.name}' are missing ({path})")
-        return ModelSpec(name, model.base_model, adapter=path if model.kind == "adapter" else None,
-                         weights=path if model.kind == "full" else None)
+        return ModelSpec(
+            name,
+            model.base_model,
+            adapter=path if model.kind == "adapter" else None,
+            weights=path if model.kind == "full" else None,
+        )
     if is_tuned_name(name):
-        raise ModelNotAvailable(f"no tuned model or run named '{name}'", fix="See `tuneforge models list` and `tuneforge runs list`.")
+        raise ModelNotAvailable(
+            f"no tuned model or run named '{name}'", fix="See `tuneforge models list` and `tuneforge runs list`."
+        )
     return base_spec(name)
 
 

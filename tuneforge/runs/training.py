@@ -27,9 +27,13 @@ class RecordingReporter(Reporter):
     # ---- recorded
     def created(self, run_id, config, run_dir, training: DataRecord, validation: DataRecord | None):
         def record(data: DataRecord | None) -> str | None:
-            return store.record_dataset(data.path, data.sha256, data.kind, data.examples, data.manifest) if data else None
+            return (
+                store.record_dataset(data.path, data.sha256, data.kind, data.examples, data.manifest) if data else None
+            )
 
-        store.create_run(run_id, config.model_dump(mode="json"), run_dir, record(training), record(validation), self.project)
+        store.create_run(
+            run_id, config.model_dump(mode="json"), run_dir, record(training), record(validation), self.project
+        )
         self.inner.created(run_id, config, run_dir, training, validation)
 
     def resumed(self, run_id):
@@ -41,14 +45,25 @@ class RecordingReporter(Reporter):
         self.inner.checkpoints_kept(run_id, checkpoints)
 
     def finished(self, result: RunResult, weights: Path):
-        store.update_run(result.run_id, status="succeeded", trained_tokens=result.metrics["trained_tokens"], metrics=result.metrics)
-        store.register_model(result.model_name, result.run_id, result.config.model,
-                             "adapter" if result.config.method == "lora" else "full", weights)
+        store.update_run(
+            result.run_id, status="succeeded", trained_tokens=result.metrics["trained_tokens"], metrics=result.metrics
+        )
+        store.register_model(
+            result.model_name,
+            result.run_id,
+            result.config.model,
+            "adapter" if result.config.method == "lora" else "full",
+            weights,
+        )
         self.inner.finished(result, weights)
 
     def interrupted(self, run_id, trained_tokens):
         if store.get_run(run_id) is not None:
-            store.update_run(run_id, status="interrupted", **({"trained_tokens": trained_tokens} if trained_tokens is not None else {}))
+            store.update_run(
+                run_id,
+                status="interrupted",
+                **({"trained_tokens": trained_tokens} if trained_tokens is not None else {}),
+            )
         self.inner.interrupted(run_id, trained_tokens)
 
     def failed(self, run_id, error):
@@ -73,8 +88,14 @@ class RecordingReporter(Reporter):
         return self.inner.should_stop()
 
 
-def train_run(config: TrainConfig, reporter: Reporter | None = None, run_id: str | None = None, resume: bool = False,
-              project: str = DEFAULT_PROJECT, org: str = "tuneforge") -> RunResult:
+def train_run(
+    config: TrainConfig,
+    reporter: Reporter | None = None,
+    run_id: str | None = None,
+    resume: bool = False,
+    project: str = DEFAULT_PROJECT,
+    org: str = "tuneforge",
+) -> RunResult:
     """Train a new run for `project` (or, with `resume`, continue `run_id` from its newest checkpoint)
     and record it. `org` is the tuned model name's organisation field (a job's project; `tuneforge`
     from the CLI)."""
@@ -98,4 +119,6 @@ def resume_config(run_id: str) -> TrainConfig:
     run = store.get_run(run_id)
     if run is None:
         raise UsageError(f"no run '{run_id}'", fix="See `tuneforge runs list`.")
-    return TrainConfig.model_validate({k: v for k, v in run.config.items() if k in TrainConfig.model_fields}, context=RECORDED)
+    return TrainConfig.model_validate(
+        {k: v for k, v in run.config.items() if k in TrainConfig.model_fields}, context=RECORDED
+    )

@@ -58,7 +58,9 @@ class WorkerSupervisor:
 
     def _spawn(self) -> None:
         # --parent-pid: the worker exits when this server is gone, even after a kill -9 of it.
-        self.process = subprocess.Popen([sys.executable, "-m", "tuneforge", "worker", "--parent-pid", str(os.getpid())])
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tuneforge", "worker", "--parent-pid", str(os.getpid())]
+        )
         log.info("worker started (pid %s)", self.process.pid)
 
     def _watch(self) -> None:
@@ -134,10 +136,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, error: RequestValidationError):
         first = _most_telling(error.errors())
         if first.get("type") == "json_invalid":  # its `loc` is a character offset, not a field
-            return await api_error(request, APIError(
-                400, "We could not parse the JSON body of your request: it is not valid JSON. Send a JSON object "
-                     "with the header Content-Type: application/json.", code="invalid_json"))
-        location = [str(part) for part in first["loc"] if part not in ("body", "query", "path", "form") and not _type_tag(part)]
+            return await api_error(
+                request,
+                APIError(
+                    400,
+                    "We could not parse the JSON body of your request: it is not valid JSON. Send a JSON object "
+                    "with the header Content-Type: application/json.",
+                    code="invalid_json",
+                ),
+            )
+        location = [
+            str(part) for part in first["loc"] if part not in ("body", "query", "path", "form") and not _type_tag(part)
+        ]
         param = ".".join(location) or None
         message = f"Invalid value for '{param}': {first['msg']}" if param else first["msg"]
         return await api_error(request, APIError(400, message, param=param, code="invalid_value" if param else None))
@@ -149,13 +159,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         # passed on, in `request.state.input_param`.
         code = "context_length_exceeded" if isinstance(error, ContextTooLong) else "invalid_value"
         param = getattr(error, "param", None) or getattr(request.state, "input_param", None)
-        return await api_error(request, APIError(400, error.message + (f" {error.fix}" if error.fix else ""),
-                                                 param=param, code=code))
+        return await api_error(
+            request, APIError(400, error.message + (f" {error.fix}" if error.fix else ""), param=param, code=code)
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
-        message = f"Unknown path {request.method} {request.url.path}" if error.status_code in (404, 405) else str(error.detail)
+        message = (
+            f"Unknown path {request.method} {request.url.path}"
+            if error.status_code in (404, 405)
+            else str(error.detail)
+        )
         return await api_error(request, APIError(error.status_code, message, code=code))
 
 
@@ -168,8 +183,11 @@ def _most_telling(errors: list[dict]) -> dict:
 
 def _type_tag(part) -> bool:
     """Pydantic names a union member in `loc` (`str`, `list[str]`, `constrained-str`): not a field."""
-    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "dict", "list", "none"}
-                                      or "[" in part or part.startswith(("constrained-", "function-", "literal")))
+    return isinstance(part, str) and (
+        part in {"str", "int", "float", "bool", "dict", "list", "none"}
+        or "[" in part
+        or part.startswith(("constrained-", "function-", "literal"))
+    )
 
 
 def _install_request_log(app: FastAPI) -> None:
@@ -180,20 +198,36 @@ def _install_request_log(app: FastAPI) -> None:
         began = time.perf_counter()
         if allowed_hosts is not None and not _host_allowed(request.headers.get("host", ""), allowed_hosts):
             # With --no-auth, a page on another site that rebinds its DNS name to 127.0.0.1 must not reach us.
-            return JSONResponse(APIError(400, "Host header not allowed on this server (it runs without API keys); "
-                                              "use the address it listens on, or start it with --allowed-host NAME.",
-                                         code="invalid_host").envelope(), status_code=400)
+            return JSONResponse(
+                APIError(
+                    400,
+                    "Host header not allowed on this server (it runs without API keys); "
+                    "use the address it listens on, or start it with --allowed-host NAME.",
+                    code="invalid_host",
+                ).envelope(),
+                status_code=400,
+            )
         try:
             response = await call_next(request)
         except Exception as error:  # a bug of ours: logged, counted and answered, and the connection stays open
             log.exception("internal error on %s %s", request.method, request.url.path)
             request.state.error = f"{type(error).__name__}: {error}"
-            response = JSONResponse(APIError(500, f"Internal server error ({type(error).__name__}); see the server log.",
-                                             type="server_error").envelope(), status_code=500)
+            response = JSONResponse(
+                APIError(
+                    500, f"Internal server error ({type(error).__name__}); see the server log.", type="server_error"
+                ).envelope(),
+                status_code=500,
+            )
         if getattr(request.state, "logged_by_stream", False) and response.status_code == 200:
             return response  # a stream records itself when it ends, with its real latency and tokens
-        record_request(request, response.status_code, began, model=getattr(request.state, "model", None),
-                       usage=getattr(request.state, "usage", None), error=getattr(request.state, "error", None))
+        record_request(
+            request,
+            response.status_code,
+            began,
+            model=getattr(request.state, "model", None),
+            usage=getattr(request.state, "usage", None),
+            error=getattr(request.state, "error", None),
+        )
         return response
 
 
@@ -206,10 +240,19 @@ def _allowed_hosts(options: ServerOptions) -> set[str] | None:
 
 def _host_allowed(header: str, allowed: set[str]) -> bool:
     host = header.lower()
-    host = host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    host = (
+        host[1 : host.index("]")]
+        if host.startswith("[") and "]" in host
+        else host.rsplit(":", 1)[0]
+        if host.count(":") == 1
+        else host
+    )
     if host in allowed:
         return True
-    if allowed & {"0.0.0.0", "::"}:  # every interface: any address literal (rebinding needs a name), and this machine's name
+    if allowed & {
+        "0.0.0.0",
+        "::",
+    }:  # every interface: any address literal (rebinding needs a name), and this machine's name
         try:
             ipaddress.ip_address(host)
             return True
@@ -268,9 +311,17 @@ class BodyLimit:
             await self._refuse(scope, send, limit)
 
     async def _refuse(self, scope, send, limit: int) -> None:
-        what = f"larger than this server's limit of {self.max_file_bytes:,} bytes (start `tuneforge serve` with a " \
-               "larger --max-file-mb)" if scope["path"].rstrip("/") == "/v1/files" else f"a request body over {limit:,} bytes"
-        error = APIError(413, f"The request is {what}.", param="file" if "files" in scope["path"] else None,
-                         code="file_too_large" if "files" in scope["path"] else "request_too_large")
+        what = (
+            f"larger than this server's limit of {self.max_file_bytes:,} bytes (start `tuneforge serve` with a "
+            "larger --max-file-mb)"
+            if scope["path"].rstrip("/") == "/v1/files"
+            else f"a request body over {limit:,} bytes"
+        )
+        error = APIError(
+            413,
+            f"The request is {what}.",
+            param="file" if "files" in scope["path"] else None,
+            code="file_too_large" if "files" in scope["path"] else "request_too_large",
+        )
         response = JSONResponse(error.envelope(), status_code=413, headers={"connection": "close"})
         await response(scope, None, send)

@@ -23,14 +23,21 @@ def project(request: Request) -> str:
         return access.DEFAULT_PROJECT
     key = _bearer_key(request)
     if not key:
-        raise APIError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
-                            "(create one with `tuneforge keys create --project NAME`).", code="invalid_api_key")
+        raise APIError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
+            "(create one with `tuneforge keys create --project NAME`).",
+            code="invalid_api_key",
+        )
     name = access.project_for_key(key)
     if name is None:
         raise APIError(401, f"Incorrect API key provided: {key[:6]}***.", code="invalid_api_key")
     if name == access.OPERATOR:
-        raise APIError(403, "An operator key reads /metrics only; use a project's key "
-                            "(`tuneforge keys create --project NAME`).", code="operator_key")
+        raise APIError(
+            403,
+            "An operator key reads /metrics only; use a project's key (`tuneforge keys create --project NAME`).",
+            code="operator_key",
+        )
     request.state.project = name
     return name
 
@@ -42,8 +49,12 @@ def operator(request: Request) -> None:
         return
     key = _bearer_key(request)
     if not key or access.project_for_key(key) != access.OPERATOR:
-        raise APIError(401, "/metrics needs an operator key: create one with `tuneforge keys create --operator`, "
-                            "or start the server with --public-metrics.", code="invalid_api_key")
+        raise APIError(
+            401,
+            "/metrics needs an operator key: create one with `tuneforge keys create --operator`, "
+            "or start the server with --public-metrics.",
+            code="invalid_api_key",
+        )
 
 
 def any_key(request: Request) -> None:
@@ -53,8 +64,11 @@ def any_key(request: Request) -> None:
         return
     key = _bearer_key(request)
     if not key or access.project_for_key(key) is None:
-        raise APIError(401, "The API description needs an API key (or start the server with --public-docs).",
-                       code="invalid_api_key")
+        raise APIError(
+            401,
+            "The API description needs an API key (or start the server with --public-docs).",
+            code="invalid_api_key",
+        )
 
 
 _pool_lock = threading.Lock()
@@ -67,6 +81,9 @@ def engines(app: FastAPI):
             from tuneforge.inference.engine import EnginePool
             from tuneforge.runs.models import resolve_spec
 
-            app.state.engines = EnginePool(capacity=app.state.options.max_cached_models, precision=app.state.options.precision,
-                                           resolve=resolve_spec)
+            app.state.engines = EnginePool(
+                capacity=app.state.options.max_cached_models,
+                precision=app.state.options.precision,
+                resolve=resolve_spec,
+            )
         return app.state.engines

@@ -24,8 +24,12 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]
 
 
 def model_not_found(name: str) -> APIError:
-    return APIError(404, f"The model '{name}' does not exist or you do not have access to it.", param="model",
-                    code="model_not_found")
+    return APIError(
+        404,
+        f"The model '{name}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def allowed_model_dirs(paths: list[str] | tuple[str, ...]) -> dict[str, str]:

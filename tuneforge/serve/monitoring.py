@@ -28,14 +28,29 @@ class ServerMetrics:
 
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.requests = Counter("tuneforge_requests", "Requests answered, by method, route template and HTTP status.",
-                                ("method", "route", "status"), registry=self.registry)
-        self.latency = Histogram("tuneforge_request_duration_seconds", "Time to answer a request (a stream: to its last event).",
-                                 ("method", "route"), buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.tokens = Counter("tuneforge_tokens", "Tokens read (prompt) and written (completion) by generation routes.",
-                              ("route", "kind"), registry=self.registry)
+        self.requests = Counter(
+            "tuneforge_requests",
+            "Requests answered, by method, route template and HTTP status.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tuneforge_request_duration_seconds",
+            "Time to answer a request (a stream: to its last event).",
+            ("method", "route"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "tuneforge_tokens",
+            "Tokens read (prompt) and written (completion) by generation routes.",
+            ("route", "kind"),
+            registry=self.registry,
+        )
 
-    def observe(self, method: str, route: str, status: int, seconds: float, prompt_tokens: int, completion_tokens: int) -> None:
+    def observe(
+        self, method: str, route: str, status: int, seconds: float, prompt_tokens: int, completion_tokens: int
+    ) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
         if prompt_tokens or completion_tokens:
@@ -55,8 +70,15 @@ def route_template(request: Request) -> str | None:
     return "/v1" + template if request.url.path.startswith("/v1/") and not template.startswith("/v1/") else template
 
 
-def record_request(request: Request, status: int, began: float, *, model: str | None = None,
-                   usage: dict | None = None, error: str | None = None) -> None:
+def record_request(
+    request: Request,
+    status: int,
+    began: float,
+    *,
+    model: str | None = None,
+    usage: dict | None = None,
+    error: str | None = None,
+) -> None:
     """One answered request: its request-log row (for its project) and its Prometheus series."""
     route = route_template(request) or UNMATCHED
     seconds = time.perf_counter() - began
@@ -65,6 +87,14 @@ def record_request(request: Request, status: int, began: float, *, model: str | 
     metrics: ServerMetrics | None = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.observe(request.method, route, status, seconds, prompt_tokens, completion_tokens)
-    access.log_request(project=getattr(request.state, "project", None), method=request.method[:8], route=route,
-                       model=model, status_code=status, latency_ms=seconds * 1000, prompt_tokens=prompt_tokens,
-                       completion_tokens=completion_tokens, error=error)
+    access.log_request(
+        project=getattr(request.state, "project", None),
+        method=request.method[:8],
+        route=route,
+        model=model,
+        status_code=status,
+        latency_ms=seconds * 1000,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        error=error,
+    )

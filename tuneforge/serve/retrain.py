@@ -28,13 +28,19 @@ def feedback_records(style: Literal["sft", "dpo"], project: str | None = None, m
             if answer:
                 records.append({"messages": prompt + [{"role": "assistant", "content": answer}]})
         elif feedback.correction and feedback.correction.strip() != completion.answer.strip():
-            records.append({"input": {"messages": prompt},
-                            "preferred_output": [{"role": "assistant", "content": feedback.correction}],
-                            "non_preferred_output": [{"role": "assistant", "content": completion.answer}]})
+            records.append(
+                {
+                    "input": {"messages": prompt},
+                    "preferred_output": [{"role": "assistant", "content": feedback.correction}],
+                    "non_preferred_output": [{"role": "assistant", "content": completion.answer}],
+                }
+            )
     return records
 
 
-def export_feedback(out: Path, style: Literal["sft", "dpo"], project: str | None = None, model: str | None = None) -> int:
+def export_feedback(
+    out: Path, style: Literal["sft", "dpo"], project: str | None = None, model: str | None = None
+) -> int:
     if style not in ("sft", "dpo"):
         raise UsageError(f"--format {style}: choose sft or dpo")
     records = feedback_records(style, project, model)

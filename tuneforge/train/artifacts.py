@@ -44,14 +44,18 @@ def load_weights(model, checkpoint: Path, method: str) -> None:
         missing, unexpected = model.load_state_dict(state, strict=False)
         # Tied embeddings are saved once; anything else missing means a broken checkpoint.
         if unexpected or any("lm_head" not in name for name in missing):
-            raise RuntimeError(f"checkpoint {checkpoint} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise RuntimeError(
+                f"checkpoint {checkpoint} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep: int, best_step: int | None) -> list[dict]:
     """Keep the newest `keep` epoch checkpoints, the best one, and the newest of all (what a resume
     starts from); delete the rest and return what remains."""
-    complete = sorted((p for p in checkpoints_dir.glob("step-*") if (p / COMPLETE_MARKER).exists()),
-                      key=lambda p: int(p.name.split("-")[1]))
+    complete = sorted(
+        (p for p in checkpoints_dir.glob("step-*") if (p / COMPLETE_MARKER).exists()),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
     states = {p.name: json.loads((p / "trainer_state.json").read_text()) for p in complete}
     epoch_ends = [p.name for p in complete if states[p.name].get("epoch_end")]
     keep_names = set(epoch_ends[-keep:]) | {p.name for p in complete[-1:]}
@@ -63,7 +67,9 @@ def prune_checkpoints(checkpoints_dir: Path, keep: int, best_step: int | None) -
             shutil.rmtree(path)
             continue
         state = states[path.name]
-        remaining.append({"step": state["step"], "epoch": state["epoch"], "path": str(path), "metrics": state.get("metrics")})
+        remaining.append(
+            {"step": state["step"], "epoch": state["epoch"], "path": str(path), "metrics": state.get("metrics")}
+        )
     return remaining
 
 
@@ -82,8 +88,13 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 
 def _git_commit() -> str | None:
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).resolve().parent)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return result.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -94,7 +105,9 @@ def _versions() -> dict:
     return {"tuneforge": __version__, **{name: metadata.version(name) for name in names}}
 
 
-def write_run(run_dir: Path, model, tokenizer, config, model_name: str, final: dict, train_file, validation_file) -> None:
+def write_run(
+    run_dir: Path, model, tokenizer, config, model_name: str, final: dict, train_file, validation_file
+) -> None:
     target = weights_dir(run_dir, config.method)
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(target)
@@ -109,13 +122,19 @@ def write_run(run_dir: Path, model, tokenizer, config, model_name: str, final: d
         "method": config.method,
         "data": {
             "train": {"file": str(train_file.path), "sha256": train_file.sha256},
-            "validation": {"file": str(validation_file.path), "sha256": validation_file.sha256} if validation_file else None,
+            "validation": {"file": str(validation_file.path), "sha256": validation_file.sha256}
+            if validation_file
+            else None,
             "prepared_manifest": train_file.manifest,
         },
         "versions": _versions(),
         "git_commit": _git_commit(),
-        "hardware": {**machine_facts(), "platform": platform.platform(), "python": platform.python_version(),
-                     "cuda": torch.cuda.is_available()},
+        "hardware": {
+            **machine_facts(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cuda": torch.cuda.is_available(),
+        },
         "wall_seconds": final["wall_seconds"],
         "trained_tokens": final["trained_tokens"],
         "final_metrics": final,

@@ -51,7 +51,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             chunk_hidden = hidden[rows].to(matmul_dtype)
             count = chunk_hidden.shape[0]
             chunk_targets, chunk_weights = targets[rows, None], token_weights[rows, None].float()
-            logits = torch.mm(chunk_hidden, matmul_weight.T, out=logits_rows[rows] if keeps_all else logits_rows[:count])
+            logits = torch.mm(
+                chunk_hidden, matmul_weight.T, out=logits_rows[rows] if keeps_all else logits_rows[:count]
+            )
             # softmax in fp32 whatever the matmul's dtype, in place: one fused pass, unlike logsumexp
             log_probabilities = float_buffer[:count].copy_(logits) if converts else logits
             torch._log_softmax(log_probabilities, -1, False, out=log_probabilities)
@@ -71,7 +73,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 if weight_needs_grad and not converts:
                     weight_grad.addmm_(logits_grad.T, chunk_hidden)
         if keeps_all:
-            weight_grad = logits_rows.T @ hidden.to(matmul_dtype)  # (vocab, hidden), rounded once, as autocast's matmul
+            weight_grad = logits_rows.T @ hidden.to(
+                matmul_dtype
+            )  # (vocab, hidden), rounded once, as autocast's matmul
         ctx.save_for_backward(hidden_grad, weight_grad)
         ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(correct)
@@ -83,19 +87,28 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         if hidden_grad is not None:
             hidden_grad = hidden_grad * loss_grad.to(hidden_grad.dtype)
         if weight_grad is not None:
-            weight_grad = (weight_grad.to(ctx.weight_dtype).mul_(loss_grad) if weight_grad.dtype != ctx.weight_dtype
-                           else weight_grad * loss_grad)  # one new (vocab, hidden) tensor either way
+            weight_grad = (
+                weight_grad.to(ctx.weight_dtype).mul_(loss_grad)
+                if weight_grad.dtype != ctx.weight_dtype
+                else weight_grad * loss_grad
+            )  # one new (vocab, hidden) tensor either way
         return hidden_grad, weight_grad, None, None, None, None
 
 
-def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                 token_weights: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, int]:
+def chunked_linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    token_weights: torch.Tensor,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, int]:
     """sum_i token_weights[i] * cross_entropy(hidden[i] @ weight.T, targets[i]), and the number of
     tokens whose most likely prediction is the target: what the full logits give, without them.
 
     `dtype` is the matmuls' dtype (bf16 under autocast, as the plain path's output layer runs);
     softmax and loss are fp32. Gradients are computed during the forward pass when grad mode is on."""
     with torch.autocast(hidden.device.type, enabled=False):  # the dtypes are chosen here, explicitly
-        loss, correct = _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, token_weights,
-                                                         torch.is_grad_enabled(), dtype or hidden.dtype)
+        loss, correct = _ChunkedLinearCrossEntropy.apply(
+            hidden, weight, targets, token_weights, torch.is_grad_enabled(), dtype or hidden.dtype
+        )
     return loss, int(correct)

@@ -31,38 +31,127 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # What to train, on what.
-    model: str = Field("smollm2-135m-instruct", description="Base model: catalog name, local model directory or hub id.")
-    data: Path = Field(..., description="Training data: a directory from `tuneforge data prepare` (train/validation.jsonl) or a JSONL file.")
-    validation_data: Path | None = Field(None, description="Validation JSONL; default: validation.jsonl beside the training data, if any.")
-    method: Literal["lora", "full"] = Field("lora", description="lora: train small adapter matrices (fast, small files); full: train every weight.")
-    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]*$", description="A name for the tuned model, like OpenAI's suffix (ft:<base>:<suffix>:<id>): up to 64 letters, digits, '-' and '_'.")
+    model: str = Field(
+        "smollm2-135m-instruct", description="Base model: catalog name, local model directory or hub id."
+    )
+    data: Path = Field(
+        ...,
+        description="Training data: a directory from `tuneforge data prepare` (train/validation.jsonl) or a "
+        "JSONL file.",
+    )
+    validation_data: Path | None = Field(
+        None, description="Validation JSONL; default: validation.jsonl beside the training data, if any."
+    )
+    method: Literal["lora", "full"] = Field(
+        "lora", description="lora: train small adapter matrices (fast, small files); full: train every weight."
+    )
+    suffix: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description=(
+            "A name for the tuned model, like OpenAI's suffix (ft:<base>:<suffix>:<id>): up to 64 letters, digits, "
+            "'-' and '_'."
+        ),
+    )
 
     # The controls users know from hosted fine-tuning.
-    n_epochs: int | Auto = Field("auto", description="Passes over the training data; auto: 3, more for tiny datasets, fewer for huge ones.")
-    batch_size: int | Auto = Field("auto", description="Examples per optimiser step; auto grows with the dataset (~0.2 %), between 4 and 32.")
-    learning_rate_multiplier: float | Auto = Field("auto", description="Scales the method's base learning rate (lora 2e-3, full 1e-4); auto: 0.1.")
-    prompt_loss_weight: float = Field(0.0, ge=0.0, le=1.0, description="Loss weight of prompt tokens: 0 learns only the assistant's replies; weight-0 turns never count.")
+    n_epochs: int | Auto = Field(
+        "auto", description="Passes over the training data; auto: 3, more for tiny datasets, fewer for huge ones."
+    )
+    batch_size: int | Auto = Field(
+        "auto", description="Examples per optimiser step; auto grows with the dataset (~0.2 %), between 4 and 32."
+    )
+    learning_rate_multiplier: float | Auto = Field(
+        "auto", description="Scales the method's base learning rate (lora 2e-3, full 1e-4); auto: 0.1."
+    )
+    prompt_loss_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Loss weight of prompt tokens: 0 learns only the assistant's replies; weight-0 turns never count.",
+    )
 
     # Optimiser and schedule.
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming the learning rate up from 0.")
-    lr_scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate decay after warm-up.")
+    warmup_ratio: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Share of steps spent warming the learning rate up from 0."
+    )
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Learning-rate decay after warm-up."
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
-    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Micro-batches summed per optimiser step (same result, less memory).")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, le=1024, description="Micro-batches summed per optimiser step (same result, less memory)."
+    )
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
-    max_seq_length: int | Auto = Field("auto", description="Tokens per example before truncation; auto: the model's context, at most 2048.")
-    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for data order, initialisation and dropout: same seed, same run.")
+    max_seq_length: int | Auto = Field(
+        "auto", description="Tokens per example before truncation; auto: the model's context, at most 2048."
+    )
+    seed: int = Field(
+        42, ge=0, le=2**31 - 1, description="Seed for data order, initialisation and dropout: same seed, same run."
+    )
 
     # Speed (each gives the same result as the plain path, to within bf16 rounding for precision).
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="Matmul precision: bf16 autocast keeps fp32 master weights; auto picks bf16 where the hardware runs it natively.")
-    sparse_output_layer: bool = Field(True, description="Compute the output layer and softmax only on tokens that carry loss weight.")
-    group_by_length: bool = Field(True, description="Batch examples of similar length together, so less compute goes to padding.")
-    padding_free: bool = Field(True, description="Lay each batch's examples end to end in one row, each attending only to itself: no compute on padding.")
-    chunked_loss: bool = Field(True, description="With sparse_output_layer: output layer and loss a chunk of tokens at a time, gradients in the same pass, never the whole vocabulary-wide logits.")
-    fast_lora_dropout: bool = Field(True, description="LoRA dropout fused into the adapter's first matmul, its mask drawn again in backward instead of stored (same dropout, less time and memory).")
-    fused_lora: bool = Field(True, description="Each LoRA layer's frozen matmul and adapter in one function, the adapter's output accumulated by the matmul itself (same result, fewer passes over memory).")
-    lean_activations: bool = Field(True, description="Llama-style norms and MLPs keep less for backward (the norm's input instead of its fp32 copy; the MLP's gate and up, not silu(gate)): same result, less memory.")
-    frozen_weights_bf16: bool = Field(True, description="With LoRA in bf16: store the frozen base weights in bf16 (LoRA weights stay fp32) instead of casting them on every pass; embeddings and norms are then bf16 too, a small further rounding.")
-    cache_tokens: bool = Field(True, description="Keep the tokenised data under $TUNEFORGE_HOME/cache/tokens, keyed by the data's sha256 and the tokenizer, so the next run or a resume skips parsing and tokenising.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description=(
+            "Matmul precision: bf16 autocast keeps fp32 master weights; auto picks bf16 where the hardware runs it "
+            "natively."
+        ),
+    )
+    sparse_output_layer: bool = Field(
+        True, description="Compute the output layer and softmax only on tokens that carry loss weight."
+    )
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together, so less compute goes to padding."
+    )
+    padding_free: bool = Field(
+        True,
+        description="Lay each batch's examples end to end in one row, each attending only to itself: no "
+        "compute on padding.",
+    )
+    chunked_loss: bool = Field(
+        True,
+        description=(
+            "With sparse_output_layer: output layer and loss a chunk of tokens at a time, gradients in the same "
+            "pass, never the whole vocabulary-wide logits."
+        ),
+    )
+    fast_lora_dropout: bool = Field(
+        True,
+        description=(
+            "LoRA dropout fused into the adapter's first matmul, its mask drawn again in backward instead of stored "
+            "(same dropout, less time and memory)."
+        ),
+    )
+    fused_lora: bool = Field(
+        True,
+        description=(
+            "Each LoRA layer's frozen matmul and adapter in one function, the adapter's output accumulated by the "
+            "matmul itself (same result, fewer passes over memory)."
+        ),
+    )
+    lean_activations: bool = Field(
+        True,
+        description=(
+            "Llama-style norms and MLPs keep less for backward (the norm's input instead of its fp32 copy; the MLP's "
+            "gate and up, not silu(gate)): same result, less memory."
+        ),
+    )
+    frozen_weights_bf16: bool = Field(
+        True,
+        description=(
+            "With LoRA in bf16: store the frozen base weights in bf16 (LoRA weights stay fp32) instead of casting "
+            "them on every pass; embeddings and norms are then bf16 too, a small further rounding."
+        ),
+    )
+    cache_tokens: bool = Field(
+        True,
+        description=(
+            "Keep the tokenised data under $TUNEFORGE_HOME/cache/tokens, keyed by the data's sha256 and the "
+            "tokenizer, so the next run or a resume skips parsing and tokenising."
+        ),
+    )
 
     # LoRA.
     lora_rank: int = Field(16, ge=1, le=1024, description="LoRA rank r.")
@@ -73,11 +162,21 @@ class TrainConfig(BaseModel):
     lora_target_modules: str = Field("all-linear", description="Comma-separated module names to adapt, or all-linear.")
 
     # Validation, early stopping, checkpoints.
-    eval_every_steps: int | None = Field(None, ge=1, description="Also validate every N steps (always at each epoch's end).")
-    max_eval_examples: int = Field(200, ge=1, le=100_000, description="Validation examples used at most (the first N, in file order).")
-    early_stopping_patience: int | None = Field(None, ge=1, description="Stop after this many validations without improvement; the best checkpoint is kept.")
-    keep_checkpoints: int = Field(3, ge=1, le=100, description="Newest epoch checkpoints kept (the best one is always kept too).")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps (for smoke tests and benchmarks).")
+    eval_every_steps: int | None = Field(
+        None, ge=1, description="Also validate every N steps (always at each epoch's end)."
+    )
+    max_eval_examples: int = Field(
+        200, ge=1, le=100_000, description="Validation examples used at most (the first N, in file order)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many validations without improvement; the best checkpoint is kept."
+    )
+    keep_checkpoints: int = Field(
+        3, ge=1, le=100, description="Newest epoch checkpoints kept (the best one is always kept too)."
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimiser steps (for smoke tests and benchmarks)."
+    )
 
     @field_validator("lora_target_modules")
     @classmethod
@@ -135,9 +234,17 @@ class TrainConfig(BaseModel):
             return self
         problems = list(self._contradictions())
         if problems:  # a ValidationError, not a ValueError, so that each error keeps its field as `loc`
-            raise ValidationError.from_exception_data(type(self).__name__, [
-                InitErrorDetails(type=PydanticCustomError("contradiction", "{message}", {"message": message}),
-                                 loc=(field,), input=getattr(self, field)) for field, message in problems])
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("contradiction", "{message}", {"message": message}),
+                        loc=(field,),
+                        input=getattr(self, field),
+                    )
+                    for field, message in problems
+                ],
+            )
         return self
 
     def _contradictions(self) -> Iterator[tuple[str, str]]:
@@ -146,32 +253,57 @@ class TrainConfig(BaseModel):
         if "chunked_loss" in chosen and self.chunked_loss and not self.sparse_output_layer:
             # weighted_token_loss only chunks the loss-carrying tokens that the sparse output layer
             # selects; without it the full logits are computed and chunked_loss is silently unused.
-            yield "chunked_loss", ("chunked_loss needs sparse_output_layer: the loss is chunked over the tokens that the "
-                                   "sparse output layer selects, and sparse_output_layer is off. Turn sparse_output_layer "
-                                   "on, or set chunked_loss to false.")
+            yield (
+                "chunked_loss",
+                (
+                    "chunked_loss needs sparse_output_layer: the loss is chunked over the tokens that the "
+                    "sparse output layer selects, and sparse_output_layer is off. Turn sparse_output_layer "
+                    "on, or set chunked_loss to false."
+                ),
+            )
         if self.method == "full":
             for name in LORA_SETTINGS:
                 if name in chosen and getattr(self, name) != TrainConfig.model_fields[name].default:
-                    yield name, (f"{name} is a LoRA setting, but method is full (every weight trains, there are no "
-                                 f"adapters), so {name}={getattr(self, name)} would be ignored. Use method lora, or "
-                                 f"leave {name} out.")
+                    yield (
+                        name,
+                        (
+                            f"{name} is a LoRA setting, but method is full (every weight trains, there are no "
+                            f"adapters), so {name}={getattr(self, name)} would be ignored. Use method lora, or "
+                            f"leave {name} out."
+                        ),
+                    )
             for name in LORA_SWITCHES:
                 if name in chosen and getattr(self, name):
-                    yield name, (f"{name} only applies to LoRA, but method is full (every weight trains, there are no "
-                                 f"adapters). Use method lora, or set {name} to false.")
+                    yield (
+                        name,
+                        (
+                            f"{name} only applies to LoRA, but method is full (every weight trains, there are no "
+                            f"adapters). Use method lora, or set {name} to false."
+                        ),
+                    )
         elif "frozen_weights_bf16" in chosen and self.frozen_weights_bf16 and self.precision == "fp32":
-            yield "frozen_weights_bf16", ("frozen_weights_bf16 stores the frozen weights in bf16, but precision is fp32, "
-                                          "so they would stay fp32. Use precision bf16 (or auto), or set "
-                                          "frozen_weights_bf16 to false.")
+            yield (
+                "frozen_weights_bf16",
+                (
+                    "frozen_weights_bf16 stores the frozen weights in bf16, but precision is fp32, "
+                    "so they would stay fp32. Use precision bf16 (or auto), or set "
+                    "frozen_weights_bf16 to false."
+                ),
+            )
         if self.batch_size != "auto" and self.gradient_accumulation_steps > self.batch_size:
             # batch_size counts one optimiser step's examples, and accumulation splits them (unlike
             # Hugging Face's per-device batch x accumulation), so they cannot fill that many micro-batches.
-            yield "gradient_accumulation_steps", (
-                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) is more than batch_size "
-                f"({self.batch_size}): batch_size is the examples of one optimiser step, split into "
-                f"gradient_accumulation_steps micro-batches. For {self.batch_size * self.gradient_accumulation_steps} "
-                f"examples per step, set batch_size to {self.batch_size * self.gradient_accumulation_steps}; "
-                f"otherwise lower gradient_accumulation_steps to at most {self.batch_size}.")
+            yield (
+                "gradient_accumulation_steps",
+                (
+                    f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) is more than batch_size "
+                    f"({self.batch_size}): batch_size is the examples of one optimiser step, split into "
+                    f"gradient_accumulation_steps micro-batches. For "
+                    f"{self.batch_size * self.gradient_accumulation_steps} "
+                    f"examples per step, set batch_size to {self.batch_size * self.gradient_accumulation_steps}; "
+                    f"otherwise lower gradient_accumulation_steps to at most {self.batch_size}."
+                ),
+            )
 
     def __setattr__(self, name, value):
         # pydantic applies an assignment before the model validator runs and keeps it when the validator
@@ -203,8 +335,9 @@ class TrainConfig(BaseModel):
             max_seq_length=self.resolved_max_seq_length(context_length),
             precision=self.precision if self.precision != "auto" else ("bf16" if bf16_is_fast() else "fp32"),
         )
-        return ResolvedConfig.model_validate({**values, "learning_rate": BASE_LEARNING_RATE[self.method] * multiplier},
-                                             context=RECORDED)
+        return ResolvedConfig.model_validate(
+            {**values, "learning_rate": BASE_LEARNING_RATE[self.method] * multiplier}, context=RECORDED
+        )
 
 
 class ResolvedConfig(TrainConfig):
@@ -243,4 +376,6 @@ def load_config(path: Path | None, overrides: dict) -> TrainConfig:
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in error.errors())
         source = f"{path} + command line" if path else "command line"
-        raise UsageError(f"invalid training config ({source}): {problems}", fix="See `tuneforge train --help`.") from None
+        raise UsageError(
+            f"invalid training config ({source}): {problems}", fix="See `tuneforge train --help`."
+        ) from None

@@ -38,7 +38,13 @@ class _LoraLinearFunction(torch.autograd.Function):
         # The originals, not their dtype copies: a bf16 copy of an fp32 base weight kept for every
         # layer until backward would be the model again; recasting one in backward costs little.
         ctx.save_for_backward(flat, down, weight, lora_a, lora_b)
-        ctx.has_bias, ctx.scaling, ctx.dtype, ctx.x_shape, ctx.x_dtype = bias is not None, scaling, dtype, x.shape, x.dtype
+        ctx.has_bias, ctx.scaling, ctx.dtype, ctx.x_shape, ctx.x_dtype = (
+            bias is not None,
+            scaling,
+            dtype,
+            x.shape,
+            x.dtype,
+        )
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
@@ -77,8 +83,15 @@ class FusedLoraLinear(PeftLoraLinear):
         if not torch.is_autocast_enabled(device) and base.weight.dtype != dtype:
             return super().forward(x)  # mixed dtypes without autocast: peft's behaviour, whatever it is
         with torch.autocast(device, enabled=False):  # the dtypes are chosen explicitly above
-            return _LoraLinearFunction.apply(x, base.weight, base.bias, self.lora_A[adapter].weight,
-                                             self.lora_B[adapter].weight, float(self.scaling[adapter]), dtype)
+            return _LoraLinearFunction.apply(
+                x,
+                base.weight,
+                base.bias,
+                self.lora_A[adapter].weight,
+                self.lora_B[adapter].weight,
+                float(self.scaling[adapter]),
+                dtype,
+            )
 
     def _plain_adapter(self) -> str | None:
         """The one active adapter, when it is plain LoRA the fused function computes exactly."""
@@ -87,9 +100,13 @@ class FusedLoraLinear(PeftLoraLinear):
         adapter = self.active_adapters[0]
         if adapter not in self.lora_A or adapter in self.lora_variant:
             return None
-        plain = (type(self.lora_A[adapter]) is nn.Linear and type(self.lora_B[adapter]) is nn.Linear
-                 and self.lora_B[adapter].bias is None and isinstance(self.lora_dropout[adapter], nn.Identity)
-                 and type(self.base_layer) is nn.Linear)
+        plain = (
+            type(self.lora_A[adapter]) is nn.Linear
+            and type(self.lora_B[adapter]) is nn.Linear
+            and self.lora_B[adapter].bias is None
+            and isinstance(self.lora_dropout[adapter], nn.Identity)
+            and type(self.base_layer) is nn.Linear
+        )
         return adapter if plain else None
 
 

@@ -3,11 +3,12 @@
 Two things made a LoRA run's RSS grow step after step (measured on SmolLM2-135M, 8 x 256 tokens,
 benchmarks/RESULTS.md), while its live tensors stayed at 312 MB:
 
-- Kernel caches (bounded by `hardware.bound_kernel_caches`). oneDNN (the bf16 matmuls) keeps a compiled primitive for every matrix shape it
-  has seen, and PyTorch's ideep layer an LRU cache of its own on top; both hold up to 1,024
-  entries by default. Padding-free batches have a new token count, so new shapes, at nearly every
-  step: the two caches grew the process by ~37 MB per step. One step needs a few dozen shapes, so
-  a capacity of 64 keeps every hit within a step (no slower, measured) and bounds the growth.
+- Kernel caches (bounded by `hardware.bound_kernel_caches`). oneDNN (the bf16 matmuls) keeps a
+  compiled primitive for every matrix shape it has seen, and PyTorch's ideep layer an LRU cache of
+  its own on top; both hold up to 1,024 entries by default. Padding-free batches have a new token
+  count, so new shapes, at nearly every step: the two caches grew the process by ~37 MB per step.
+  One step needs a few dozen shapes, so a capacity of 64 keeps every hit within a step (no slower,
+  measured) and bounds the growth.
 - The C allocator. glibc serves the step's many 1-6 MB activations from its heap and keeps the
   freed pages; with a new mix of sizes each step, holes it cannot reuse pile up. `malloc_trim`
   hands the free pages back. Not after every step, though: the next step then faults every page of

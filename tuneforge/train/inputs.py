@@ -20,7 +20,9 @@ from tuneforge.errors import TuneforgeError, UsageError
 class TrainingDataError(TuneforgeError):
     """The data cannot be trained on; `code`, `line` and `field` say where (the jobs API reports them)."""
 
-    def __init__(self, message: str, *, code: str, line: int | None = None, field: str | None = None, fix: str | None = None):
+    def __init__(
+        self, message: str, *, code: str, line: int | None = None, field: str | None = None, fix: str | None = None
+    ):
         super().__init__(message, fix=fix)
         self.code, self.line, self.field = code, line, field
 
@@ -40,7 +42,10 @@ def locate_data(data: Path, validation: Path | None) -> tuple[DataFile, DataFile
             manifest = json.loads((data / MANIFEST).read_text())
         train_path = data / "train.jsonl"
         if not train_path.exists():
-            raise UsageError(f"{data}: no train.jsonl", fix="Point --data at a directory from `tuneforge data prepare`, or at a JSONL file.")
+            raise UsageError(
+                f"{data}: no train.jsonl",
+                fix="Point --data at a directory from `tuneforge data prepare`, or at a JSONL file.",
+            )
         if validation is None and (data / "validation.jsonl").exists() and (data / "validation.jsonl").stat().st_size:
             validation = data / "validation.jsonl"
     elif data.exists():
@@ -71,8 +76,11 @@ def load_examples_and_report(path: Path, purpose: str = "training") -> tuple[lis
         first = errors[0]
         where = ", ".join(p for p in (f"line {first.line}" if first.line else "", first.field or "") if p)
         raise TrainingDataError(
-            f"{path}: {len(errors)} kind(s) of error in the {purpose} data; first: {where + ': ' if where else ''}{first.message}",
-            code=first.code, line=first.line, field=first.field,
+            f"{path}: {len(errors)} kind(s) of error in the {purpose} data; first: "
+            f"{where + ': ' if where else ''}{first.message}",
+            code=first.code,
+            line=first.line,
+            field=first.field,
             fix=f"Run `tuneforge data check {path}` for every finding. {first.fix}",
         )
     return examples, report
@@ -82,11 +90,16 @@ def load_examples(path: Path, purpose: str = "training") -> list[tuple[int, Exam
     return load_examples_and_report(path, purpose)[0]
 
 
-def tokenize_for_sft(examples: list[tuple[int, Example]], tokenizer: ChatTokenizer, path: Path) -> list[TokenizedExample]:
+def tokenize_for_sft(
+    examples: list[tuple[int, Example]], tokenizer: ChatTokenizer, path: Path
+) -> list[TokenizedExample]:
     """Token ids and loss weights; fails fast where training would silently learn nothing or never stop."""
     if any(isinstance(example, Preference) for _, example in examples):
-        raise TrainingDataError(f"{path}: preference pairs need the DPO method, not supervised fine-tuning",
-                                code="wrong_method", fix="Train on chat examples, or use method dpo.")
+        raise TrainingDataError(
+            f"{path}: preference pairs need the DPO method, not supervised fine-tuning",
+            code="wrong_method",
+            fix="Train on chat examples, or use method dpo.",
+        )
     tokenizer.end_of_turn_ids  # raises when the template never closes a reply with a special token
     encoded = tokenizer.encode([example for _, example in examples])
     for (line, _), item in zip(examples, encoded):
@@ -94,12 +107,16 @@ def tokenize_for_sft(examples: list[tuple[int, Example]], tokenizer: ChatTokeniz
             raise TrainingDataError(
                 f"{path}: line {line} has no trainable token after truncation to {tokenizer.max_length} tokens "
                 f"({item.full_length} tokens in all)",
-                code="too_long", line=line, fix="Raise max_seq_length, or shorten the example's prompt.")
+                code="too_long",
+                line=line,
+                fix="Raise max_seq_length, or shorten the example's prompt.",
+            )
     return encoded
 
 
-def tokenized_file(file: DataFile, tokenizer: ChatTokenizer, purpose: str = "training",
-                   use_cache: bool = True) -> tuple[list[TokenizedExample], str]:
+def tokenized_file(
+    file: DataFile, tokenizer: ChatTokenizer, purpose: str = "training", use_cache: bool = True
+) -> tuple[list[TokenizedExample], str]:
     """The file's examples ready for SFT, and its kind ("text" or "conversation"): from the token
     cache when it holds this file for this tokenizer, else read, checked, tokenised (and cached)."""
     from tuneforge.train import token_cache

@@ -85,8 +85,12 @@ def use_lean_activations(model) -> int:
         if kind.endswith("RMSNorm") and hasattr(module, "variance_epsilon") and _is_llama_norm(module):
             module.forward = types.MethodType(lean_rms_norm, module)
             swapped += 1
-        elif kind.endswith("MLP") and all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj")) \
-                and getattr(getattr(module, "config", None), "hidden_act", None) == "silu" and not getattr(module.config, "mlp_bias", False):
+        elif (
+            kind.endswith("MLP")
+            and all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj"))
+            and getattr(getattr(module, "config", None), "hidden_act", None) == "silu"
+            and not getattr(module.config, "mlp_bias", False)
+        ):
             module.forward = types.MethodType(lean_mlp, module)
             swapped += 1
     return swapped

@@ -36,7 +36,9 @@ class Batch:
     loss_weights: torch.Tensor  # (batch, seq) float, weight of predicting input_ids[:, t]; 0 on padding
     tokens: int  # real (non-padding) tokens
     position_ids: torch.Tensor | None = None  # (1, tokens) when padding-free: restarts at 0 for each example
-    sequence_starts: torch.Tensor | None = None  # (examples + 1,) int32 when padding-free: where each example starts, and the end
+    sequence_starts: torch.Tensor | None = (
+        None  # (examples + 1,) int32 when padding-free: where each example starts, and the end
+    )
 
     @property
     def trained_tokens(self) -> float:
@@ -49,7 +51,11 @@ class Batch:
             return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "use_cache": False}
         from tuneforge.train.padding_free import model_inputs
 
-        return {"input_ids": self.input_ids, "use_cache": False, **model_inputs(self.position_ids, self.sequence_starts)}
+        return {
+            "input_ids": self.input_ids,
+            "use_cache": False,
+            **model_inputs(self.position_ids, self.sequence_starts),
+        }
 
 
 def collate(examples: list[TokenizedExample], pad_id: int) -> Batch:
@@ -80,7 +86,9 @@ def collate_padding_free(examples: list[TokenizedExample]) -> Batch:
 GROUP_SPAN = 50  # batches per length-sorted group: enough to pad little, few enough to stay shuffled
 
 
-def epoch_order(n_examples: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None) -> list[list[int]]:
+def epoch_order(
+    n_examples: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None
+) -> list[list[int]]:
     """The batches of one epoch: a permutation seeded by (seed, epoch), cut into batches.
 
     With `lengths`, examples of similar length share a batch (less padding): the permutation is cut
@@ -90,8 +98,12 @@ def epoch_order(n_examples: int, batch_size: int, seed: int, epoch: int, lengths
     order = torch.randperm(n_examples, generator=generator).tolist()
     if lengths is not None:
         span = batch_size * GROUP_SPAN
-        order = [i for start in range(0, n_examples, span) for i in sorted(order[start:start + span], key=lengths.__getitem__)]
-    batches = [order[i:i + batch_size] for i in range(0, n_examples, batch_size)]
+        order = [
+            i
+            for start in range(0, n_examples, span)
+            for i in sorted(order[start : start + span], key=lengths.__getitem__)
+        ]
+    batches = [order[i : i + batch_size] for i in range(0, n_examples, batch_size)]
     if lengths is not None:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     return batches
@@ -113,8 +125,9 @@ def _output_layer_parts(model):
     return (decoder, head) if decoder is not None and head is not None else None
 
 
-def weighted_token_loss(model, batch: Batch, sparse_head: bool = True, dtype: torch.dtype | None = None,
-                        chunked: bool = False) -> tuple[torch.Tensor, int, int]:
+def weighted_token_loss(
+    model, batch: Batch, sparse_head: bool = True, dtype: torch.dtype | None = None, chunked: bool = False
+) -> tuple[torch.Tensor, int, int]:
     """Sum over tokens of weight x cross-entropy (not yet divided), correct predictions, counted tokens.
 
     Position t predicts token t+1, so targets and weights shift by one. With `sparse_head`, the
@@ -134,7 +147,11 @@ def weighted_token_loss(model, batch: Batch, sparse_head: bool = True, dtype: to
         else:
             decoder, head = parts
             hidden = decoder(**batch.model_inputs()).last_hidden_state  # (batch, seq, hidden)
-            hidden, targets, weights = hidden[:, :-1][selected], targets[selected], weights[selected]  # (trained tokens, hidden)
+            hidden, targets, weights = (
+                hidden[:, :-1][selected],
+                targets[selected],
+                weights[selected],
+            )  # (trained tokens, hidden)
             # A plain layer only: with LoRA on the output layer (lora_target_modules naming lm_head)
             # the adapter's contribution is not in head.weight.
             if chunked and type(head) is torch.nn.Linear and head.bias is None:
@@ -150,7 +167,9 @@ def weighted_token_loss(model, batch: Batch, sparse_head: bool = True, dtype: to
 
 
 @torch.no_grad()
-def evaluate(model, batches: list[Batch], sparse_head: bool = True, dtype: torch.dtype | None = None, chunked: bool = False) -> dict:
+def evaluate(
+    model, batches: list[Batch], sparse_head: bool = True, dtype: torch.dtype | None = None, chunked: bool = False
+) -> dict:
     """Validation loss (weighted mean per token), perplexity and mean token accuracy."""
     was_training = model.training
     model.eval()
@@ -163,7 +182,11 @@ def evaluate(model, batches: list[Batch], sparse_head: bool = True, dtype: torch
         correct, counted = correct + right, counted + n
     model.train(was_training)
     loss = loss_sum / max(weight_sum, 1e-9)
-    return {"valid_loss": loss, "valid_perplexity": math.exp(min(loss, 50)), "valid_mean_token_accuracy": correct / max(counted, 1)}
+    return {
+        "valid_loss": loss,
+        "valid_perplexity": math.exp(min(loss, 50)),
+        "valid_mean_token_accuracy": correct / max(counted, 1),
+    }
 
 
 # ------------------------------------------------------------------------ optimiser, schedule
@@ -210,16 +233,26 @@ class TrainerState:
         return dict(self.__dict__)
 
 
-def save_checkpoint(directory: Path, model, optimizer, scheduler, state: TrainerState, metrics: dict | None,
-                    epoch_end: bool) -> Path:
+def save_checkpoint(
+    directory: Path, model, optimizer, scheduler, state: TrainerState, metrics: dict | None, epoch_end: bool
+) -> Path:
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     model.save_pretrained(staging)  # PEFT saves the adapter only; a full model saves safetensors
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                "numpy_rng": np.random.get_state()}, staging / "training_state.pt")
-    (staging / "trainer_state.json").write_text(json.dumps({**state.as_dict(), "metrics": metrics, "epoch_end": epoch_end}, indent=2))
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+        },
+        staging / "training_state.pt",
+    )
+    (staging / "trainer_state.json").write_text(
+        json.dumps({**state.as_dict(), "metrics": metrics, "epoch_end": epoch_end}, indent=2)
+    )
     (staging / COMPLETE_MARKER).write_text("")
     shutil.rmtree(directory, ignore_errors=True)
     staging.rename(directory)

@@ -49,7 +49,9 @@ class _DroppedProjection(torch.autograd.Function):
             x_grad = torch.where(keep, output_grad @ weight.to(ctx.dtype), 0).to(x.dtype)
         if ctx.needs_input_grad[1]:
             dropped = torch.where(keep, x.to(ctx.dtype), 0)
-            weight_grad = (output_grad.reshape(-1, output_grad.shape[-1]).T @ dropped.reshape(-1, x.shape[-1])).to(weight.dtype)
+            weight_grad = (output_grad.reshape(-1, output_grad.shape[-1]).T @ dropped.reshape(-1, x.shape[-1])).to(
+                weight.dtype
+            )
         return x_grad, weight_grad, None, None, None
 
 

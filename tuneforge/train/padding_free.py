@@ -20,11 +20,14 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 VARLEN_ATTENTION = "tuneforge_varlen_sdpa"
 
 
-def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+def varlen_sdpa_attention(
+    module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs
+):
     boundaries = kwargs.get("cu_seq_lens_q")
     if boundaries is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs
+        )
     # query (1, heads, tokens, head_dim); key, value (1, kv_heads, tokens, head_dim)
     lengths = (boundaries[1:] - boundaries[:-1]).tolist()
     dropout_p = dropout if module.training else 0.0
@@ -32,8 +35,10 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
         return _CpuVarlenAttention.apply(query, key, value, lengths, scaling), None
     # split, not slicing: the backward of a split is one concatenation; that of each slice a
     # zero-filled copy of the whole tensor (measured: 9 % of a step).
-    outputs = [F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True, dropout_p=dropout_p)
-               for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))]
+    outputs = [
+        F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True, dropout_p=dropout_p)
+        for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2))
+    ]
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None  # (1, tokens, heads, head_dim)
 
 
@@ -64,12 +69,30 @@ class _CpuVarlenAttention(torch.autograd.Function):
     def backward(ctx, output_grad):
         query, key, value, output, *logsumexps = ctx.saved_tensors
         lengths = ctx.lengths
-        grads = [_FLASH_BACKWARD(g.transpose(1, 2).float(), q.float(), k.float(), v.float(), o.transpose(1, 2).float(),
-                                 logsumexp, 0.0, True, scale=ctx.scale)
-                 for q, k, v, o, g, logsumexp in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2),
-                                                     output.split(lengths, 1), output_grad.split(lengths, 1), logsumexps)]
-        query_grad, key_grad, value_grad = (torch.cat(parts, dim=2).to(tensor.dtype)
-                                            for parts, tensor in zip(zip(*grads), (query, key, value)))
+        grads = [
+            _FLASH_BACKWARD(
+                g.transpose(1, 2).float(),
+                q.float(),
+                k.float(),
+                v.float(),
+                o.transpose(1, 2).float(),
+                logsumexp,
+                0.0,
+                True,
+                scale=ctx.scale,
+            )
+            for q, k, v, o, g, logsumexp in zip(
+                query.split(lengths, 2),
+                key.split(lengths, 2),
+                value.split(lengths, 2),
+                output.split(lengths, 1),
+                output_grad.split(lengths, 1),
+                logsumexps,
+            )
+        ]
+        query_grad, key_grad, value_grad = (
+            torch.cat(parts, dim=2).to(tensor.dtype) for parts, tensor in zip(zip(*grads), (query, key, value))
+        )
         return query_grad, key_grad, value_grad, None, None
 
 
@@ -94,5 +117,10 @@ def model_inputs(position_ids: torch.Tensor, sequence_starts: torch.Tensor) -> d
     """The keyword arguments a padding-free row passes to the model: positions restarting at 0 for
     each example (for the rotary embeddings) and the example boundaries (for the attention)."""
     longest = int((sequence_starts[1:] - sequence_starts[:-1]).max())
-    return {"position_ids": position_ids, "cu_seq_lens_q": sequence_starts, "cu_seq_lens_k": sequence_starts,
-            "max_length_q": longest, "max_length_k": longest}
+    return {
+        "position_ids": position_ids,
+        "cu_seq_lens_q": sequence_starts,
+        "cu_seq_lens_k": sequence_starts,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }

@@ -15,26 +15,44 @@ class ConsoleReporter(Reporter):
         self.tokens_per_second: list[float] = []
 
     def start(self, run_id, config, total_steps, first_step) -> None:
-        self.console.print(f"[bold]{run_id}[/bold]: {config.method} on {config.model}, {config.n_epochs} epoch(s), "
-                           f"batch {config.batch_size}, learning rate {config.learning_rate:.2e}, "
-                           f"max {config.max_seq_length} tokens/example")
+        self.console.print(
+            f"[bold]{run_id}[/bold]: {config.method} on {config.model}, {config.n_epochs} epoch(s), "
+            f"batch {config.batch_size}, learning rate {config.learning_rate:.2e}, "
+            f"max {config.max_seq_length} tokens/example"
+        )
         self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]:.2f}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
-        self.task = self.progress.add_task("train", total=total_steps, completed=first_step, epoch=0.0, loss="-", speed="-")
+            TextColumn("epoch {task.fields[epoch]:.2f}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[speed]} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(
+            "train", total=total_steps, completed=first_step, epoch=0.0, loss="-", speed="-"
+        )
         self.progress.start()
 
     def step(self, row: dict) -> None:
         self.tokens_per_second.append(row["tokens_per_second"])
         recent = self.tokens_per_second[-20:]
-        self.progress.update(self.task, completed=row["step"], epoch=row["epoch"], loss=f"{row['train_loss']:.4f}",
-                             speed=f"{sum(recent) / len(recent):,.0f}")
+        self.progress.update(
+            self.task,
+            completed=row["step"],
+            epoch=row["epoch"],
+            loss=f"{row['train_loss']:.4f}",
+            speed=f"{sum(recent) / len(recent):,.0f}",
+        )
 
     def evaluation(self, row: dict) -> None:
         self.progress.console.print(
-            f"  step {row['step']:>5}  validation loss {row['valid_loss']:.4f}  perplexity {row['valid_perplexity']:.2f}  "
-            f"token accuracy {row['valid_mean_token_accuracy']:.3f}")
+            f"  step {row['step']:>5}  validation loss {row['valid_loss']:.4f}  perplexity "
+            f"{row['valid_perplexity']:.2f}  "
+            f"token accuracy {row['valid_mean_token_accuracy']:.3f}"
+        )
 
     def checkpoint(self, step, path) -> None:
         self.progress.console.print(f"  [dim]checkpoint: {path}[/dim]")

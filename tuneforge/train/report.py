@@ -49,8 +49,18 @@ def write_model_card(run_dir: Path, config, model_name: str, final: dict, manife
     upstream = ref.upstream or config.model
     prepared = manifest["data"].get("prepared_manifest") or {}
     counts = prepared.get("counts", {})
-    hyper = ["n_epochs", "batch_size", "learning_rate_multiplier", "learning_rate", "prompt_loss_weight", "lr_scheduler",
-             "warmup_ratio", "weight_decay", "max_seq_length", "seed"]
+    hyper = [
+        "n_epochs",
+        "batch_size",
+        "learning_rate_multiplier",
+        "learning_rate",
+        "prompt_loss_weight",
+        "lr_scheduler",
+        "warmup_ratio",
+        "weight_decay",
+        "max_seq_length",
+        "seed",
+    ]
     if config.method == "lora":
         hyper += ["lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules"]
     metrics = [(k, final[k]) for k in ("valid_loss", "valid_perplexity", "valid_mean_token_accuracy") if k in final]
@@ -65,27 +75,55 @@ def write_model_card(run_dir: Path, config, model_name: str, final: dict, manife
         f"- Licence: {licence} (the tuned weights inherit the base model's licence terms).",
         "",
         "## Data",
-        f"- Training file: `{manifest['data']['train']['file']}` (sha256 `{manifest['data']['train']['sha256'][:16]}...`)",
+        f"- Training file: `{manifest['data']['train']['file']}` (sha256 "
+        f"`{manifest['data']['train']['sha256'][:16]}...`)",
     ]
     if manifest["data"]["validation"]:
-        lines.append(f"- Validation file: `{manifest['data']['validation']['file']}` (sha256 `{manifest['data']['validation']['sha256'][:16]}...`)")
+        lines.append(
+            f"- Validation file: `{manifest['data']['validation']['file']}` (sha256 "
+            f"`{manifest['data']['validation']['sha256'][:16]}...`)"
+        )
     if counts:
-        lines.append(f"- Prepared by `tuneforge data prepare`: {counts.get('examples_out')} examples, "
-                     f"{counts.get('duplicates_removed')} duplicates removed, redactions {counts.get('redactions') or 'none'}.")
-    lines += [f"- Trained tokens (loss-weighted): {final['trained_tokens']:,}", "",
-              "## Hyperparameters", "", "| name | value |", "|---|---|"]
+        lines.append(
+            f"- Prepared by `tuneforge data prepare`: {counts.get('examples_out')} examples, "
+            f"{counts.get('duplicates_removed')} duplicates removed, redactions {counts.get('redactions') or 'none'}."
+        )
+    lines += [
+        f"- Trained tokens (loss-weighted): {final['trained_tokens']:,}",
+        "",
+        "## Hyperparameters",
+        "",
+        "| name | value |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {_fmt(getattr(config, name), 6)} |" for name in hyper]
-    lines += ["", "## Results", "", f"Steps: {final['step']}, wall time {final['wall_seconds']} s"
-              + (", stopped early" if final.get("stopped_early") else "") + ".", ""]
+    lines += [
+        "",
+        "## Results",
+        "",
+        f"Steps: {final['step']}, wall time {final['wall_seconds']} s"
+        + (", stopped early" if final.get("stopped_early") else "")
+        + ".",
+        "",
+    ]
     if metrics:
         lines += ["| metric (validation) | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in metrics]
-    lines += ["", "![loss curve](loss.png)", "", "## Intended use",
-              "Answers in the style and format of the training data, for the task that data describes. "
-              "It has not been evaluated for safety or factual accuracy beyond the metrics above; "
-              "evaluate it on your own test set (`tuneforge eval`) before deploying it.", ""]
+    lines += [
+        "",
+        "![loss curve](loss.png)",
+        "",
+        "## Intended use",
+        "Answers in the style and format of the training data, for the task that data describes. "
+        "It has not been evaluated for safety or factual accuracy beyond the metrics above; "
+        "evaluate it on your own test set (`tuneforge eval`) before deploying it.",
+        "",
+    ]
     if config.model in BUNDLED:
-        lines += ["The bundled base model is small (135 M parameters): expect style and format to transfer "
-                  "better than knowledge.", ""]
+        lines += [
+            "The bundled base model is small (135 M parameters): expect style and format to transfer "
+            "better than knowledge.",
+            "",
+        ]
     (run_dir / "README.md").write_text("\n".join(lines))
 
 
@@ -99,6 +137,8 @@ def link_evaluation(run_dir: Path, report_dir: Path, report_markdown: str) -> No
     if EVALUATION_HEADING in card:
         card = card[: card.index(EVALUATION_HEADING)].rstrip() + "\n"
     table = "\n".join(line for line in report_markdown.splitlines() if line.startswith("|"))
-    card += (f"\n{EVALUATION_HEADING}\n\nFull report: `{report_dir / 'report.html'}` (open it in a browser; "
-             f"Markdown: `{report_dir / 'report.md'}`)\n\n{table}\n")
+    card += (
+        f"\n{EVALUATION_HEADING}\n\nFull report: `{report_dir / 'report.html'}` (open it in a browser; "
+        f"Markdown: `{report_dir / 'report.md'}`)\n\n{table}\n"
+    )
     card_path.write_text(card)

@@ -25,9 +25,8 @@ from tuneforge.errors import UsageError
 from tuneforge.models.catalog import load_model, load_tokenizer, model_facts
 from tuneforge.train import artifacts
 from tuneforge.train.config import ResolvedConfig, TrainConfig
-from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
-from tuneforge.train.inputs import locate_data, tokenized_file
 from tuneforge.train.host_memory import HeapGrowthGuard
+from tuneforge.train.inputs import locate_data, tokenized_file
 from tuneforge.train.loop import (
     Batch,
     TrainerState,
@@ -43,9 +42,21 @@ from tuneforge.train.loop import (
     seed_everything,
     weighted_token_loss,
 )
+from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
 
-METRIC_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
-                  "valid_perplexity", "epoch", "learning_rate", "tokens", "tokens_per_second", "trained_tokens"]
+METRIC_COLUMNS = [
+    "step",
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "valid_perplexity",
+    "epoch",
+    "learning_rate",
+    "tokens",
+    "tokens_per_second",
+    "trained_tokens",
+]
 
 
 @contextmanager
@@ -67,8 +78,9 @@ def stop_requests():
             signal.signal(sig, old)
 
 
-def train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: bool = False,
-              model_name: str | None = None) -> RunResult:
+def train_sft(
+    config: TrainConfig, reporter: Reporter, run_dir: Path, resume: bool = False, model_name: str | None = None
+) -> RunResult:
     """Train into `run_dir` (its name is the run id), or continue it from its newest checkpoint with
     `resume`. `model_name` is what the result is called in its card (default: the run id). What
     becomes of the run's life (rows, events, a progress bar) is the reporter's business."""
@@ -89,13 +101,21 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     # ---- data: everything that can be wrong is found before the model loads
     train_file, validation_file = locate_data(config.data, config.validation_data)
     if config.early_stopping_patience and not validation_file:
-        raise UsageError("early stopping needs validation data", fix="Pass --validation-data, or prepare the data with a validation split.")
+        raise UsageError(
+            "early stopping needs validation data",
+            fix="Pass --validation-data, or prepare the data with a validation split.",
+        )
     hf_tokenizer = load_tokenizer(config.model)
     facts = model_facts(config.model)
-    tokenizer = ChatTokenizer(hf_tokenizer, config.prompt_loss_weight, config.resolved_max_seq_length(facts["context_length"]))
+    tokenizer = ChatTokenizer(
+        hf_tokenizer, config.prompt_loss_weight, config.resolved_max_seq_length(facts["context_length"])
+    )
     train_set, kind = tokenized_file(train_file, tokenizer, "training", config.cache_tokens)
-    validation_set = (tokenized_file(validation_file, tokenizer, "validation", config.cache_tokens)[0][: config.max_eval_examples]
-                      if validation_file else [])
+    validation_set = (
+        tokenized_file(validation_file, tokenizer, "validation", config.cache_tokens)[0][: config.max_eval_examples]
+        if validation_file
+        else []
+    )
     resolved = config.resolve(len(train_set), facts["context_length"])
     pad_id = tokenizer.pad_id
 
@@ -108,10 +128,15 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     else:
         checkpoints_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text(resolved.model_dump_json(indent=2))
-        reporter.created(run_id, resolved, run_dir,
-                         DataRecord(train_file.path, train_file.sha256, kind, len(train_set), train_file.manifest),
-                         DataRecord(validation_file.path, validation_file.sha256, kind, len(validation_set), None)
-                         if validation_file else None)
+        reporter.created(
+            run_id,
+            resolved,
+            run_dir,
+            DataRecord(train_file.path, train_file.sha256, kind, len(train_set), train_file.manifest),
+            DataRecord(validation_file.path, validation_file.sha256, kind, len(validation_set), None)
+            if validation_file
+            else None,
+        )
 
     # ---- model, optimiser, schedule
     seed_everything(resolved.seed)
@@ -146,22 +171,37 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     def validate(row: dict) -> bool:
         """Add validation metrics to this step's row; True when they are the best so far."""
         nonlocal last_evaluation
-        last_evaluation = evaluate(model, validation_batches, resolved.sparse_output_layer, dtype, resolved.chunked_loss)
+        last_evaluation = evaluate(
+            model, validation_batches, resolved.sparse_output_layer, dtype, resolved.chunked_loss
+        )
         row.update({name: round(value, 6) for name, value in last_evaluation.items()})
         reporter.evaluation(row)
         if state.step == 0:
             return False  # the base model: a reference point, not a checkpoint to keep
         improved = state.best_valid_loss is None or last_evaluation["valid_loss"] < state.best_valid_loss - 1e-6
         if improved:
-            state.best_valid_loss, state.best_step, state.evaluations_without_improvement = last_evaluation["valid_loss"], state.step, 0
+            state.best_valid_loss, state.best_step, state.evaluations_without_improvement = (
+                last_evaluation["valid_loss"],
+                state.step,
+                0,
+            )
         else:
             state.evaluations_without_improvement += 1
         return improved
 
     def checkpoint(epoch_end: bool) -> None:
-        path = save_checkpoint(checkpoints_dir / f"step-{state.step}", model, optimizer, scheduler, state,
-                               last_evaluation or None, epoch_end)
-        reporter.checkpoints_kept(run_id, artifacts.prune_checkpoints(checkpoints_dir, resolved.keep_checkpoints, state.best_step))
+        path = save_checkpoint(
+            checkpoints_dir / f"step-{state.step}",
+            model,
+            optimizer,
+            scheduler,
+            state,
+            last_evaluation or None,
+            epoch_end,
+        )
+        reporter.checkpoints_kept(
+            run_id, artifacts.prune_checkpoints(checkpoints_dir, resolved.keep_checkpoints, state.best_step)
+        )
         reporter.checkpoint(state.step, path)
 
     if validation_batches and state.step == 0:
@@ -174,24 +214,39 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     with stop_requests() as stop:
         while state.epoch < resolved.n_epochs:
             if batches_epoch != state.epoch:
-                batches, batches_epoch = epoch_order(len(train_set), resolved.batch_size, resolved.seed, state.epoch, lengths), state.epoch
+                batches, batches_epoch = (
+                    epoch_order(len(train_set), resolved.batch_size, resolved.seed, state.epoch, lengths),
+                    state.epoch,
+                )
             step_started = time.perf_counter()
-            loss, accuracy, tokens, trained = train_step(model, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id)
+            loss, accuracy, tokens, trained = train_step(
+                model, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id
+            )
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], resolved.max_grad_norm)
             learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             heap_guard.after_step()
-            state.step, state.batch_in_epoch, state.trained_tokens = state.step + 1, state.batch_in_epoch + 1, state.trained_tokens + trained
+            state.step, state.batch_in_epoch, state.trained_tokens = (
+                state.step + 1,
+                state.batch_in_epoch + 1,
+                state.trained_tokens + trained,
+            )
             epoch_progress = state.epoch + state.batch_in_epoch / len(batches)
             epoch_end = state.batch_in_epoch == len(batches)
             if epoch_end:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            row = {"step": state.step, "train_loss": round(loss, 6), "train_accuracy": round(accuracy, 6),
-                   "epoch": round(epoch_progress, 4), "learning_rate": learning_rate, "tokens": tokens,
-                   "tokens_per_second": round(tokens / (time.perf_counter() - step_started), 1),
-                   "trained_tokens": int(state.trained_tokens)}
+            row = {
+                "step": state.step,
+                "train_loss": round(loss, 6),
+                "train_accuracy": round(accuracy, 6),
+                "epoch": round(epoch_progress, 4),
+                "learning_rate": learning_rate,
+                "tokens": tokens,
+                "tokens_per_second": round(tokens / (time.perf_counter() - step_started), 1),
+                "trained_tokens": int(state.trained_tokens),
+            }
             due = epoch_end or (resolved.eval_every_steps and state.step % resolved.eval_every_steps == 0)
             improved = validate(row) if validation_batches and due else False
             writer.writerow(row)
@@ -206,7 +261,10 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
                 break
             if resolved.max_steps and state.step >= resolved.max_steps:
                 break
-            if resolved.early_stopping_patience and state.evaluations_without_improvement >= resolved.early_stopping_patience:
+            if (
+                resolved.early_stopping_patience
+                and state.evaluations_without_improvement >= resolved.early_stopping_patience
+            ):
                 stopped_early = True
                 break
     metrics_file.close()
@@ -214,12 +272,20 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
 
     if interrupted:
         reporter.interrupted(run_id, int(state.trained_tokens))
-        raise TrainingInterrupted(f"run {run_id} stopped at step {state.step}; a checkpoint was saved",
-                                  fix=f"Resume with: tuneforge train --resume {run_id}")
+        raise TrainingInterrupted(
+            f"run {run_id} stopped at step {state.step}; a checkpoint was saved",
+            fix=f"Resume with: tuneforge train --resume {run_id}",
+        )
     if resolved.early_stopping_patience and state.best_step is not None and state.best_step != state.step:
         artifacts.load_weights(model, checkpoints_dir / f"step-{state.best_step}", resolved.method)
-    final = {"step": state.step, "trained_tokens": int(state.trained_tokens), "wall_seconds": round(wall, 1),
-             "best_step": state.best_step, "stopped_early": stopped_early, **last_evaluation}
+    final = {
+        "step": state.step,
+        "trained_tokens": int(state.trained_tokens),
+        "wall_seconds": round(wall, 1),
+        "best_step": state.best_step,
+        "stopped_early": stopped_early,
+        **last_evaluation,
+    }
     artifacts.write_run(run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file)
     result = RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
     reporter.finished(result, artifacts.weights_dir(run_dir, resolved.method))
@@ -248,12 +314,20 @@ def build_model(config: ResolvedConfig):
 
         targets = config.lora_target_modules
         try:
-            model = get_peft_model(model, LoraConfig(
-                r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                task_type="CAUSAL_LM"))
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=config.lora_rank,
+                    lora_alpha=config.lora_alpha,
+                    lora_dropout=config.lora_dropout,
+                    target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                    task_type="CAUSAL_LM",
+                ),
+            )
         except ValueError as error:  # peft's word for target modules the model does not have
-            raise UsageError(f"lora_target_modules '{targets}': {error}", fix="Use all-linear, or names such as q_proj,v_proj.") from None
+            raise UsageError(
+                f"lora_target_modules '{targets}': {error}", fix="Use all-linear, or names such as q_proj,v_proj."
+            ) from None
         if config.fast_lora_dropout:
             from tuneforge.train.lora_dropout import fuse_lora_dropout
 
@@ -283,10 +357,15 @@ def train_step(model, examples, config: ResolvedConfig, pad_id: int) -> tuple[fl
     dtype = compute_dtype(config)
     loss_sum, correct, counted, tokens = 0.0, 0, 0, 0
     for start in range(0, len(examples), size):
-        batch = make_batch(examples[start:start + size], pad_id, config.padding_free)
+        batch = make_batch(examples[start : start + size], pad_id, config.padding_free)
         weighted, right, n = weighted_token_loss(model, batch, config.sparse_output_layer, dtype, config.chunked_loss)
         (weighted / total_weight).backward()
-        loss_sum, correct, counted, tokens = loss_sum + weighted.item(), correct + right, counted + n, tokens + batch.tokens
+        loss_sum, correct, counted, tokens = (
+            loss_sum + weighted.item(),
+            correct + right,
+            counted + n,
+            tokens + batch.tokens,
+        )
     return loss_sum / total_weight, correct / max(counted, 1), tokens, total_weight
 
 
@@ -302,4 +381,4 @@ def make_batch(examples, pad_id: int, padding_free: bool) -> Batch:
 def _validation_batches(validation_set, batch_size: int, pad_id: int, padding_free: bool) -> list[Batch]:
     # Sorted by length, so each batch pads little; the order does not change the weighted mean.
     ordered = sorted(validation_set, key=lambda e: len(e.input_ids))
-    return [make_batch(ordered[i:i + batch_size], pad_id, padding_free) for i in range(0, len(ordered), batch_size)]
+    return [make_batch(ordered[i : i + batch_size], pad_id, padding_free) for i in range(0, len(ordered), batch_size)]

@@ -6,15 +6,69 @@ Field names, ids and shapes follow OpenAI's API (openai-python's `types/`), so t
 parses our answers unchanged. What OpenAI lacks we add as extra fields, never by changing theirs.
 """
 
-from tuneforge.serve.protocol.errors import (  # noqa: F401
-    APIError, not_found, ErrorInfo, ErrorResponse,
+from tuneforge.serve.protocol.completions import (  # noqa: F401
+    ChatCompletion,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionMessage,
+    ChatCompletionTokenLogprob,
+    ChoiceDelta,
+    ChoiceLogprobs,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    TopLogprob,
+    Usage,
 )
-from tuneforge.serve.protocol.requests import (  # noqa: F401
-    Hyperparameters, MethodHyperparameters, Method, check_metadata, JobCreate, ContentPart, ChatMessage, StreamOptions, SamplingRequest, ChatCompletionRequest, CompletionRequest, FeedbackCreate, TOOLS_UNSUPPORTED, MAX_PROMPTS, METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS, Seed64,
+from tuneforge.serve.protocol.errors import (  # noqa: F401
+    APIError,
+    ErrorInfo,
+    ErrorResponse,
+    not_found,
 )
 from tuneforge.serve.protocol.objects import (  # noqa: F401
-    omitted_when_none, ObjectList, ListPage, FileObject, FileDeleted, FineTuningJobHyperparameters, SupervisedMethod, FineTuningJobMethod, FineTuningJobError, FineTuningJobTuneforge, FineTuningJob, FineTuningJobEvent, FineTuningJobCheckpointMetrics, FineTuningJobCheckpoint, BaseModelInfo, TunedModelInfo, Model, ModelDeleted, Feedback, LatencySummary, RequestMetrics, MODEL_OWNERS, FinishReason,
+    MODEL_OWNERS,
+    BaseModelInfo,
+    Feedback,
+    FileDeleted,
+    FileObject,
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobCheckpointMetrics,
+    FineTuningJobError,
+    FineTuningJobEvent,
+    FineTuningJobHyperparameters,
+    FineTuningJobMethod,
+    FineTuningJobTuneforge,
+    FinishReason,
+    LatencySummary,
+    ListPage,
+    Model,
+    ModelDeleted,
+    ObjectList,
+    RequestMetrics,
+    SupervisedMethod,
+    TunedModelInfo,
+    omitted_when_none,
 )
-from tuneforge.serve.protocol.completions import (  # noqa: F401
-    Usage, TopLogprob, ChatCompletionTokenLogprob, ChoiceLogprobs, ChatCompletionMessage, ChatCompletionChoice, ChatCompletion, ChoiceDelta, ChatCompletionChunkChoice, ChatCompletionChunk, CompletionLogprobs, CompletionChoice, Completion,
+from tuneforge.serve.protocol.requests import (  # noqa: F401
+    MAX_PROMPTS,
+    METADATA_KEY_CHARS,
+    METADATA_KEYS,
+    METADATA_VALUE_CHARS,
+    TOOLS_UNSUPPORTED,
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    ContentPart,
+    FeedbackCreate,
+    Hyperparameters,
+    JobCreate,
+    Method,
+    MethodHyperparameters,
+    SamplingRequest,
+    Seed64,
+    StreamOptions,
+    check_metadata,
 )

@@ -17,8 +17,11 @@ class Usage(BaseModel):
 
     @classmethod
     def of(cls, prompt_tokens: int, completion_tokens: int) -> "Usage":
-        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   total_tokens=prompt_tokens + completion_tokens)
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
 
 
 class TopLogprob(BaseModel):
@@ -40,10 +43,17 @@ class ChoiceLogprobs(BaseModel):
         """The engine's token log-probs, or None when the request did not ask for them."""
         if logprobs is None:
             return None
-        return cls(content=[ChatCompletionTokenLogprob(
-            token=t.token, logprob=t.logprob, bytes=t.bytes,
-            top_logprobs=[TopLogprob(token=a.token, logprob=a.logprob, bytes=a.bytes) for a in t.top_logprobs])
-            for t in logprobs])
+        return cls(
+            content=[
+                ChatCompletionTokenLogprob(
+                    token=t.token,
+                    logprob=t.logprob,
+                    bytes=t.bytes,
+                    top_logprobs=[TopLogprob(token=a.token, logprob=a.logprob, bytes=a.bytes) for a in t.top_logprobs],
+                )
+                for t in logprobs
+            ]
+        )
 
 
 class ChatCompletionMessage(BaseModel):
@@ -90,7 +100,9 @@ class ChatCompletionChunk(BaseModel):
     model: str
     system_fingerprint: str | None = None
     choices: list[ChatCompletionChunkChoice]
-    usage: Usage | None = omitted_when_none("On the last chunk, with no choices, when stream_options.include_usage is set.")
+    usage: Usage | None = omitted_when_none(
+        "On the last chunk, with no choices, when stream_options.include_usage is set."
+    )
 
 
 class CompletionLogprobs(BaseModel):
@@ -118,4 +130,6 @@ class Completion(BaseModel):
     model: str
     system_fingerprint: str | None = None
     choices: list[CompletionChoice]
-    usage: Usage | None = omitted_when_none("Always on a plain answer; on a stream's last event when stream_options.include_usage is set.")
+    usage: Usage | None = omitted_when_none(
+        "Always on a plain answer; on a stream's last event when stream_options.include_usage is set."
+    )

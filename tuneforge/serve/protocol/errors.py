@@ -1,14 +1,20 @@
 """The one error shape: `APIError` raised anywhere in a request, answered as OpenAI's envelope."""
 
-
 from pydantic import BaseModel
 
 
 class APIError(Exception):
     """An error the client caused (or may retry), rendered as OpenAI's envelope with its HTTP status."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
 

@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.registry.access import Completion as StoredCompletion
 from tuneforge.registry.jobs import Job, JobEvent, StoredFile, unix
-from tuneforge.registry.store import Checkpoint, Model as TunedModel
+from tuneforge.registry.store import Checkpoint
+from tuneforge.registry.store import Model as TunedModel
 from tuneforge.runs.naming import checkpoint_id, checkpoint_model_name
 
 # ----------------------------------------------------------------------------- responses
@@ -51,13 +52,21 @@ class FileObject(BaseModel):
     purpose: Literal["fine-tune", "fine-tune-results", "user_data", "evals"]
     status: Literal["uploaded", "processed", "error"]
     status_details: str | None = Field(
-        None, description="Why the data check failed: the first problems, each with its line, field and fix.")
+        None, description="Why the data check failed: the first problems, each with its line, field and fix."
+    )
     expires_at: int | None = None
 
     @classmethod
     def from_row(cls, row: StoredFile) -> "FileObject":
-        return cls(id=row.id, bytes=row.bytes, created_at=unix(row.created_at), filename=row.filename,
-                   purpose=row.purpose, status=row.status, status_details=row.status_details)
+        return cls(
+            id=row.id,
+            bytes=row.bytes,
+            created_at=unix(row.created_at),
+            filename=row.filename,
+            purpose=row.purpose,
+            status=row.status,
+            status_details=row.status_details,
+        )
 
 
 class FileDeleted(BaseModel):
@@ -97,7 +106,9 @@ class FineTuningJobTuneforge(BaseModel):
     beyond OpenAI's (`lora_rank`, `prompt_loss_weight`, `method`: lora | full, ...), by name."""
 
     model_config = ConfigDict(extra="allow")
-    run_id: str | None = Field(None, description="The registry run training this job (`tuneforge runs`); null until it starts.")
+    run_id: str | None = Field(
+        None, description="The registry run training this job (`tuneforge runs`); null until it starts."
+    )
 
 
 JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
@@ -129,14 +140,28 @@ class FineTuningJob(BaseModel):
     @classmethod
     def from_row(cls, job: Job) -> "FineTuningJob":
         requested = (job.method.get(job.method["type"]) or {}).get("hyperparameters") or {}
-        hyperparameters = {name: (job.resolved or {}).get(name) or requested.get(name) or "auto"
-                           for name in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        hyperparameters = {
+            name: (job.resolved or {}).get(name) or requested.get(name) or "auto"
+            for name in ("n_epochs", "batch_size", "learning_rate_multiplier")
+        }
         return cls(
-            id=job.id, model=job.model, created_at=unix(job.created_at), finished_at=unix(job.finished_at),
-            fine_tuned_model=job.fine_tuned_model, organization_id=job.project, result_files=job.result_files or [],
-            status=job.status, validation_file=job.validation_file, training_file=job.training_file,
-            hyperparameters=hyperparameters, trained_tokens=job.trained_tokens, error=job.error, seed=job.seed,
-            estimated_finish=unix(job.estimated_finish), metadata=job.meta, user_provided_suffix=job.suffix,
+            id=job.id,
+            model=job.model,
+            created_at=unix(job.created_at),
+            finished_at=unix(job.finished_at),
+            fine_tuned_model=job.fine_tuned_model,
+            organization_id=job.project,
+            result_files=job.result_files or [],
+            status=job.status,
+            validation_file=job.validation_file,
+            training_file=job.training_file,
+            hyperparameters=hyperparameters,
+            trained_tokens=job.trained_tokens,
+            error=job.error,
+            seed=job.seed,
+            estimated_finish=unix(job.estimated_finish),
+            metadata=job.meta,
+            user_provided_suffix=job.suffix,
             method={**job.method, job.method["type"]: {"hyperparameters": hyperparameters}},
             tuneforge={"run_id": job.run_id, **(job.extra or {})},
         )
@@ -148,13 +173,21 @@ class FineTuningJobEvent(BaseModel):
     created_at: int
     level: Literal["info", "warn", "error"]
     message: str
-    data: dict[str, Any] | None = Field(None, description="For `metrics` events: the step's losses, accuracy, learning rate and tokens/s.")
+    data: dict[str, Any] | None = Field(
+        None, description="For `metrics` events: the step's losses, accuracy, learning rate and tokens/s."
+    )
     type: Literal["message", "metrics"]
 
     @classmethod
     def from_row(cls, event: JobEvent) -> "FineTuningJobEvent":
-        return cls(id=event.id, created_at=unix(event.created_at), level=event.level, message=event.message,
-                   data=event.data, type=event.type)
+        return cls(
+            id=event.id,
+            created_at=unix(event.created_at),
+            level=event.level,
+            message=event.message,
+            data=event.data,
+            type=event.type,
+        )
 
 
 class FineTuningJobCheckpointMetrics(BaseModel):
@@ -177,17 +210,27 @@ class FineTuningJobCheckpoint(BaseModel):
     metrics: FineTuningJobCheckpointMetrics
 
     @classmethod
-    def from_row(cls, checkpoint: Checkpoint, job_id: str, model_name: str, train_metrics: dict[str, float]) -> "FineTuningJobCheckpoint":
+    def from_row(
+        cls, checkpoint: Checkpoint, job_id: str, model_name: str, train_metrics: dict[str, float]
+    ) -> "FineTuningJobCheckpoint":
         """`train_metrics`: the metrics.csv row of the checkpoint's step; validation comes from the checkpoint row."""
         valid = checkpoint.metrics or {}
-        return cls(id=checkpoint_id(job_id, checkpoint.step), created_at=unix(checkpoint.created_at),
-                   fine_tuning_job_id=job_id, step_number=checkpoint.step,
-                   fine_tuned_model_checkpoint=checkpoint_model_name(model_name, checkpoint.step),
-                   metrics=FineTuningJobCheckpointMetrics(
-                       step=checkpoint.step, train_loss=train_metrics.get("train_loss"),
-                       train_mean_token_accuracy=train_metrics.get("train_accuracy"),
-                       valid_loss=valid.get("valid_loss"), valid_mean_token_accuracy=valid.get("valid_mean_token_accuracy"),
-                       full_valid_loss=valid.get("valid_loss"), full_valid_mean_token_accuracy=valid.get("valid_mean_token_accuracy")))
+        return cls(
+            id=checkpoint_id(job_id, checkpoint.step),
+            created_at=unix(checkpoint.created_at),
+            fine_tuning_job_id=job_id,
+            step_number=checkpoint.step,
+            fine_tuned_model_checkpoint=checkpoint_model_name(model_name, checkpoint.step),
+            metrics=FineTuningJobCheckpointMetrics(
+                step=checkpoint.step,
+                train_loss=train_metrics.get("train_loss"),
+                train_mean_token_accuracy=train_metrics.get("train_accuracy"),
+                valid_loss=valid.get("valid_loss"),
+                valid_mean_token_accuracy=valid.get("valid_mean_token_accuracy"),
+                full_valid_loss=valid.get("valid_loss"),
+                full_valid_mean_token_accuracy=valid.get("valid_mean_token_accuracy"),
+            ),
+        )
 
 
 class BaseModelInfo(BaseModel):
@@ -207,19 +250,29 @@ class Model(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
-    owned_by: str = Field(description="A base model's origin (tuneforge, huggingface, local); a tuned model's project.")
+    owned_by: str = Field(
+        description="A base model's origin (tuneforge, huggingface, local); a tuned model's project."
+    )
     root: str | None = omitted_when_none("A tuned model's base model.")
     parent: str | None = omitted_when_none("A tuned model's base model.")
     tuneforge: TunedModelInfo | BaseModelInfo
 
     @classmethod
     def base(cls, name: str, source: str) -> "Model":
-        return cls(id=name, created=0, owned_by=MODEL_OWNERS.get(source, source), tuneforge=BaseModelInfo(source=source))
+        return cls(
+            id=name, created=0, owned_by=MODEL_OWNERS.get(source, source), tuneforge=BaseModelInfo(source=source)
+        )
 
     @classmethod
     def from_row(cls, model: TunedModel, owned_by: str) -> "Model":
-        return cls(id=model.name, created=unix(model.created_at), owned_by=owned_by, root=model.base_model,
-                   parent=model.base_model, tuneforge=TunedModelInfo(run_id=model.run_id, kind=model.kind))
+        return cls(
+            id=model.name,
+            created=unix(model.created_at),
+            owned_by=owned_by,
+            root=model.base_model,
+            parent=model.base_model,
+            tuneforge=TunedModelInfo(run_id=model.run_id, kind=model.kind),
+        )
 
 
 class ModelDeleted(BaseModel):
@@ -237,9 +290,16 @@ class Feedback(BaseModel):
     correction: str | None = None
 
     @classmethod
-    def recorded(cls, feedback_id: int, completion: StoredCompletion, rating: int, correction: str | None) -> "Feedback":
-        return cls(id=f"feedback-{feedback_id}", completion_id=completion.id, model=completion.model, rating=rating,
-                   correction=correction)
+    def recorded(
+        cls, feedback_id: int, completion: StoredCompletion, rating: int, correction: str | None
+    ) -> "Feedback":
+        return cls(
+            id=f"feedback-{feedback_id}",
+            completion_id=completion.id,
+            model=completion.model,
+            rating=rating,
+            correction=correction,
+        )
 
 
 class LatencySummary(BaseModel):

@@ -28,7 +28,7 @@ class Method(BaseModel):
 
 # OpenAI's bounds on an object's metadata.
 METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
-Seed64 = Annotated[int, Field(ge=-2**63, le=2**63 - 1)]  # what a 64-bit seed column and torch take
+Seed64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # what a 64-bit seed column and torch take
 
 
 def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -83,8 +83,10 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-TOOLS_UNSUPPORTED = ("this server's models answer in text, without tool calls. Describe the tools in the prompt "
-                     "and parse the answer, or ask for JSON with response_format (json_schema).")
+TOOLS_UNSUPPORTED = (
+    "this server's models answer in text, without tool calls. Describe the tools in the prompt "
+    "and parse the answer, or ask for JSON with response_format (json_schema)."
+)
 
 
 class SamplingRequest(BaseModel):
@@ -95,8 +97,15 @@ class SamplingRequest(BaseModel):
     # user / safety_identifier (abuse tracking), store / metadata (OpenAI keeps the completion; we
     # store every one anyway), service_tier (a latency and price tier), prompt_cache_key /
     # prompt_cache_retention (caching hints). reasoning_effort is refused: it changes OpenAI's answers.
-    NO_EFFECT: ClassVar[tuple[str, ...]] = ("user", "safety_identifier", "store", "metadata", "service_tier",
-                                            "prompt_cache_key", "prompt_cache_retention")
+    NO_EFFECT: ClassVar[tuple[str, ...]] = (
+        "user",
+        "safety_identifier",
+        "store",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+    )
     # OpenAI parameters this server cannot honour: name -> why, and what to do instead. Checked in
     # this order (tools before parallel_tool_calls); a null value, or one in `HARMLESS`, is accepted.
     UNSUPPORTED: ClassVar[dict[str, str]] = {}
@@ -106,7 +115,11 @@ class SamplingRequest(BaseModel):
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     # OpenAI takes up to 4 stop sequences; an empty one would stop before the first token.
-    stop: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None = None
+    stop: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)]
+        | None
+    ) = None
     seed: Seed64 | None = None
     n: Annotated[int, Field(ge=1, le=8)] = 1
     stream: bool = False
@@ -129,7 +142,9 @@ class SamplingRequest(BaseModel):
                 raise APIError(400, f"{name} is not supported: {reason}", param=name, code="unsupported_parameter")
         for name in data:
             if name not in cls.model_fields and name not in cls.NO_EFFECT and name not in cls.UNSUPPORTED:
-                raise APIError(400, f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
+                raise APIError(
+                    400, f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter"
+                )
         return {name: value for name, value in data.items() if name in cls.model_fields}
 
     @field_validator("logit_bias")
@@ -155,18 +170,25 @@ class SamplingRequest(BaseModel):
 
 class ChatCompletionRequest(SamplingRequest):
     UNSUPPORTED: ClassVar[dict[str, str]] = {
-        "tools": TOOLS_UNSUPPORTED, "tool_choice": TOOLS_UNSUPPORTED, "functions": TOOLS_UNSUPPORTED,
-        "function_call": TOOLS_UNSUPPORTED, "parallel_tool_calls": TOOLS_UNSUPPORTED,
+        "tools": TOOLS_UNSUPPORTED,
+        "tool_choice": TOOLS_UNSUPPORTED,
+        "functions": TOOLS_UNSUPPORTED,
+        "function_call": TOOLS_UNSUPPORTED,
+        "parallel_tool_calls": TOOLS_UNSUPPORTED,
         "audio": "the answer is text only. Omit audio and modalities.",
-        "modalities": "the answer is text only. Send modalities [\"text\"] or omit it.",
+        "modalities": 'the answer is text only. Send modalities ["text"] or omit it.',
         "prediction": "the answer is generated in full, without predicted outputs. Omit prediction.",
         "web_search_options": "the model answers from its weights, without web search. Put the sources in the prompt.",
         "reasoning_effort": "these models do not reason before answering. Omit reasoning_effort.",
         "verbosity": "ask for the length you want in the prompt, or set max_completion_tokens.",
     }
     # Values that ask for nothing beyond a plain text answer (parallel_tool_calls means nothing without tools).
-    HARMLESS: ClassVar[dict[str, tuple]] = {"tool_choice": ("none",), "function_call": ("none",),
-                                            "parallel_tool_calls": (True, False), "modalities": (["text"],)}
+    HARMLESS: ClassVar[dict[str, tuple]] = {
+        "tool_choice": ("none",),
+        "function_call": ("none",),
+        "parallel_tool_calls": (True, False),
+        "modalities": (["text"],),
+    }
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = False
@@ -187,7 +209,10 @@ MAX_PROMPTS = 32  # prompts in one /v1/completions request: each is a row of one
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)]
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)]
+    )
     max_tokens: Annotated[int, Field(ge=1)] | None = 16  # OpenAI's default for /v1/completions
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None  # the legacy form: k alternatives per token
     UNSUPPORTED: ClassVar[dict[str, str]] = {

@@ -33,14 +33,27 @@ def check_uploaded_file(file_id: str, path: Path) -> None:
     if report.ok:
         jobs.set_file_status(file_id, "processed", report=report.as_json())
         return
-    problems = [f"line {f.line}" + (f", field {f.field}" if f.field else "") + f": {f.message}" + (f" Fix: {f.fix}" if f.fix else "")
-                for f in report.findings.findings() if f.severity == "error"][:5]
-    jobs.set_file_status(file_id, "error", f"{report.findings.errors} error(s). " + " | ".join(problems), report=report.as_json())
+    problems = [
+        f"line {f.line}"
+        + (f", field {f.field}" if f.field else "")
+        + f": {f.message}"
+        + (f" Fix: {f.fix}" if f.fix else "")
+        for f in report.findings.findings()
+        if f.severity == "error"
+    ][:5]
+    jobs.set_file_status(
+        file_id, "error", f"{report.findings.errors} error(s). " + " | ".join(problems), report=report.as_json()
+    )
 
 
 @router.post("/files")
-def upload(request: Request, background: BackgroundTasks, file: Annotated[UploadFile, File()],
-           purpose: Annotated[str, Form()], owner: str = Depends(project)) -> FileObject:
+def upload(
+    request: Request,
+    background: BackgroundTasks,
+    file: Annotated[UploadFile, File()],
+    purpose: Annotated[str, Form()],
+    owner: str = Depends(project),
+) -> FileObject:
     limit = request.app.state.options.max_file_bytes
     if purpose not in PURPOSES:
         raise APIError(400, f"purpose '{purpose}' is not supported; use one of {', '.join(PURPOSES)}", param="purpose")
@@ -57,8 +70,13 @@ def upload(request: Request, background: BackgroundTasks, file: Annotated[Upload
             if size > limit:
                 out.close()
                 target.unlink()
-                raise APIError(413, f"'{filename}' is larger than this server's limit of {limit:,} bytes "
-                                    "(start `tuneforge serve` with a larger --max-file-mb)", param="file", code="file_too_large")
+                raise APIError(
+                    413,
+                    f"'{filename}' is larger than this server's limit of {limit:,} bytes "
+                    "(start `tuneforge serve` with a larger --max-file-mb)",
+                    param="file",
+                    code="file_too_large",
+                )
             digest.update(chunk)
             out.write(chunk)
     row = jobs.create_file(owner, filename, purpose, target, size, digest.hexdigest(), file_id)
@@ -71,8 +89,13 @@ def upload(request: Request, background: BackgroundTasks, file: Annotated[Upload
 
 
 @router.get("/files")
-def list_files(owner: str = Depends(project), purpose: str | None = None, after: str | None = None,
-               limit: Annotated[int, Query(ge=1, le=10000)] = 10000, order: Literal["asc", "desc"] = "desc") -> ListPage[FileObject]:
+def list_files(
+    owner: str = Depends(project),
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+    order: Literal["asc", "desc"] = "desc",
+) -> ListPage[FileObject]:
     rows, has_more = jobs.list_files(owner, purpose, after, limit, newest_first=order == "desc")
     return ListPage[FileObject](data=[FileObject.from_row(r) for r in rows], has_more=has_more)
 
@@ -100,8 +123,13 @@ def delete(file_id: str, owner: str = Depends(project)) -> FileDeleted:
     try:
         deleted = jobs.delete_file(owner, file_id)
     except jobs.FileInUse as in_use:
-        raise APIError(409, f"File '{file_id}' is used by fine-tuning job(s) not yet finished ({', '.join(in_use.job_ids)}); "
-                            "cancel them or wait for them to finish, then delete it.", param="file_id", code="file_in_use") from None
+        raise APIError(
+            409,
+            f"File '{file_id}' is used by fine-tuning job(s) not yet finished ({', '.join(in_use.job_ids)}); "
+            "cancel them or wait for them to finish, then delete it.",
+            param="file_id",
+            code="file_in_use",
+        ) from None
     if not deleted:
         raise not_found("file", file_id, "file_id")
     return FileDeleted(id=file_id, deleted=True)

@@ -9,8 +9,8 @@ allowed directories, never an arbitrary path.
 from fastapi import APIRouter, Depends, Request
 
 from tuneforge.registry import store
-from tuneforge.serve.deps import project
 from tuneforge.runs.ownership import owner_of, tuned_models_of
+from tuneforge.serve.deps import project
 from tuneforge.serve.model_access import base_model_for_request, model_not_found, owned_tuned_model
 from tuneforge.serve.protocol import APIError, ErrorResponse, Model, ModelDeleted, ObjectList
 
@@ -27,9 +27,14 @@ def _allowed_dirs(request: Request) -> dict[str, str]:
 
 @router.get("/models")
 def list_models(request: Request, owner: str = Depends(project)) -> ObjectList[Model]:
-    from tuneforge.models.catalog import bundled_installed, list_models as base_models
+    from tuneforge.models.catalog import bundled_installed
+    from tuneforge.models.catalog import list_models as base_models
 
-    data = [Model.base(ref.name, ref.source) for ref in base_models() if ref.source != "bundled" or bundled_installed(ref.name)]
+    data = [
+        Model.base(ref.name, ref.source)
+        for ref in base_models()
+        if ref.source != "bundled" or bundled_installed(ref.name)
+    ]
     data += [Model.base(path, "local") for path in sorted(set(_allowed_dirs(request).values()))]
     data += [_tuned_object(m) for m in tuned_models_of(owner)]
     return ObjectList[Model](data=data)
@@ -52,7 +57,9 @@ def delete(name: str, request: Request, owner: str = Depends(project)) -> ModelD
     if tuned is None:
         if base_model_for_request(name, _allowed_dirs(request)) is None:
             raise model_not_found(name)
-        raise APIError(400, f"'{name}' is a base model; only tuned models can be deleted", param="model", code="invalid_model")
+        raise APIError(
+            400, f"'{name}' is a base model; only tuned models can be deleted", param="model", code="invalid_model"
+        )
     if request.app.state.engines is not None:
         request.app.state.engines.forget(tuned.name)
     store.delete_run(tuned.run_id)  # a run is its directory plus its rows: both go

@@ -164,8 +164,11 @@ def upgrade() -> None:
         sa.Column("created_at", TZ, nullable=False),
         sa.Column("finished_at", TZ, nullable=True),
         sa.PrimaryKeyConstraint("seq"),
-        indexes=(("ix_jobs_id", ["id"], True), ("ix_jobs_project", ["project"], False),
-                 ("ix_jobs_status", ["status"], False)),
+        indexes=(
+            ("ix_jobs_id", ["id"], True),
+            ("ix_jobs_project", ["project"], False),
+            ("ix_jobs_status", ["status"], False),
+        ),
     )
     create_table(
         "job_events",
@@ -233,13 +236,25 @@ def upgrade() -> None:
         sa.Column("comment", sa.Text(), nullable=True),
         sa.Column("created_at", TZ, nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        indexes=(("ix_feedback_completion_id", ["completion_id"], False),
-                 ("ix_feedback_project", ["project"], False)),
+        indexes=(("ix_feedback_completion_id", ["completion_id"], False), ("ix_feedback_project", ["project"], False)),
     )
 
 
 def downgrade() -> None:
     # Children before parents; a table's indexes go with it.
-    for table in ("feedback", "completions", "request_log", "api_keys", "job_events", "jobs", "files",
-                  "human_ratings", "evaluations", "models", "checkpoints", "runs", "datasets"):
+    for table in (
+        "feedback",
+        "completions",
+        "request_log",
+        "api_keys",
+        "job_events",
+        "jobs",
+        "files",
+        "human_ratings",
+        "evaluations",
+        "models",
+        "checkpoints",
+        "runs",
+        "datasets",
+    ):
         op.drop_table(table)

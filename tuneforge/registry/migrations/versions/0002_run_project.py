@@ -22,8 +22,10 @@ def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("project", sa.String(64), nullable=False, server_default="default"))
         batch.create_index("ix_runs_project", ["project"], unique=False)
-    op.execute("UPDATE runs SET project = (SELECT jobs.project FROM jobs WHERE jobs.run_id = runs.id) "
-               "WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.run_id = runs.id)")
+    op.execute(
+        "UPDATE runs SET project = (SELECT jobs.project FROM jobs WHERE jobs.run_id = runs.id) "
+        "WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.run_id = runs.id)"
+    )
 
 
 def downgrade() -> None:
