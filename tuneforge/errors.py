@@ -36,3 +36,12 @@ class InvalidOption(UsageError):
     def __init__(self, message: str, *, param: str, fix: str | None = None):
         super().__init__(message, fix=fix)
         self.param = param
+
+
+class InvalidRequest(UsageError):
+    """A request a service refuses: `param` is the field at fault and `code` OpenAI's error code, which
+    the server's 400 carries."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_value", fix: str | None = None):
+        super().__init__(message, fix=fix)
+        self.param, self.code = param, code

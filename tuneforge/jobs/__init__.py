@@ -1,3 +1,4 @@
-"""Job execution: the worker process that carries out queued fine-tuning jobs (worker.py) and the
-reporter that turns a run's progress into job events (reporter.py). The queue itself is rows in the
-registry (registry/jobs.py); the server only writes them."""
+"""Fine-tuning jobs: submitting and steering them (submit.py: what the jobs API asks of the queue,
+checked before a row is written; cancel, pause and resume as guarded status changes), and carrying
+them out (worker.py, the process that trains them; reporter.py, progress as job events). The queue
+itself is rows in the registry (registry/jobs.py)."""

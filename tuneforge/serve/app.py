@@ -157,7 +157,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         # What the stages refuse in a request's input: an option the engine cannot honour names its
         # field (`error.param`); otherwise (a prompt longer than the context, say) the field the route
         # passed on, in `request.state.input_param`.
-        code = "context_length_exceeded" if isinstance(error, ContextTooLong) else "invalid_value"
+        code = getattr(error, "code", None) or (
+            "context_length_exceeded" if isinstance(error, ContextTooLong) else "invalid_value"
+        )
         param = getattr(error, "param", None) or getattr(request.state, "input_param", None)
         return await api_error(
             request, APIError(400, error.message + (f" {error.fix}" if error.fix else ""), param=param, code=code)

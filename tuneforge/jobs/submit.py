@@ -1,0 +1,158 @@
+"""Submitting and steering fine-tuning jobs: what the jobs API asks of the queue.
+
+`submit` checks a job the way `tuneforge train` checks a run (the method, the files, every extra
+option against TrainConfig) before a row is written; the worker then validates the files' contents
+and trains it. `steer` is the job's state machine for cancel, pause and resume: one guarded UPDATE
+each, so a request and the worker never overwrite each other. `checkpoints` lists a job's run's
+checkpoints with the training metrics of their step. Errors are `InvalidRequest` naming the field.
+"""
+
+import csv
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tuneforge.errors import InvalidRequest
+from tuneforge.registry import jobs, store
+from tuneforge.registry.jobs import Job
+from tuneforge.runs.naming import tuned_model_name
+
+DEFAULT_SEED = 42
+# OpenAI's own fields, and TrainConfig fields the job's files and method set: not valid as extras.
+RESERVED = {
+    "data",
+    "validation_data",
+    "model",
+    "suffix",
+    "seed",
+    "n_epochs",
+    "batch_size",
+    "learning_rate_multiplier",
+    "method",
+}
+# verb -> (statuses it applies to, the status it sets, the event it writes, other values it sets)
+STEERING = {
+    "cancel": (
+        ("validating_files", "queued", "running", "paused"),
+        "cancelled",
+        "Job cancellation requested",
+        {"estimated_finish": None},
+    ),
+    "pause": (("queued", "running"), "paused", "Job pause requested", {}),
+    "resume": (("paused",), "queued", "Job resumed; queued to continue from its checkpoint", {"resume": True}),
+}
+
+
+def _extras(extras: dict) -> dict:
+    """Our additions to OpenAI's request: TrainConfig fields by name, plus `training_method` (lora |
+    full), which is TrainConfig's `method` (OpenAI's `method` means supervised | dpo)."""
+    from tuneforge.train.config import TrainConfig
+
+    unknown = [
+        name
+        for name in extras
+        if name != "training_method" and (name not in TrainConfig.model_fields or name in RESERVED)
+    ]
+    if unknown:
+        raise InvalidRequest(
+            f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0], code="unknown_parameter"
+        )
+    extras = dict(extras)
+    if "training_method" in extras:
+        extras["method"] = extras.pop("training_method")
+    return extras
+
+
+def _checked_file(project: str, file_id: str | None, param: str):
+    if file_id is None:
+        return None
+    row = jobs.get_file(project, file_id)
+    if row is None:
+        raise InvalidRequest(f"invalid {param}: no file '{file_id}' in this project", param=param, code="invalid_file")
+    if row.purpose != "fine-tune":
+        raise InvalidRequest(
+            f"invalid {param}: file '{file_id}' has purpose '{row.purpose}', not 'fine-tune'",
+            param=param,
+            code="invalid_file",
+        )
+    return row  # a file that failed the data check fails the job at validating_files, with the details
+
+
+def submit(
+    project: str,
+    model: str,
+    training_file: str,
+    validation_file: str | None,
+    suffix: str | None,
+    seed: int | None,
+    metadata: dict | None,
+    method: dict,
+    hyperparameters: dict,
+    extras: dict,
+) -> Job:
+    """A `validating_files` job for `project`, after every check that needs no file contents.
+
+    `model` is a base model the caller may use (the server decides which: serve/model_access.py);
+    `method` is OpenAI's `{"type": ...}`, `hyperparameters` its supervised hyperparameters."""
+    from tuneforge.train.config import TrainConfig
+
+    if method["type"] != "supervised":
+        raise InvalidRequest(
+            f"method '{method['type']}' is not available yet; use 'supervised'",
+            param="method.type",
+            code="unsupported_method",
+        )
+    method = {**method, "supervised": {"hyperparameters": hyperparameters}}
+    training = _checked_file(project, training_file, "training_file")
+    _checked_file(project, validation_file, "validation_file")
+    extras = _extras(extras)
+    seed = seed if seed is not None else DEFAULT_SEED
+    try:  # the same validation `tuneforge train` applies, before anything is queued
+        TrainConfig(model=model, data=Path(training.path), suffix=suffix, seed=seed, **hyperparameters, **extras)
+    except ValidationError as error:
+        first = error.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param) from None
+    return jobs.create_job(
+        project,
+        model=model,
+        training_file=training_file,
+        validation_file=validation_file,
+        suffix=suffix,
+        seed=seed,
+        method=method,
+        extra=extras,
+        meta=metadata,
+    )
+
+
+def steer(job: Job, verb: str) -> Job:
+    """Cancel, pause or resume `job`; InvalidRequest (`invalid_state`) when its status does not allow it."""
+    allowed, status, event, values = STEERING[verb]
+    moved = jobs.transition(job.id, allowed, status, **values)
+    if moved is None:
+        now = jobs.get_job(None, job.id).status
+        raise InvalidRequest(f"Cannot {verb} a job whose status is '{now}'.", code="invalid_state")
+    jobs.add_event(job.id, event)
+    return moved
+
+
+def checkpoints(job: Job) -> tuple[str, list[tuple[store.Checkpoint, dict]]]:
+    """(the job's tuned model name, its run's checkpoints newest first, each with its step's training metrics)."""
+    run = store.get_run(job.run_id) if job.run_id else None
+    if run is None:
+        return job.fine_tuned_model or "", []
+    train_rows = _metrics_by_step(Path(run.run_dir) / "metrics.csv")
+    model_name = job.fine_tuned_model or tuned_model_name(job.model, job.project, job.suffix, run.id)
+    ordered = sorted(run.checkpoints, key=lambda c: c.step, reverse=True)
+    return model_name, [(checkpoint, train_rows.get(checkpoint.step, {})) for checkpoint in ordered]
+
+
+def _metrics_by_step(path: Path) -> dict[int, dict]:
+    if not path.exists():
+        return {}
+    with path.open() as handle:
+        return {
+            int(row["step"]): {k: float(v) for k, v in row.items() if v not in ("", None) and k != "step"}
+            for row in csv.DictReader(handle)
+        }
