@@ -94,8 +94,6 @@ def submit(
 
     `model` is a base model the caller may use (the server decides which: serve/model_access.py);
     `method` is OpenAI's `{"type": ...}`, `hyperparameters` its supervised hyperparameters."""
-    from tuneforge.train.config import TrainConfig
-
     if method["type"] != "supervised":
         raise InvalidRequest(
             f"method '{method['type']}' is not available yet; use 'supervised'",
@@ -104,11 +102,11 @@ def submit(
         )
     method = {**method, "supervised": {"hyperparameters": hyperparameters}}
     training = _checked_file(project, training_file, "training_file")
-    _checked_file(project, validation_file, "validation_file")
+    validation = _checked_file(project, validation_file, "validation_file")
     extras = _extras(extras)
     seed = seed if seed is not None else DEFAULT_SEED
-    try:  # the same validation `tuneforge train` applies, before anything is queued
-        TrainConfig(model=model, data=Path(training.path), suffix=suffix, seed=seed, **hyperparameters, **extras)
+    try:  # the config the worker will train with, checked as `tuneforge train` checks it, before anything is queued
+        training_config(model, training, validation, suffix, seed, hyperparameters, extras)
     except ValidationError as error:
         first = error.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
@@ -124,6 +122,32 @@ def submit(
         extra=extras,
         meta=metadata,
     )
+
+
+def training_config(
+    model: str, training, validation, suffix: str | None, seed: int, hyperparameters: dict, extras: dict
+):
+    """The TrainConfig of a job: its base model, stored files, suffix, seed, OpenAI hyperparameters and
+    our extras. `submit` checks it before the row is written; the worker trains with it."""
+    from tuneforge.train.config import TrainConfig
+
+    return TrainConfig(
+        model=model,
+        data=Path(training.path),
+        validation_data=Path(validation.path) if validation else None,
+        suffix=suffix,
+        seed=seed,
+        **{k: v for k, v in hyperparameters.items() if v is not None},
+        **extras,
+    )
+
+
+def job_config(job: Job):
+    """The TrainConfig the worker trains `job` with (the one `submit` checked)."""
+    hyperparameters = job.method.get(job.method["type"], {}).get("hyperparameters") or {}
+    validation = jobs.get_file(job.project, job.validation_file) if job.validation_file else None
+    training = jobs.get_file(job.project, job.training_file)
+    return training_config(job.model, training, validation, job.suffix, job.seed, hyperparameters, job.extra or {})
 
 
 def steer(job: Job, verb: str) -> Job:

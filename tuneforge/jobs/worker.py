@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
 from tuneforge.jobs.reporter import JobReporter
+from tuneforge.jobs.submit import job_config
 from tuneforge.registry import jobs, store
 from tuneforge.registry.jobs import Job
 from tuneforge.settings import tuneforge_home
@@ -60,22 +61,6 @@ def validate_files(job: Job) -> None:
         jobs.add_event(job.id, "Files validated; job queued")
 
 
-def train_config(job: Job):
-    from tuneforge.train.config import TrainConfig
-
-    hyperparameters = job.method.get(job.method["type"], {}).get("hyperparameters") or {}
-    validation = jobs.get_file(job.project, job.validation_file) if job.validation_file else None
-    return TrainConfig(
-        model=job.model,
-        data=Path(jobs.get_file(job.project, job.training_file).path),
-        validation_data=Path(validation.path) if validation else None,
-        suffix=job.suffix,
-        seed=job.seed,
-        **{k: v for k, v in hyperparameters.items() if v is not None},
-        **(job.extra or {}),
-    )
-
-
 def run_job(job: Job) -> None:
     from tuneforge.runs.naming import new_run_id
     from tuneforge.runs.training import resumable
@@ -98,7 +83,7 @@ def _train(job: Job, run_id: str, resume: bool) -> None:
 
     try:
         result = train_run(
-            train_config(job),
+            job_config(job),
             JobReporter(job, PARENT.gone),
             run_id=run_id,
             resume=resume,
