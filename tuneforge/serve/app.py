@@ -130,7 +130,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError):
         request.state.error = error.message
-        return JSONResponse(error.envelope(), status_code=error.status)
+        return answer(error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError):
@@ -176,6 +176,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return await api_error(request, APIError(error.status_code, message, code=code))
 
 
+def answer(error: APIError, headers: dict | None = None) -> JSONResponse:
+    """An APIError as the response: OpenAI's envelope with the error's status."""
+    return JSONResponse(error.envelope(), status_code=error.status, headers=headers)
+
+
 def _most_telling(errors: list[dict]) -> dict:
     """Of pydantic's errors, the one to report. A field that is a union (`str | list[str]`) fails once
     per member; the deepest failure, and one about the value rather than its type, is the real one
@@ -200,25 +205,23 @@ def _install_request_log(app: FastAPI) -> None:
         began = time.perf_counter()
         if allowed_hosts is not None and not _host_allowed(request.headers.get("host", ""), allowed_hosts):
             # With --no-auth, a page on another site that rebinds its DNS name to 127.0.0.1 must not reach us.
-            return JSONResponse(
+            return answer(
                 APIError(
                     400,
                     "Host header not allowed on this server (it runs without API keys); "
                     "use the address it listens on, or start it with --allowed-host NAME.",
                     code="invalid_host",
-                ).envelope(),
-                status_code=400,
+                )
             )
         try:
             response = await call_next(request)
         except Exception as error:  # a bug of ours: logged, counted and answered, and the connection stays open
             log.exception("internal error on %s %s", request.method, request.url.path)
             request.state.error = f"{type(error).__name__}: {error}"
-            response = JSONResponse(
+            response = answer(
                 APIError(
                     500, f"Internal server error ({type(error).__name__}); see the server log.", type="server_error"
-                ).envelope(),
-                status_code=500,
+                )
             )
         if getattr(request.state, "logged_by_stream", False) and response.status_code == 200:
             return response  # a stream records itself when it ends, with its real latency and tokens
@@ -231,6 +234,10 @@ def _install_request_log(app: FastAPI) -> None:
             error=getattr(request.state, "error", None),
         )
         return response
+
+
+# Bound to every interface: any address literal is accepted (DNS rebinding needs a name), and this machine's name.
+EVERY_INTERFACE = {"0.0.0.0", "::"}
 
 
 def _allowed_hosts(options: ServerOptions) -> set[str] | None:
@@ -251,10 +258,7 @@ def _host_allowed(header: str, allowed: set[str]) -> bool:
     )
     if host in allowed:
         return True
-    if allowed & {
-        "0.0.0.0",
-        "::",
-    }:  # every interface: any address literal (rebinding needs a name), and this machine's name
+    if allowed & EVERY_INTERFACE:
         try:
             ipaddress.ip_address(host)
             return True
@@ -285,7 +289,7 @@ class BodyLimit:
         limit = self.max_file_bytes + self.FORM_ROOM if upload else self.OTHER_BODIES
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
-            return await self._refuse(scope, send, limit)
+            return await self._refuse(scope, send, upload, limit)
         seen, overflowed, started = 0, False, False
 
         async def counting_receive():
@@ -310,20 +314,17 @@ class BodyLimit:
         except RequestTooLarge:
             pass
         if overflowed and not started:
-            await self._refuse(scope, send, limit)
+            await self._refuse(scope, send, upload, limit)
 
-    async def _refuse(self, scope, send, limit: int) -> None:
-        what = (
-            f"larger than this server's limit of {self.max_file_bytes:,} bytes (start `tuneforge serve` with a "
-            "larger --max-file-mb)"
-            if scope["path"].rstrip("/") == "/v1/files"
-            else f"a request body over {limit:,} bytes"
-        )
-        error = APIError(
-            413,
-            f"The request is {what}.",
-            param="file" if "files" in scope["path"] else None,
-            code="file_too_large" if "files" in scope["path"] else "request_too_large",
-        )
-        response = JSONResponse(error.envelope(), status_code=413, headers={"connection": "close"})
-        await response(scope, None, send)
+    async def _refuse(self, scope, send, upload: bool, limit: int) -> None:
+        if upload:
+            error = APIError(
+                413,
+                f"The request is larger than this server's limit of {self.max_file_bytes:,} bytes (start "
+                "`tuneforge serve` with a larger --max-file-mb).",
+                param="file",
+                code="file_too_large",
+            )
+        else:
+            error = APIError(413, f"The request body is over {limit:,} bytes.", code="request_too_large")
+        await answer(error, headers={"connection": "close"})(scope, None, send)
