@@ -221,11 +221,6 @@ def next_job(statuses: tuple[str, ...]) -> Job | None:
         return db.scalar(select(Job).where(Job.status.in_(statuses)).order_by(Job.seq.asc()).limit(1))
 
 
-def jobs_with_status(status: str) -> list[Job]:
-    with session() as db:
-        return list(db.scalars(select(Job).where(Job.status == status).order_by(Job.seq.asc())))
-
-
 def jobs_held_by_a_worker() -> list[Job]:
     """Jobs whose row names a worker process (it set worker_pid when it started them, and clears it when
     it lets go)."""

@@ -221,9 +221,7 @@ def chat_completions(body: ChatCompletionRequest, request: Request, owner: str =
 def completions(body: CompletionRequest, request: Request, owner: str = Depends(project)):
     request.state.input_param = "prompt"
     engine = _engine(request, owner, body.model)
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if not prompts:
-        raise APIError(400, "prompt must not be empty", param="prompt")
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt  # never empty: CompletionRequest
     completion_id, created = "cmpl-" + secrets.token_hex(12), int(time.time())
 
     def envelope(choices: list[CompletionChoice], counts: Usage | None = None) -> Completion:
