@@ -131,6 +131,7 @@ def test_a_second_project_sees_nothing_of_the_first(server, alpha, trained):
         lambda: beta.fine_tuning.jobs.retrieve(job.id),
         lambda: beta.fine_tuning.jobs.cancel(job.id),
         lambda: beta.models.retrieve(job.fine_tuned_model),
+        lambda: beta.models.delete(job.fine_tuned_model),  # alpha deletes it, below
         lambda: beta.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}]),
         lambda: beta.chat.completions.create(
             model=f"{job.fine_tuned_model}:ckpt-step-15", messages=[{"role": "user", "content": "hi"}]

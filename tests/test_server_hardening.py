@@ -316,12 +316,60 @@ def test_an_upload_past_the_cap_is_cut_off_at_the_cap(server, keys, declared):
     assert not list((server.home / "files").glob("*big*"))
 
 
+def test_an_upload_without_a_key_is_refused_before_its_body_is_read(server, alpha):
+    """The key is checked before the form is read: the 401 comes while most of the body is still unsent
+    (under the cap, so only the key can stop it), and nothing of an anonymous upload is spooled to disk."""
+    boundary, total = "tfboundary", 512 * 1024
+    head = _multipart_head(boundary)
+    before = {f.id for f in alpha.files.list()}
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        lines = [
+            "POST /v1/files HTTP/1.1",
+            f"Host: 127.0.0.1:{server.port}",
+            f"Content-Type: multipart/form-data; boundary={boundary}",
+            f"Content-Length: {len(head) + total}",
+        ]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + head + b"x" * 1024)
+        answer = b""
+        try:
+            while b"invalid_api_key" not in answer and (piece := sock.recv(65536)):
+                answer += piece
+        except TimeoutError:
+            pytest.fail(f"no answer in 10 s with the body unsent: the server waited to read it first ({answer!r})")
+    assert answer.startswith(b"HTTP/1.1 401 ") and b'"code":"invalid_api_key"' in answer, answer[:400]
+    form = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    status, body, _ = raw(server, "POST", "/v1/files", b"not a form", key="tf-not-a-key", headers=form)
+    assert assert_openai_error(status, body, 401)["code"] == "invalid_api_key"
+    assert {f.id for f in alpha.files.list()} == before
+
+
 # ---------------------------------------------------------------------------------- 8. smaller ones
 def test_the_home_is_readable_by_its_owner_only(server, training_file):
     assert stat.S_IMODE(os.stat(server.home).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(server.home / "registry.db").st_mode) == 0o600
     stored = next((server.home / "files").glob(f"{training_file.id}*"))
     assert stat.S_IMODE(os.stat(stored).st_mode) == 0o600
+
+
+def test_a_file_whose_bytes_are_gone_answers_410_without_a_traceback(server, keys, alpha):
+    """A file's row outlived its bytes (removed by hand, a lost disk): its content answers 410 Gone in
+    OpenAI's shape, not a 500: the file is known (retrieve answers) but its content will not come back,
+    so neither a 404 (a wrong id) nor a 5xx (retry) would tell the client the truth. Deleting it still works."""
+    uploaded = alpha.files.create(file=("notes.txt", b"kept on disk"), purpose="user_data")
+    assert alpha.files.content(uploaded.id).content == b"kept on disk"
+    next((server.home / "files").glob(f"{uploaded.id}*")).unlink()
+    logged = server.log.stat().st_size
+    with pytest.raises(openai.APIStatusError) as gone:
+        alpha.files.content(uploaded.id)
+    assert gone.value.status_code == 410
+    assert (gone.value.body["code"], gone.value.body["param"]) == ("file_content_missing", "file_id")
+    assert uploaded.id in gone.value.body["message"] and "upload it again" in gone.value.body["message"]
+    status, body, _ = raw(server, "GET", f"/v1/files/{uploaded.id}/content", key=keys["alpha"])
+    assert_openai_error(status, body, 410)
+    log = server.log.read_bytes()[logged:].decode("utf-8", "replace")
+    assert "Traceback" not in log and "bytes are missing" in log, log
+    assert alpha.files.retrieve(uploaded.id).id == uploaded.id
+    assert alpha.files.delete(uploaded.id).deleted
 
 
 def test_the_api_description_needs_a_key(server, keys):

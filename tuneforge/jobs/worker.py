@@ -46,6 +46,10 @@ def validate_files(job: Job) -> None:
         stored = jobs.get_file(job.project, file_id)
         if stored is None:
             return _fail(job, "invalid_file", f"{param} {file_id} no longer exists", param)
+        if not Path(stored.path).is_file():  # the row outlived its bytes: fail the job, not the worker
+            return _fail(
+                job, "invalid_file", f"{param} {file_id}'s content is missing from this server's storage", param
+            )
         report = check_with_model(Path(stored.path), job.model)
         if not report.ok:
             first = next(f for f in report.findings.findings() if f.severity == "error")

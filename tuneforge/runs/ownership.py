@@ -2,7 +2,8 @@
 
 A run belongs to a project (`runs.project`): the project of the job that trained it, or the default
 project for `tuneforge train`. Another project's run, tuned model or checkpoint is, to a caller, a
-model that does not exist: `NotOwned` carries no hint of what is there.
+model that does not exist: `NotOwned` carries no hint of what is there. `delete_tuned_model` is the
+one way a project deletes a tuned model: with its run, rows and directory together.
 """
 
 from tuneforge.registry import store
@@ -39,3 +40,14 @@ def owned_tuned_model(project: str, name: str) -> store.Model | None:
 
 def tuned_models_of(project: str) -> list[store.Model]:
     return store.list_models(project)
+
+
+def delete_tuned_model(project: str, name: str) -> store.Model | None:
+    """Delete `project`'s tuned model (by `ft:` name or run id) with its run: the run's rows (checkpoints,
+    models) and its directory. The deleted model, for the caller to drop what it holds of it (a server's
+    loaded engine); None if `name` is no tuned model's name (a base model's, say), with nothing deleted;
+    NotOwned if it names none of the project's."""
+    model = owned_tuned_model(project, name)
+    if model is not None:
+        store.delete_run(model.run_id)
+    return model

@@ -1,90 +1,114 @@
 """/v1/files: upload, list, retrieve, delete, content.
 
-An uploaded `fine-tune` file is checked by the data stage in the background: its status moves from
-`uploaded` to `processed`, or to `error` with the first problems (line, field, fix) in
+The store is `jobs/files.py`; this door reads the form, checks the key before the body (see
+`upload_form`), and turns the store's answers into OpenAI's objects and errors. An uploaded
+`fine-tune` file is checked by the data stage in the background, after the answer: its status moves
+from `uploaded` to `processed`, or to `error` with the first problems (line, field, fix) in
 `status_details`, which is what `client.files.wait_for_processing` waits for.
 """
 
-import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuneforge.jobs import files as store
 from tuneforge.registry import jobs
 from tuneforge.serve.deps import project
 from tuneforge.serve.protocol import APIError, ErrorResponse, FileDeleted, FileObject, ListPage, not_found
 
 router = APIRouter(tags=["files"], responses={"4XX": {"model": ErrorResponse}})
-PURPOSES = ("fine-tune", "user_data", "evals")
-SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt")
+
+# The form `upload_form` reads, described for /openapi.json as FastAPI would describe File and Form parameters.
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "title": "FileUpload",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "contentMediaType": "application/octet-stream", "title": "File"},
+                        "purpose": {"type": "string", "title": "Purpose"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
-def check_uploaded_file(file_id: str, path: Path) -> None:
-    """The data stage's format check (no tokenizer: the job's model is not known yet)."""
-    from tuneforge.data.checks import check_with_model
+@dataclass
+class UploadForm:
+    file: UploadFile
+    purpose: str
 
+
+def _invalid(field: str, kind: str, message: str) -> dict:
+    return {"type": kind, "loc": ("body", field), "msg": message, "input": None}
+
+
+async def upload_form(request: Request) -> AsyncIterator[UploadForm]:
+    """The upload's multipart form, read here rather than declared as `File`/`Form` parameters: FastAPI
+    reads a route's form before it runs any dependency, so an anonymous caller's upload would be spooled
+    to disk before its 401. Depending on it after `project`, a route reads the body once the key is good.
+    Missing or mistyped fields answer as FastAPI's own validation would."""
     try:
-        report = check_with_model(path, None)
-    except Exception as error:  # an unreadable file is the uploader's problem, reported on the file
-        jobs.set_file_status(file_id, "error", f"{type(error).__name__}: {error}")
-        return
-    if report.ok:
-        jobs.set_file_status(file_id, "processed", report=report.as_json())
-        return
-    problems = [
-        f"line {f.line}"
-        + (f", field {f.field}" if f.field else "")
-        + f": {f.message}"
-        + (f" Fix: {f.fix}" if f.fix else "")
-        for f in report.findings.findings()
-        if f.severity == "error"
-    ][:5]
-    jobs.set_file_status(
-        file_id, "error", f"{report.findings.errors} error(s). " + " | ".join(problems), report=report.as_json()
-    )
+        form = await request.form()
+    except StarletteHTTPException:
+        raise  # a malformed multipart body: Starlette's 400 says what is wrong with it
+    except Exception as error:  # a body cut short: FastAPI's answer for the forms it reads itself
+        raise StarletteHTTPException(400, "There was an error parsing the body") from error
+    try:
+        upload, purpose = form.get("file"), form.get("purpose")
+        errors = []
+        if upload is None or upload == "":
+            errors.append(_invalid("file", "missing", "Field required"))
+        elif not isinstance(upload, UploadFile):
+            errors.append(
+                _invalid("file", "value_error", f"Value error, Expected UploadFile, received: {type(upload)}")
+            )
+        if purpose is None or purpose == "":
+            errors.append(_invalid("purpose", "missing", "Field required"))
+        elif not isinstance(purpose, str):
+            errors.append(_invalid("purpose", "string_type", "Input should be a valid string"))
+        if errors:
+            raise RequestValidationError(errors)
+        yield UploadForm(file=upload, purpose=purpose)
+    finally:
+        await form.close()
 
 
-@router.post("/files")
+@router.post("/files", openapi_extra=UPLOAD_BODY)
 def upload(
     request: Request,
     background: BackgroundTasks,
-    file: Annotated[UploadFile, File()],
-    purpose: Annotated[str, Form()],
     owner: str = Depends(project),
+    form: UploadForm = Depends(upload_form),  # after `project`: no key, no body read
 ) -> FileObject:
     limit = request.app.state.options.max_file_bytes
-    if purpose not in PURPOSES:
-        raise APIError(400, f"purpose '{purpose}' is not supported; use one of {', '.join(PURPOSES)}", param="purpose")
-    filename = Path(file.filename or "upload.jsonl").name
-    suffix = Path(filename).suffix.lower()
-    if purpose == "fine-tune" and suffix not in SUFFIXES:
-        raise APIError(400, f"'{filename}': fine-tuning files must be {', '.join(SUFFIXES)}", param="file")
-    file_id = jobs.new_id("file-")
-    target = jobs.files_dir() / f"{file_id}{suffix if suffix in SUFFIXES else ''}"
-    digest, size = hashlib.sha256(), 0
-    with target.open("wb") as out:
-        while chunk := file.file.read(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                out.close()
-                target.unlink()
-                raise APIError(
-                    413,
-                    f"'{filename}' is larger than this server's limit of {limit:,} bytes "
-                    "(start `tuneforge serve` with a larger --max-file-mb)",
-                    param="file",
-                    code="file_too_large",
-                )
-            digest.update(chunk)
-            out.write(chunk)
-    row = jobs.create_file(owner, filename, purpose, target, size, digest.hexdigest(), file_id)
-    if purpose == "fine-tune":
-        background.add_task(check_uploaded_file, file_id, target)
-    else:
-        jobs.set_file_status(file_id, "processed")
-        row.status = "processed"
+    try:
+        row = store.store_upload(owner, form.file.filename, form.purpose, form.file.file, limit)
+    except store.FileTooLarge as too_large:
+        raise APIError(
+            413,
+            f"'{too_large.filename}' is larger than this server's limit of {limit:,} bytes "
+            "(start `tuneforge serve` with a larger --max-file-mb)",
+            param="file",
+            code="file_too_large",
+        ) from None
+    except store.UploadRefused as refused:
+        raise APIError(400, refused.message, param=refused.param) from None
+    if row.status == "uploaded":  # a fine-tuning file: the data check runs after the answer
+        background.add_task(store.check_stored_file, row.id, Path(row.path))
     return FileObject.from_row(row)
 
 
@@ -100,21 +124,26 @@ def list_files(
     return ListPage[FileObject](data=[FileObject.from_row(r) for r in rows], has_more=has_more)
 
 
-def _owned(owner: str, file_id: str):
+@router.get("/files/{file_id}")
+def retrieve(file_id: str, owner: str = Depends(project)) -> FileObject:
     row = jobs.get_file(owner, file_id)
     if row is None:
         raise not_found("file", file_id, "file_id")
-    return row
-
-
-@router.get("/files/{file_id}")
-def retrieve(file_id: str, owner: str = Depends(project)) -> FileObject:
-    return FileObject.from_row(_owned(owner, file_id))
+    return FileObject.from_row(row)
 
 
 @router.get("/files/{file_id}/content")
 def content(file_id: str, owner: str = Depends(project)):
-    row = _owned(owner, file_id)
+    try:
+        row = store.readable_file(owner, file_id)
+    except store.ContentMissing as missing:
+        # 410 Gone: the file exists (retrieve still answers) but its bytes will not come back; a 404
+        # would read as a wrong id, a 5xx would invite the client to retry in vain.
+        raise APIError(
+            410, f"{missing.message}. {missing.fix}", param="file_id", code="file_content_missing"
+        ) from None
+    if row is None:
+        raise not_found("file", file_id, "file_id")
     return FileResponse(row.path, filename=row.filename, media_type="application/octet-stream")
 
 

@@ -9,7 +9,7 @@ allowed directories, never an arbitrary path.
 from fastapi import APIRouter, Depends, Request
 
 from tuneforge.registry import store
-from tuneforge.runs.ownership import owner_of, tuned_models_of
+from tuneforge.runs.ownership import NotOwned, delete_tuned_model, owner_of, tuned_models_of
 from tuneforge.serve.deps import project
 from tuneforge.serve.model_access import base_model_for_request, model_not_found, owned_tuned_model
 from tuneforge.serve.protocol import APIError, ErrorResponse, Model, ModelDeleted, ObjectList
@@ -53,14 +53,16 @@ def retrieve(name: str, request: Request, owner: str = Depends(project)) -> Mode
 
 @router.delete("/models/{name:path}")
 def delete(name: str, request: Request, owner: str = Depends(project)) -> ModelDeleted:
-    tuned = owned_tuned_model(owner, name)
-    if tuned is None:
+    try:
+        deleted = delete_tuned_model(owner, name)
+    except NotOwned:
+        raise model_not_found(name) from None
+    if deleted is None:
         if base_model_for_request(name, _allowed_dirs(request)) is None:
             raise model_not_found(name)
         raise APIError(
             400, f"'{name}' is a base model; only tuned models can be deleted", param="model", code="invalid_model"
         )
-    if request.app.state.engines is not None:
-        request.app.state.engines.forget(tuned.name)
-    store.delete_run(tuned.run_id)  # a run is its directory plus its rows: both go
-    return ModelDeleted(id=tuned.name, deleted=True)
+    if request.app.state.engines is not None:  # the pool is the server's: a deleted model leaves it here
+        request.app.state.engines.forget(deleted.name)
+    return ModelDeleted(id=deleted.name, deleted=True)
