@@ -83,7 +83,7 @@ def test_the_cli_exits_2_with_the_message_and_no_traceback(tmp_path):
 @pytest.mark.parametrize("method", ["lora", "full"])
 @pytest.mark.parametrize("bf16", [True, False])
 def test_defaults_never_contradict_themselves_nor_their_resolution(monkeypatch, method, bf16):
-    monkeypatch.setattr(config_module, "bf16_is_fast", lambda: bf16)  # auto -> bf16 here, fp32 there
+    monkeypatch.setattr(config_module, "bf16_is_fast", lambda device="cpu": bf16)  # auto -> bf16 here, fp32 there
     for options in (
         {},
         {"sparse_output_layer": False},
@@ -190,3 +190,25 @@ def test_train_help_shows_each_field_with_its_type():
     assert "<int>" in lines["--lora-rank"] and "<float>" in lines["--warmup-ratio"] and "<path>" in lines["--data"]
     assert "<int|auto>" in lines["--n-epochs"] and "<float|auto>" in lines["--learning-rate-multiplier"]
     assert "<lora|full>" in lines["--method"] and "<auto|fp32|bf16>" in lines["--precision"]
+
+
+def test_device_is_checked_by_name_then_against_this_machine():
+    import torch
+
+    with pytest.raises(ValidationError) as error:
+        TrainConfig(data="train.jsonl", device="gpu")
+    assert error.value.errors()[0]["loc"] == ("device",)
+    for name in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert TrainConfig(data="train.jsonl", device=name).device == name
+    resolved = TrainConfig(data="train.jsonl").resolve(n_train_examples=20, context_length=512)
+    assert resolved.device == ("cuda" if torch.cuda.is_available() else "cpu")  # auto, as it ran: recorded
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="device cuda:1: PyTorch sees no CUDA GPU"):
+            TrainConfig(data="train.jsonl", device="cuda:1").resolve(n_train_examples=20, context_length=512)
+
+
+def test_qlora_is_lora_only():
+    with pytest.raises(ValidationError) as error:
+        TrainConfig(data="train.jsonl", method="full", load_in_4bit=True)
+    assert error.value.errors()[0]["loc"] == ("load_in_4bit",)
+    assert "only applies to LoRA" in str(error.value)

@@ -483,3 +483,54 @@ def test_all_speed_tricks_train_like_the_plain_path(tmp_path, learned_model_dir,
     assert max(map(abs, train_gaps)) <= 8e-3, train_gaps
     assert max(map(abs, valid_gaps)) <= 5e-3, valid_gaps
     assert abs(sum(train_gaps) / len(train_gaps)) <= 3e-3, train_gaps
+
+
+def test_gradient_checkpointing_gives_the_plain_loss_and_gradients(tiny_model_dir, smol_tokenizer):
+    """Recomputing each layer in backward (with every other trick on: padding-free attention, lean
+    activations, fused LoRA) changes what is kept, never the result."""
+    from tuneforge.train.config import TrainConfig
+    from tuneforge.train.loop import collate_padding_free
+    from tuneforge.train.modeling import build_model
+
+    examples = [parse_record(r, 1)[1].example for r in numbered_chats(range(6))]
+    batch = collate_padding_free(ChatTokenizer(smol_tokenizer, 0.0).encode(examples))
+    results = []
+    for checkpointing in (False, True):
+        config = TrainConfig(data="x.jsonl", model=str(tiny_model_dir), precision="fp32")
+        config = config.model_copy(update={"gradient_checkpointing": checkpointing}).resolve(6, 512)
+        torch.manual_seed(1)
+        model = build_model(config)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # non-zero B: gradients reach every adapter and every layer's input
+                torch.nn.init.normal_(parameter, std=0.02)
+        results.append(loss_and_grads(model, batch))
+    (plain_loss, plain_right, plain_n, plain_grads), (loss, right, n, grads) = results
+    assert loss == pytest.approx(plain_loss, rel=1e-6) and (right, n) == (plain_right, plain_n)
+    assert plain_grads.keys() == grads.keys() and len(grads) > 10
+    for name, grad in plain_grads.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-5)
+
+
+def test_qlora_trains_adapters_on_a_4_bit_base(tmp_path, tiny_model_dir):
+    """load_in_4bit: the frozen linear layers are bitsandbytes' NF4 layers (here on the CPU, which
+    bitsandbytes runs too), the adapters train, and the adapter it saves loads on the plain base."""
+    from helpers import write_jsonl
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.runs.training import train_run
+    from tuneforge.train.config import TrainConfig
+    from tuneforge.train.modeling import build_model
+
+    data = write_jsonl(tmp_path / "train.jsonl", numbered_chats(range(12)))
+    config = TrainConfig(
+        model=str(tiny_model_dir), data=data, load_in_4bit=True, n_epochs=3, batch_size=4, learning_rate_multiplier=5
+    )
+    kinds = {type(m).__name__ for m in build_model(config.resolve(12, 512)).modules()}
+    assert "Linear4bit" in kinds  # the base is 4-bit (peft's lora.bnb.Linear4bit wraps bitsandbytes')
+    result = train_run(config)
+    losses = [float(line.split(",")[1]) for line in (result.run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    assert losses[-1] < losses[0] - 0.1, losses
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), result.run_dir / "adapter")
+    assert any("lora_A" in name for name, _ in tuned.named_parameters())

@@ -292,7 +292,7 @@ def test_speed_estimate_uses_the_precision_auto_picks_and_the_trainers_measured_
     from tuneforge import hardware
 
     facts = {"fp32_matmul_gflops": 150.0, "bf16_matmul_gflops": 350.0}
-    monkeypatch.setattr(hardware, "machine_facts", lambda: facts)
+    monkeypatch.setattr(hardware, "machine_facts", lambda device="cpu": facts)
     n = 134_515_008  # SmolLM2-135M's parameters
     # tokens/s = matmul GFLOP/s x Tuneforge's efficiency / (FLOPs per token x n): 4n for LoRA, 6n for full,
     # efficiencies from benchmarks/RESULTS.md: LoRA bf16 0.39 (2026-11-22: 315 tok/s x 4n over a 370 GFLOP/s

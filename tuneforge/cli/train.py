@@ -6,25 +6,66 @@ from typing import Annotated
 import typer
 
 from tuneforge.cli.common import app, console
-from tuneforge.errors import UsageError
+from tuneforge.errors import TuneforgeError, UsageError
 
 
-def _train(config_file: Path | None = None, resume: str | None = None, **fields):
+def _train(
+    config_file: Path | None = None,
+    resume: str | None = None,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    master_addr: str = "127.0.0.1",
+    master_port: int = 29500,
+    **fields,
+):
+    from tuneforge.runs.launch import Machines
     from tuneforge.runs.training import resume_config, train_run
     from tuneforge.train.config import load_config
     from tuneforge.train.progress import ConsoleReporter
 
+    machines = Machines(nnodes, node_rank, master_addr, master_port)
     reporter = ConsoleReporter(console)
     try:
         if resume:
-            result = train_run(resume_config(resume), reporter, run_id=resume, resume=True)
+            config = resume_config(resume)
+            if fields.get("nproc"):  # the one thing a resume may change: how many processes carry on
+                config = config.model_copy(update={"nproc": fields["nproc"]})
+            result = train_run(config, reporter, run_id=resume, resume=True, machines=machines)
         else:
             if fields.get("data") is None and config_file is None:
                 raise UsageError("name the training data with --data (a prepared directory or a JSONL file)")
-            result = train_run(load_config(config_file, fields), reporter)
+            result = train_run(load_config(config_file, fields), reporter, machines=machines)
     finally:
         reporter.close()
+    if result is None:
+        console.print(f"this machine's processes (node {node_rank}) finished; the first machine records the run")
+        return
     _print_run_summary(result.run_id)
+
+
+@app.command("_rank", hidden=True)
+def _rank():
+    """One of the processes `tuneforge train --nproc N` starts through torchrun (runs/launch.py)."""
+    from tuneforge.runs.launch import read_payload
+    from tuneforge.runs.training import train_run
+    from tuneforge.train import distributed
+    from tuneforge.train.config import RECORDED, TrainConfig
+    from tuneforge.train.progress import ConsoleReporter
+    from tuneforge.train.reporter import Reporter
+
+    fields = read_payload()
+    config = TrainConfig.model_validate(fields["config"], context=RECORDED if fields["resume"] else None)
+    main = distributed.ranks().main
+    reporter = ConsoleReporter(console) if main else Reporter()
+    try:
+        train_run(config, reporter, fields["run_id"], fields["resume"], fields["project"], fields["org"])
+    except TuneforgeError as error:
+        if main:
+            raise
+        raise typer.Exit(error.exit_code) from None  # rank 0 says what happened, once
+    finally:
+        reporter.close()
+        distributed.stop()
 
 
 def _train_signature():
@@ -51,6 +92,21 @@ def _train_signature():
             ],
         ),
     ]
+    machines = {
+        "nnodes": (int, 1, "Machines taking part (each runs this command with its own --node-rank)."),
+        "node_rank": (int, 0, "This machine's place among --nnodes, 0 for the first (which records the run)."),
+        "master_addr": (str, "127.0.0.1", "The first machine's address, which every machine can reach."),
+        "master_port": (int, 29500, "A free port on the first machine for the processes to meet."),
+    }
+    for name, (kind, default, help_text) in machines.items():
+        parameters.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=Annotated[kind, typer.Option(f"--{name.replace('_', '-')}", help=help_text)],
+            )
+        )
     for name, field in TrainConfig.model_fields.items():
         default = field.default if field.default is not None and not field.is_required() else None
         if isinstance(default, bool):

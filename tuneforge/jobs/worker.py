@@ -93,6 +93,11 @@ def _train(job: Job, run_id: str, resume: bool) -> None:
             resume=resume,
             project=job.project,
             org=job.project,
+            # nproc > 1: the job's processes run jobs/rank_main.py under torchrun, and stop (with a
+            # checkpoint) when the server that started this worker is gone.
+            entry=("tuneforge.jobs.rank_main",),
+            launch_extra={"job_id": job.id},
+            should_stop=PARENT.gone,
         )
     except TrainingInterrupted:
         status = jobs.get_job(None, job.id).status

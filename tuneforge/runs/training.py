@@ -1,6 +1,7 @@
 """Training runs as recorded runs: the one place that creates and resumes them.
 
-`train_run` names the run and its tuned model, calls the recipe (train/sft.py) with a reporter that
+`train_run` names the run and its tuned model, calls the recipe (train/sft.py), or launches it on
+several processes through torchrun (launch.py), with a reporter that
 records the run's life in the registry (dataset rows, the run row, checkpoints, the model) and
 forwards everything to the caller's reporter (a progress bar, job events). The CLI's `--resume`,
 the worker's resumed jobs and the quickstart all come through here.
@@ -8,13 +9,15 @@ the worker's resumed jobs and the quickstart all come through here.
 
 from pathlib import Path
 
-from tuneforge.errors import UsageError
+from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
+from tuneforge.runs.launch import Machines, launch, launched, payload
 from tuneforge.runs.naming import new_run_id, tuned_model_name
 from tuneforge.settings import runs_dir
-from tuneforge.train.config import RECORDED, TrainConfig
-from tuneforge.train.reporter import DataRecord, Reporter, RunResult
+from tuneforge.train.config import RECORDED, ResolvedConfig, TrainConfig
+from tuneforge.train.distributed import ranks
+from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
 from tuneforge.train.sft import train_sft
 
 
@@ -95,15 +98,50 @@ def train_run(
     resume: bool = False,
     project: str = DEFAULT_PROJECT,
     org: str = "tuneforge",
-) -> RunResult:
+    machines: Machines = Machines(),
+    entry: tuple[str, ...] = ("tuneforge", "_rank"),
+    launch_extra: dict | None = None,
+    should_stop=lambda: False,
+) -> RunResult | None:
     """Train a new run for `project` (or, with `resume`, continue `run_id` from its newest checkpoint)
     and record it. `org` is the tuned model name's organisation field (a job's project; `tuneforge`
-    from the CLI)."""
+    from the CLI).
+
+    With `config.nproc` > 1 or several `machines`, the run is launched through torchrun instead
+    (launch.py): `entry` is what each process runs (it calls this function again, there), and the
+    result is read back from the registry once they finish; None on a machine other than the first,
+    which records nothing."""
     run_id = run_id or new_run_id()
+    if (config.nproc > 1 or machines.nodes > 1) and not launched():
+        fields = payload(config, run_id, resume, project, org, **(launch_extra or {}))
+        status = launch(list(entry), fields, config.nproc, machines, should_stop)
+        return _launched_result(run_id, status) if machines.node_rank == 0 else None
     name = tuned_model_name(config.model, org, config.suffix, run_id)
     existing = store.get_run(run_id) if resume else None
     run_dir = Path(existing.run_dir) if existing else runs_dir() / run_id  # where it was, if runs_dir moved since
-    return train_sft(config, RecordingReporter(reporter or Reporter(), project), run_dir, resume, name)
+    # Among several processes, rank 0 records the run (and reports); the others only train.
+    recorded = RecordingReporter(reporter or Reporter(), project) if ranks().main else Reporter()
+    return train_sft(config, recorded, run_dir, resume, name)
+
+
+def _launched_result(run_id: str, status: int) -> RunResult:
+    """A launched run's outcome, as its rank 0 recorded it."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise TuneforgeError(
+            f"the training processes stopped (exit status {status}) before run {run_id} began; their errors are above"
+        )
+    if run.status == "interrupted":
+        raise TrainingInterrupted(
+            f"run {run_id} stopped; a checkpoint was saved", fix=f"Resume with: tuneforge train --resume {run_id}"
+        )
+    if run.status != "succeeded":
+        raise TuneforgeError(f"run {run_id} {run.status}: {run.error or f'exit status {status}'}")
+    config = ResolvedConfig.model_validate(run.config, context=RECORDED)
+    model_name = run.models[0].name if run.models else run_id
+    return RunResult(
+        run_id, Path(run.run_dir), model_name, config, run.metrics or {}, bool(run.metrics.get("stopped_early"))
+    )
 
 
 def resumable(run_id: str | None) -> bool:

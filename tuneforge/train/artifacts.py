@@ -38,15 +38,20 @@ def load_weights(model, checkpoint: Path, method: str) -> None:
 
         set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors"))
     else:
-        state = {}
-        for shard in sorted(checkpoint.glob("*.safetensors")):
-            state.update(load_file(shard))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(read_full_weights(checkpoint), strict=False)
         # Tied embeddings are saved once; anything else missing means a broken checkpoint.
         if unexpected or any("lm_head" not in name for name in missing):
             raise RuntimeError(
                 f"checkpoint {checkpoint} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
+
+
+def read_full_weights(checkpoint: Path) -> dict:
+    """A full model's weights from a checkpoint (or model directory): every safetensors shard."""
+    state = {}
+    for shard in sorted(checkpoint.glob("*.safetensors")):
+        state.update(load_file(shard))
+    return state
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep: int, best_step: int | None) -> list[dict]:
@@ -106,11 +111,20 @@ def _versions() -> dict:
 
 
 def write_run(
-    run_dir: Path, model, tokenizer, config, model_name: str, final: dict, train_file, validation_file
+    run_dir: Path,
+    model,
+    tokenizer,
+    config,
+    model_name: str,
+    final: dict,
+    train_file,
+    validation_file,
+    weights: dict | None = None,
 ) -> None:
+    """The run's final artifacts; `weights` are the model's, gathered, when its own are sharded."""
     target = weights_dir(run_dir, config.method)
     shutil.rmtree(target, ignore_errors=True)
-    model.save_pretrained(target)
+    model.save_pretrained(target, **({"state_dict": weights} if weights is not None else {}))
     tokenizer.save_pretrained(target)  # the run's chat template travels with its weights
     from tuneforge.hardware import machine_facts
     from tuneforge.train.report import plot_loss, write_model_card
@@ -130,7 +144,7 @@ def write_run(
         "versions": _versions(),
         "git_commit": _git_commit(),
         "hardware": {
-            **machine_facts(),
+            **machine_facts(),  # the CPU's; the device the run used is in final_metrics
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cuda": torch.cuda.is_available(),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tuneforge.errors import UsageError
-from tuneforge.hardware import auto_epochs, bf16_is_fast
+from tuneforge.hardware import DEVICE_PATTERN, auto_epochs, bf16_is_fast, resolve_device
 
 Auto = Literal["auto"]
 # Peak learning rate at multiplier 1.0, per method: OpenAI's multiplier scales a base rate the same way.
@@ -24,7 +24,7 @@ RECORDED = {"recorded": True}  # validation context of a run's own record: see _
 MAXIMA = {"n_epochs": 50, "batch_size": 256, "max_seq_length": 131_072}
 # What only LoRA uses: the adapters' shape, and the switches of how LoRA runs.
 LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
-LORA_SWITCHES = ("fused_lora", "fast_lora_dropout", "frozen_weights_bf16")
+LORA_SWITCHES = ("fused_lora", "fast_lora_dropout", "frozen_weights_bf16", "load_in_4bit")
 
 
 class TrainConfig(BaseModel):
@@ -91,6 +91,23 @@ class TrainConfig(BaseModel):
         42, ge=0, le=2**31 - 1, description="Seed for data order, initialisation and dropout: same seed, same run."
     )
 
+    # Where it runs.
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="cpu, cuda, cuda:N or mps; auto: a CUDA GPU where PyTorch sees one, else the CPU.",
+    )
+    nproc: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description=(
+            "Training processes on this machine (torchrun): one per GPU, or a few on a CPU. LoRA runs them as "
+            "DDP, full fine-tuning shards the model with FSDP2; the batch is split between them, so the result "
+            "is the one-process run's."
+        ),
+    )
+
     # Speed (each gives the same result as the plain path, to within bf16 rounding for precision).
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",
@@ -143,6 +160,24 @@ class TrainConfig(BaseModel):
         description=(
             "With LoRA in bf16: store the frozen base weights in bf16 (LoRA weights stay fp32) instead of casting "
             "them on every pass; embeddings and norms are then bf16 too, a small further rounding."
+        ),
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description=(
+            "Keep only each layer's input for backward and compute the layer again there: about a third more "
+            "compute for much less activation memory (long sequences, big models)."
+        ),
+    )
+    liger_kernels: bool = Field(
+        True,
+        description="On a CUDA GPU where liger-kernel is installed: its fused RMSNorm, SwiGLU and RoPE kernels.",
+    )
+    load_in_4bit: bool = Field(
+        False,
+        description=(
+            "QLoRA: keep the frozen base model in 4 bits (NF4, through bitsandbytes), for models that do not fit "
+            "in bf16; LoRA only."
         ),
     )
     cache_tokens: bool = Field(
@@ -328,12 +363,14 @@ class TrainConfig(BaseModel):
         batch = self.batch_size if self.batch_size != "auto" else auto_batch_size(n_train_examples)
         multiplier = self.learning_rate_multiplier if self.learning_rate_multiplier != "auto" else 0.1
         values = self.model_dump()
+        device = resolve_device(self.device)
         values.update(
+            device=device,
             n_epochs=self.n_epochs if self.n_epochs != "auto" else auto_epochs(n_train_examples),
             batch_size=batch,
             learning_rate_multiplier=multiplier,
             max_seq_length=self.resolved_max_seq_length(context_length),
-            precision=self.precision if self.precision != "auto" else ("bf16" if bf16_is_fast() else "fp32"),
+            precision=self.precision if self.precision != "auto" else ("bf16" if bf16_is_fast(device) else "fp32"),
         )
         return ResolvedConfig.model_validate(
             {**values, "learning_rate": BASE_LEARNING_RATE[self.method] * multiplier}, context=RECORDED

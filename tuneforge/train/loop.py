@@ -44,6 +44,16 @@ class Batch:
     def trained_tokens(self) -> float:
         return float(self.loss_weights[:, 1:].sum())
 
+    def to(self, device) -> "Batch":
+        """The batch on `device` (built on the host, moved once per micro-batch); itself on the CPU."""
+        if torch.device(device).type == "cpu":
+            return self
+        moved = {
+            name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for name, value in self.__dict__.items()
+        }
+        return Batch(**moved)
+
     def model_inputs(self) -> dict:
         # use_cache=False: a training or scoring pass has no next token to decode, and a KV cache
         # would only hold on to every layer's keys and values.
@@ -140,7 +150,7 @@ def weighted_token_loss(
     weights = batch.loss_weights[:, 1:]
     parts = _output_layer_parts(model) if sparse_head else None
     selected = weights > 0
-    with autocast(dtype):
+    with autocast(dtype, batch.input_ids.device.type):
         if parts is None:
             logits = model(**batch.model_inputs()).logits[:, :-1]  # (batch, seq-1, vocab)
             logits, targets, weights = logits[selected], targets[selected], weights[selected]
@@ -168,18 +178,34 @@ def weighted_token_loss(
 
 @torch.no_grad()
 def evaluate(
-    model, batches: list[Batch], sparse_head: bool = True, dtype: torch.dtype | None = None, chunked: bool = False
+    model,
+    batches: list[Batch],
+    sparse_head: bool = True,
+    dtype: torch.dtype | None = None,
+    chunked: bool = False,
+    device: str = "cpu",
+    loss=None,
+    combine=None,
+    fillers: set[int] = frozenset(),
 ) -> dict:
-    """Validation loss (weighted mean per token), perplexity and mean token accuracy."""
+    """Validation loss (weighted mean per token), perplexity and mean token accuracy.
+
+    `loss(batch)` replaces the plain weighted_token_loss (a distributed run's wrapped model), and
+    `combine` sums the totals over processes (each of which validated its own share of `batches`);
+    the batches whose index is in `fillers` run the model (every process runs as many) and count nothing."""
     was_training = model.training
     model.eval()
+    loss = loss or (lambda batch: weighted_token_loss(model, batch, sparse_head, dtype, chunked))
     loss_sum = weight_sum = 0.0
     correct = counted = 0
-    for batch in batches:
-        weighted, right, n = weighted_token_loss(model, batch, sparse_head, dtype, chunked)
-        loss_sum += weighted.item()
-        weight_sum += batch.trained_tokens
-        correct, counted = correct + right, counted + n
+    for index, batch in enumerate(batches):
+        weighted, right, n = loss(batch.to(device))
+        if index not in fillers:
+            loss_sum += weighted.item()
+            weight_sum += batch.trained_tokens
+            correct, counted = correct + right, counted + n
+    if combine is not None:
+        loss_sum, weight_sum, correct, counted = combine([loss_sum, weight_sum, correct, counted])
     model.train(was_training)
     loss = loss_sum / max(weight_sum, 1e-9)
     return {
@@ -234,15 +260,26 @@ class TrainerState:
 
 
 def save_checkpoint(
-    directory: Path, model, optimizer, scheduler, state: TrainerState, metrics: dict | None, epoch_end: bool
+    directory: Path,
+    model,
+    optimizer_state: dict,
+    scheduler,
+    state: TrainerState,
+    metrics: dict | None,
+    epoch_end: bool,
+    weights: dict | None = None,
 ) -> Path:
+    """A complete checkpoint at `directory`: the trained weights (PEFT saves the adapter only, a full
+    model its safetensors; `weights` when they were gathered from shards), the optimiser state keyed
+    by parameter name (so any number of processes can load it), the schedule and the RNG states."""
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    model.save_pretrained(staging)  # PEFT saves the adapter only; a full model saves safetensors
+    model.save_pretrained(staging, **({"state_dict": weights} if weights is not None else {}))
     torch.save(
         {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
+            "optimizer_format": "names",
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
@@ -264,9 +301,11 @@ def newest_complete_checkpoint(checkpoints_dir: Path) -> Path | None:
     return max(candidates, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def load_training_state(directory: Path, optimizer, scheduler) -> TrainerState:
+def load_training_state(directory: Path, load_optimizer, scheduler) -> TrainerState:
+    """Where a checkpoint stood; `load_optimizer(state, by_name)` puts its optimiser state back (by
+    parameter name, or, in checkpoints from before distributed runs, by position)."""
     saved = torch.load(directory / "training_state.pt", weights_only=False)  # our own file: RNG states are tuples
-    optimizer.load_state_dict(saved["optimizer"])
+    load_optimizer(saved["optimizer"], saved.get("optimizer_format") == "names")
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["torch_rng"])
     random.setstate(saved["python_rng"])

@@ -6,9 +6,11 @@ turns packed `position_ids` into a block-diagonal (tokens x tokens) mask for SDP
 computes the whole square (8 x 256-token examples: 8x the attention FLOPs of the padded batch).
 Instead the model gets `VARLEN_ATTENTION`, which runs attention once per example (causal, no
 mask) on its slice of the row, found from `cu_seq_lens_q` (the example boundaries, as
-flash-attention's varlen kernels take them): on CPU with `_CpuVarlenAttention`, elsewhere with
-SDPA. Calls without boundaries (padded batches, generation) fall through to transformers' own SDPA
-function unchanged.
+flash-attention's varlen kernels take them): on CPU with `_CpuVarlenAttention`; on a CUDA GPU with
+PyTorch's own varlen flash attention (`torch.nn.attention.varlen`), or, where `flash_attn` is
+installed, transformers' `flash_attention_2`, which reads the same boundaries; elsewhere with SDPA
+per example. Calls without boundaries (padded batches, generation) fall through to transformers'
+own SDPA function unchanged.
 """
 
 import torch
@@ -33,6 +35,9 @@ def varlen_sdpa_attention(
     dropout_p = dropout if module.training else 0.0
     if query.device.type == "cpu" and dropout_p == 0.0:
         return _CpuVarlenAttention.apply(query, key, value, lengths, scaling), None
+    flash_dtype = query.dtype in (torch.bfloat16, torch.float16)  # the flash kernels' own; fp32 runs per example
+    if query.device.type == "cuda" and dropout_p == 0.0 and flash_dtype and _TORCH_VARLEN is not None:
+        return _cuda_varlen(query, key, value, boundaries, max(lengths), scaling), None
     # split, not slicing: the backward of a split is one concatenation; that of each slice a
     # zero-filled copy of the whole tensor (measured: 9 % of a step).
     outputs = [
@@ -100,6 +105,29 @@ _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _FLASH_BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
 
+try:  # PyTorch's varlen flash attention (CUDA only)
+    from torch.nn.attention.varlen import varlen_attn as _TORCH_VARLEN
+except ImportError:
+    _TORCH_VARLEN = None
+
+
+def _cuda_varlen(query, key, value, boundaries, longest: int, scale):
+    """All examples in one kernel call: (1, heads, tokens, dim) in, (1, tokens, heads, dim) out."""
+    import inspect
+
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
+    if k.shape[1] != q.shape[1]:  # grouped-query heads: the kernel takes as many key heads as queries
+        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+    starts = boundaries.to(device=q.device, dtype=torch.int32)
+    causal = (
+        {"is_causal": True}
+        if "is_causal" in inspect.signature(_TORCH_VARLEN).parameters  # torch 2.9-2.11
+        else {"window_size": (-1, 0)}  # later: causal is a window reaching back without end
+    )
+    out = _TORCH_VARLEN(q, k, v, starts, starts, longest, longest, scale=scale, **causal)
+    return out.unsqueeze(0)
+
+
 def varlen_mask(*args, attention_mask=None, **kwargs):
     """No mask for a padding-free row (the boundaries do its work); the SDPA mask for padded batches."""
     return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
@@ -109,8 +137,17 @@ AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa_attention)
 AttentionMaskInterface.register(VARLEN_ATTENTION, varlen_mask)
 
 
-def use_varlen_attention(causal_lm) -> None:
-    causal_lm.set_attn_implementation(VARLEN_ATTENTION)
+def use_varlen_attention(causal_lm, device: str = "cpu") -> None:
+    if device.startswith("cuda") and _flash_attn_installed():
+        causal_lm.set_attn_implementation("flash_attention_2")
+    else:
+        causal_lm.set_attn_implementation(VARLEN_ATTENTION)
+
+
+def _flash_attn_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
 
 
 def model_inputs(position_ids: torch.Tensor, sequence_starts: torch.Tensor) -> dict:

@@ -16,7 +16,7 @@ class ConsoleReporter(Reporter):
 
     def start(self, run_id, config, total_steps, first_step) -> None:
         self.console.print(
-            f"[bold]{run_id}[/bold]: {config.method} on {config.model}, {config.n_epochs} epoch(s), "
+            f"[bold]{run_id}[/bold]: {config.method} on {config.model} ({config.device}), {config.n_epochs} epoch(s), "
             f"batch {config.batch_size}, learning rate {config.learning_rate:.2e}, "
             f"max {config.max_seq_length} tokens/example"
         )

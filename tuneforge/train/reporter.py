@@ -61,3 +61,6 @@ class Reporter:
 
     def should_stop(self) -> bool:
         return False
+
+    def close(self) -> None:
+        """The caller is done with it (a progress bar stops drawing)."""

@@ -22,9 +22,11 @@ import torch
 
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import UsageError
-from tuneforge.models.catalog import load_model, load_tokenizer, model_facts
-from tuneforge.train import artifacts
+from tuneforge.hardware import device_type, peak_memory, reset_peak_memory, resolve_device
+from tuneforge.models.catalog import load_tokenizer, model_facts
+from tuneforge.train import artifacts, distributed
 from tuneforge.train.config import ResolvedConfig, TrainConfig
+from tuneforge.train.distributed import Ranks
 from tuneforge.train.host_memory import HeapGrowthGuard
 from tuneforge.train.inputs import locate_data, tokenized_file
 from tuneforge.train.loop import (
@@ -40,7 +42,18 @@ from tuneforge.train.loop import (
     newest_complete_checkpoint,
     save_checkpoint,
     seed_everything,
-    weighted_token_loss,
+)
+from tuneforge.train.modeling import (
+    TokenLoss,
+    build_model,
+    gathered_state,
+    gradient_sync,
+    is_sharded,
+    load_full_weights,
+    load_optimizer_state,
+    reshard,
+    unwrapped,
+    wrap,
 )
 from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
 
@@ -98,6 +111,14 @@ def train_sft(
 
 
 def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: bool, model_name: str) -> RunResult:
+    # ---- this process: its device, and its rank among the processes torchrun started (distributed.py)
+    place = distributed.ranks()
+    device = resolve_device(config.device)
+    if place.distributed:
+        device = distributed.start(device, place)
+        if not place.main:
+            reporter = Reporter()  # rank 0 reports for all
+            distributed.barrier()  # rank 0 fills the token cache first (below), the others read it
     # ---- data: everything that can be wrong is found before the model loads
     train_file, validation_file = locate_data(config.data, config.validation_data)
     if config.early_stopping_patience and not validation_file:
@@ -116,6 +137,8 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
         if validation_file
         else []
     )
+    if place.distributed and place.main:
+        distributed.barrier()
     resolved = config.resolve(len(train_set), facts["context_length"])
     pad_id = tokenizer.pad_id
 
@@ -125,7 +148,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     if resume:
         if not run_dir.exists():
             raise UsageError(f"no run directory for '{run_id}' at {run_dir}")
-    else:
+    elif place.main:
         checkpoints_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text(resolved.model_dump_json(indent=2))
         reporter.created(
@@ -140,40 +163,60 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
 
     # ---- model, optimiser, schedule
     seed_everything(resolved.seed)
-    model = build_model(resolved)
+    reset_peak_memory(device)
+    model = build_model(resolved, device)
+    checkpoint_found = newest_complete_checkpoint(checkpoints_dir) if resume else None
+    if resume and checkpoint_found is None:
+        raise UsageError(f"run '{run_id}' has no complete checkpoint to resume from")
+    if checkpoint_found is not None:  # into the plain model, before it is sharded
+        artifacts.load_weights(model, checkpoint_found, resolved.method)
+    wrapped = wrap(TokenLoss(model, resolved), resolved, device, place)
     steps_per_epoch = -(-len(train_set) // resolved.batch_size)
     total_steps = steps_per_epoch * resolved.n_epochs
     if resolved.max_steps:
         total_steps = min(total_steps, resolved.max_steps)
-    optimizer = build_optimizer(model, resolved.learning_rate, resolved.weight_decay)
+    trained_parameters = [p for p in wrapped.parameters() if p.requires_grad]
+    optimizer = build_optimizer(unwrapped(wrapped).model, resolved.learning_rate, resolved.weight_decay)
     scheduler = build_schedule(optimizer, resolved.lr_scheduler, int(resolved.warmup_ratio * total_steps), total_steps)
     state = TrainerState()
-    if resume:
-        checkpoint = newest_complete_checkpoint(checkpoints_dir)
-        if checkpoint is None:
-            raise UsageError(f"run '{run_id}' has no complete checkpoint to resume from")
-        artifacts.load_weights(model, checkpoint, resolved.method)
-        state = load_training_state(checkpoint, optimizer, scheduler)
-        artifacts.truncate_metrics(run_dir / "metrics.csv", state.step)
+    if checkpoint_found is not None:
+        state = load_training_state(checkpoint_found, load_optimizer_state(wrapped, optimizer), scheduler)
+        if place.main:
+            artifacts.truncate_metrics(run_dir / "metrics.csv", state.step)
         reporter.resumed(run_id)
 
-    validation_batches = _validation_batches(validation_set, resolved.batch_size, pad_id, resolved.padding_free)
-    dtype = compute_dtype(resolved)
-    metrics_file = (run_dir / "metrics.csv").open("a", newline="")
-    writer = csv.DictWriter(metrics_file, METRIC_COLUMNS)
-    if metrics_file.tell() == 0:
+    validation_batches, fillers = _validation_batches(validation_set, resolved, pad_id, place)
+    loss_module = unwrapped(wrapped)
+    # DDP's forward is for training steps (it prepares the gradient reduction); FSDP2's gathers
+    # the shards, which every forward needs.
+    validation_loss = wrapped if is_sharded(wrapped) else loss_module
+    metrics_file = (run_dir / "metrics.csv").open("a", newline="") if place.main else None
+    writer = csv.DictWriter(metrics_file, METRIC_COLUMNS) if metrics_file else None
+    if metrics_file and metrics_file.tell() == 0:
         writer.writeheader()
     reporter.start(run_id, resolved, total_steps, state.step)
     started, stopped_early, interrupted = time.perf_counter(), False, False
-    heap_guard = HeapGrowthGuard()
+    # The glibc heap guard is for the CPU's allocator (host_memory.py); a GPU's lives in PyTorch's.
+    heap_guard = HeapGrowthGuard() if device_type(device) == "cpu" else None
     last_evaluation: dict = {}
+
+    def write(row: dict) -> None:
+        if writer:
+            writer.writerow(row)
+            metrics_file.flush()
 
     def validate(row: dict) -> bool:
         """Add validation metrics to this step's row; True when they are the best so far."""
         nonlocal last_evaluation
         last_evaluation = evaluate(
-            model, validation_batches, resolved.sparse_output_layer, dtype, resolved.chunked_loss
+            loss_module,
+            validation_batches,
+            device=device,
+            loss=validation_loss,
+            combine=lambda totals: distributed.sum_over_ranks(totals, device),
+            fillers=fillers,
         )
+        reshard(wrapped)
         row.update({name: round(value, 6) for name, value in last_evaluation.items()})
         reporter.evaluation(row)
         if state.step == 0:
@@ -190,25 +233,29 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
         return improved
 
     def checkpoint(epoch_end: bool) -> None:
-        path = save_checkpoint(
-            checkpoints_dir / f"step-{state.step}",
-            model,
-            optimizer,
-            scheduler,
-            state,
-            last_evaluation or None,
-            epoch_end,
-        )
-        reporter.checkpoints_kept(
-            run_id, artifacts.prune_checkpoints(checkpoints_dir, resolved.keep_checkpoints, state.best_step)
-        )
-        reporter.checkpoint(state.step, path)
+        weights, optimizer_state = gathered_state(wrapped, optimizer)  # every rank: FSDP2 gathers shards
+        if place.main:
+            path = save_checkpoint(
+                checkpoints_dir / f"step-{state.step}",
+                model,
+                optimizer_state,
+                scheduler,
+                state,
+                last_evaluation or None,
+                epoch_end,
+                weights,
+            )
+            reporter.checkpoints_kept(
+                run_id, artifacts.prune_checkpoints(checkpoints_dir, resolved.keep_checkpoints, state.best_step)
+            )
+            reporter.checkpoint(state.step, path)
+        distributed.barrier()
 
     if validation_batches and state.step == 0:
         # The base model's validation loss: where the curve starts, and what tuning must beat.
         row = {"step": 0, "epoch": 0.0}
         validate(row)
-        writer.writerow(row)
+        write(row)
     batches, batches_epoch = [], None
     lengths = [len(e.input_ids) for e in train_set] if resolved.group_by_length else None
     with stop_requests() as stop:
@@ -219,19 +266,24 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
                     state.epoch,
                 )
             step_started = time.perf_counter()
-            loss, accuracy, tokens, trained = train_step(
-                model, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id
+            loss_sum, correct, counted, tokens, total_weight = train_step(
+                wrapped, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id, device, place
             )
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], resolved.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trained_parameters, resolved.max_grad_norm)
             learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            heap_guard.after_step()
+            if heap_guard:
+                heap_guard.after_step()
+            stop_here = stop["stop"] or (place.main and reporter.should_stop())
+            loss_sum, correct, counted, tokens, stops = distributed.sum_over_ranks(
+                [loss_sum, correct, counted, tokens, float(stop_here)], device
+            )
             state.step, state.batch_in_epoch, state.trained_tokens = (
                 state.step + 1,
                 state.batch_in_epoch + 1,
-                state.trained_tokens + trained,
+                state.trained_tokens + total_weight,
             )
             epoch_progress = state.epoch + state.batch_in_epoch / len(batches)
             epoch_end = state.batch_in_epoch == len(batches)
@@ -239,22 +291,21 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             row = {
                 "step": state.step,
-                "train_loss": round(loss, 6),
-                "train_accuracy": round(accuracy, 6),
+                "train_loss": round(loss_sum / total_weight, 6),
+                "train_accuracy": round(correct / max(counted, 1), 6),
                 "epoch": round(epoch_progress, 4),
                 "learning_rate": learning_rate,
-                "tokens": tokens,
+                "tokens": int(tokens),
                 "tokens_per_second": round(tokens / (time.perf_counter() - step_started), 1),
                 "trained_tokens": int(state.trained_tokens),
             }
             due = epoch_end or (resolved.eval_every_steps and state.step % resolved.eval_every_steps == 0)
             improved = validate(row) if validation_batches and due else False
-            writer.writerow(row)
-            metrics_file.flush()
+            write(row)
             reporter.step(row)
             if epoch_end or improved:
                 checkpoint(epoch_end)
-            if stop["stop"] or reporter.should_stop():
+            if stops:
                 interrupted = True
                 if not (epoch_end or improved):
                     checkpoint(False)  # mid-epoch: save exactly where we are
@@ -267,7 +318,8 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
             ):
                 stopped_early = True
                 break
-    metrics_file.close()
+    if metrics_file:
+        metrics_file.close()
     wall = time.perf_counter() - started
 
     if interrupted:
@@ -276,109 +328,76 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
             f"run {run_id} stopped at step {state.step}; a checkpoint was saved",
             fix=f"Resume with: tuneforge train --resume {run_id}",
         )
-    if resolved.early_stopping_patience and state.best_step is not None and state.best_step != state.step:
+    best = resolved.early_stopping_patience and state.best_step is not None and state.best_step != state.step
+    if best and is_sharded(wrapped):
+        load_full_weights(wrapped, artifacts.read_full_weights(checkpoints_dir / f"step-{state.best_step}"))
+    elif best:
         artifacts.load_weights(model, checkpoints_dir / f"step-{state.best_step}", resolved.method)
+    weights, _ = gathered_state(wrapped, optimizer) if is_sharded(wrapped) else (None, None)
     final = {
         "step": state.step,
         "trained_tokens": int(state.trained_tokens),
         "wall_seconds": round(wall, 1),
         "best_step": state.best_step,
         "stopped_early": stopped_early,
+        "processes": place.world,
+        "device": device_type(device),
+        **peak_memory(device),
         **last_evaluation,
     }
-    artifacts.write_run(run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file)
     result = RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
-    reporter.finished(result, artifacts.weights_dir(run_dir, resolved.method))
+    if place.main:
+        artifacts.write_run(
+            run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file, weights
+        )
+        reporter.finished(result, artifacts.weights_dir(run_dir, resolved.method))
+    distributed.barrier()
     return result
 
 
-def build_model(config: ResolvedConfig):
-    """The base model in training mode, with LoRA adapters (via peft) for method lora."""
-    bf16_base = config.method == "lora" and config.precision == "bf16" and config.frozen_weights_bf16
-    # The frozen weights never change, so only the trained ones need fp32 masters (peft keeps the
-    # adapters in fp32: autocast_adapter_dtype). Not quite what autocast computes, though: autocast
-    # rounds a matmul's inputs to bf16 but keeps embeddings, norm weights and the residual stream in
-    # fp32, and these copies round those too (measured on the learned tiny model: loss ~5e-4 apart,
-    # LoRA gradients ~1.3e-2, twice autocast's own gap to fp32; tests/test_speed_tricks.py).
-    model = load_model(config.model, dtype=torch.bfloat16 if bf16_base else None)
-    if config.padding_free:
-        from tuneforge.train.padding_free import use_varlen_attention
+def train_step(
+    wrapped, examples, config: ResolvedConfig, pad_id: int, device: str = "cpu", place: Ranks = Ranks()
+) -> tuple[float, float, float, float]:
+    """This rank's forward and backward passes of one optimiser step, in `gradient_accumulation_steps`
+    micro-batches: (weighted loss sum, correct, counted, tokens) of its share, and the whole step's
+    loss weight.
 
-        use_varlen_attention(model)
-    if config.lean_activations:
-        from tuneforge.train.lean_activations import use_lean_activations
-
-        use_lean_activations(model)
-    if config.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        targets = config.lora_target_modules
-        try:
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=config.lora_rank,
-                    lora_alpha=config.lora_alpha,
-                    lora_dropout=config.lora_dropout,
-                    target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                    task_type="CAUSAL_LM",
-                ),
-            )
-        except ValueError as error:  # peft's word for target modules the model does not have
-            raise UsageError(
-                f"lora_target_modules '{targets}': {error}", fix="Use all-linear, or names such as q_proj,v_proj."
-            ) from None
-        if config.fast_lora_dropout:
-            from tuneforge.train.lora_dropout import fuse_lora_dropout
-
-            fuse_lora_dropout(model)
-        if config.fused_lora:
-            from tuneforge.train.fused_lora import fuse_lora_layers
-
-            fuse_lora_layers(model)
-        if bf16_base:
-            # peft casts each layer's bf16 input to the adapters' fp32, and autocast casts it back for
-            # the matmul: two copies of every adapted layer's input for nothing.
-            for module in model.modules():
-                if hasattr(module, "cast_input_dtype_enabled"):
-                    module.cast_input_dtype_enabled = False
-    model.train()
-    return model
-
-
-def train_step(model, examples, config: ResolvedConfig, pad_id: int) -> tuple[float, float, int, float]:
-    """One optimiser step's forward and backward passes, in `gradient_accumulation_steps` micro-batches.
-
-    Each micro-batch's weighted loss is divided by the whole step's loss weight, so accumulating
-    micro-batches gives the same gradient as one big batch."""
+    Each micro-batch's weighted loss is divided by the whole step's loss weight (times the ranks,
+    whose gradients DDP and FSDP average), so accumulating micro-batches, and adding up ranks, gives
+    the same gradient as one big batch in one process (distributed.py)."""
     total_weight = sum(float(e.loss_weights[1:].sum()) for e in examples)
-    parts = config.gradient_accumulation_steps
-    size = -(-len(examples) // parts)
-    dtype = compute_dtype(config)
+    pieces = distributed.micro_batches(
+        distributed.share(examples, place), len(examples), config.gradient_accumulation_steps, place
+    )
     loss_sum, correct, counted, tokens = 0.0, 0, 0, 0
-    for start in range(0, len(examples), size):
-        batch = make_batch(examples[start : start + size], pad_id, config.padding_free)
-        weighted, right, n = weighted_token_loss(model, batch, config.sparse_output_layer, dtype, config.chunked_loss)
-        (weighted / total_weight).backward()
-        loss_sum, correct, counted, tokens = (
-            loss_sum + weighted.item(),
-            correct + right,
-            counted + n,
-            tokens + batch.tokens,
-        )
-    return loss_sum / total_weight, correct / max(counted, 1), tokens, total_weight
-
-
-def compute_dtype(config: ResolvedConfig) -> torch.dtype | None:
-    """The autocast dtype of the matmuls; None for plain fp32."""
-    return torch.bfloat16 if config.precision == "bf16" else None
+    for index, (chunk, scale) in enumerate(pieces):
+        batch = make_batch(chunk or examples[:1], pad_id, config.padding_free)  # a filler counts for nothing
+        with gradient_sync(wrapped, index == len(pieces) - 1):
+            weighted, right, n = wrapped(batch.to(device))
+            (weighted * (scale * place.world) / total_weight).backward()
+        if scale:
+            loss_sum, correct, counted, tokens = (
+                loss_sum + weighted.item(),
+                correct + right,
+                counted + n,
+                tokens + batch.tokens,
+            )
+    return loss_sum, correct, counted, tokens, total_weight
 
 
 def make_batch(examples, pad_id: int, padding_free: bool) -> Batch:
     return collate_padding_free(examples) if padding_free else collate(examples, pad_id)
 
 
-def _validation_batches(validation_set, batch_size: int, pad_id: int, padding_free: bool) -> list[Batch]:
-    # Sorted by length, so each batch pads little; the order does not change the weighted mean.
+def _validation_batches(validation_set, config: ResolvedConfig, pad_id: int, place: Ranks):
+    """This rank's validation batches, and which of them are fillers (every rank runs as many).
+    Sorted by length, so each batch pads little; the order does not change the weighted mean."""
     ordered = sorted(validation_set, key=lambda e: len(e.input_ids))
-    return [make_batch(ordered[i : i + batch_size], pad_id, padding_free) for i in range(0, len(ordered), batch_size)]
+    size = config.batch_size
+    batches = [make_batch(ordered[i : i + size], pad_id, config.padding_free) for i in range(0, len(ordered), size)]
+    if not place.distributed or not batches:
+        return batches, frozenset()
+    mine = batches[place.rank :: place.world]
+    most = -(-len(batches) // place.world)
+    fillers = frozenset(range(len(mine), most))
+    return mine + [batches[0]] * (most - len(mine)), fillers

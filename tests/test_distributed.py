@@ -1,0 +1,186 @@
+"""One recipe on several processes (torchrun, gloo on CPU): DDP for LoRA, FSDP2 for full fine-tuning.
+
+Each test compares a 2-process run with the 1-process run of the same config: the global batch is the
+same, split between the ranks, so the losses must agree to float rounding (measured: ~2e-6). An odd
+batch size (5) gives the ranks shares of 3 and 2 examples, and a step with gradient accumulation gives
+one rank a filler micro-batch: the cases where a wrong split or a wrong loss scale shows.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import chat, write_jsonl
+from safetensors.torch import load_file
+
+from tuneforge.registry import store
+from tuneforge.runs.training import resume_config, train_run
+from tuneforge.settings import runs_dir
+from tuneforge.train.config import TrainConfig
+from tuneforge.train.reporter import TrainingInterrupted
+
+ANIMALS = ["cat", "dog", "owl", "fox", "bee", "elk", "ant", "bat", "cod", "eel", "yak", "emu"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("distributed-data")
+    train = write_jsonl(
+        folder / "train.jsonl",
+        [
+            chat(f"Say hi as the {a}, number {i}", f"hello there {a} friend " * (1 + i % 3))
+            for i, a in enumerate(ANIMALS * 2)
+        ],
+    )
+    validation = write_jsonl(
+        folder / "validation.jsonl", [chat(f"Greet as the {a}", f"hello there {a}") for a in ANIMALS[:5]]
+    )
+    return train, validation
+
+
+def config(model_dir, data, **overrides) -> TrainConfig:
+    train, validation = data
+    values = dict(
+        model=str(model_dir),
+        data=train,
+        validation_data=validation,
+        n_epochs=2,
+        batch_size=5,
+        precision="fp32",
+        learning_rate_multiplier=5,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def column(rows: list[dict], name: str) -> list[float]:
+    return [float(row[name]) for row in rows if row[name]]
+
+
+def assert_same_curves(many: Path, one: Path) -> None:
+    a, b = metrics(many), metrics(one)
+    assert [row["step"] for row in a] == [row["step"] for row in b]
+    for name in ("train_loss", "valid_loss", "trained_tokens"):
+        assert column(a, name) == pytest.approx(column(b, name), abs=1e-4), name
+    # Accuracy counts argmax hits: float rounding can flip a near-tie, one token in a step's ~30-60.
+    for name in ("train_accuracy", "valid_mean_token_accuracy"):
+        assert column(a, name) == pytest.approx(column(b, name), abs=0.04), name
+    assert column(a, "train_loss")[-1] < column(a, "train_loss")[0] - 0.05  # it trained: the curve moved
+
+
+def test_cli_lora_on_two_processes_matches_one_process(tiny_model_dir, data):
+    """`tuneforge train --nproc 2` through the real CLI and torchrun; gradient accumulation included."""
+    train, validation = data
+    common = [
+        "train", "--model", str(tiny_model_dir), "--data", str(train), "--validation-data", str(validation),
+        "--n-epochs", "2", "--batch-size", "5", "--gradient-accumulation-steps", "2", "--precision", "fp32",
+        "--learning-rate-multiplier", "5",
+    ]  # fmt: skip
+    environment = {**os.environ, "COLUMNS": "200"}
+    for nproc in ("2", "1"):
+        finished = subprocess.run(
+            [sys.executable, "-m", "tuneforge", *common, "--nproc", nproc],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=300,
+        )
+        assert finished.returncode == 0, finished.stderr[-3000:] + finished.stdout[-2000:]
+    two, one = sorted(
+        (r for r in store.list_runs() if r.config["gradient_accumulation_steps"] == 2), key=lambda r: r.created_at
+    )[-2:]
+    assert two.config["nproc"] == 2 and one.config["nproc"] == 1
+    assert two.metrics["processes"] == 2 and one.metrics["processes"] == 1
+    assert_same_curves(Path(two.run_dir), Path(one.run_dir))
+    adapters = [load_file(Path(run.run_dir, "adapter", "adapter_model.safetensors")) for run in (two, one)]
+    for name, weight in adapters[1].items():
+        torch.testing.assert_close(adapters[0][name], weight, atol=1e-5, rtol=1e-4)
+
+
+def test_fsdp2_full_fine_tuning_on_two_processes_matches_one_process(tiny_model_dir, data):
+    """Full fine-tuning shards the model with FSDP2 (fully_shard); its checkpoints and final weights
+    are gathered into a plain model directory that loads like a one-process run's."""
+    two = train_run(config(tiny_model_dir, data, method="full", nproc=2, learning_rate_multiplier=50))
+    one = train_run(config(tiny_model_dir, data, method="full", learning_rate_multiplier=50))
+    assert two.metrics["processes"] == 2
+    assert_same_curves(two.run_dir, one.run_dir)
+    weights = [load_file(run.run_dir / "model" / "model.safetensors") for run in (two, one)]
+    assert weights[0].keys() == weights[1].keys()
+    for name, weight in weights[1].items():
+        torch.testing.assert_close(weights[0][name], weight, atol=1e-5, rtol=1e-4)
+    checkpoint = json.loads((two.run_dir / "checkpoints" / "step-10" / "trainer_state.json").read_text())
+    assert checkpoint["step"] == 10
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_two_process_run_resumes_on_one_process(tiny_model_dir, data, method):
+    """Stopped the way the worker stops a job (SIGTERM to torchrun, which passes it on), a 2-process
+    run saves a checkpoint; resumed with one process, it ends where an uninterrupted run ends."""
+    settings = dict(method=method, n_epochs=6, learning_rate_multiplier=50 if method == "full" else 5)
+    run_id = f"run-split-{method}"
+    marker = runs_dir() / run_id / "checkpoints" / "step-5" / "COMPLETE"
+    with pytest.raises(TrainingInterrupted):
+        train_run(config(tiny_model_dir, data, nproc=2, **settings), run_id=run_id, should_stop=marker.exists)
+    stopped = store.get_run(run_id)
+    assert stopped.status == "interrupted"
+    stopped_at = len(metrics(Path(stopped.run_dir)))
+    assert stopped_at < 31  # it stopped before the end (30 steps and the step-0 validation)
+    carried_on = resume_config(run_id).model_copy(update={"nproc": 1})  # as `--resume RUN --nproc 1` does
+    resumed = train_run(carried_on, run_id=run_id, resume=True)
+    whole = train_run(config(tiny_model_dir, data, **settings))
+    assert len(metrics(resumed.run_dir)) == 31
+    assert_same_curves(resumed.run_dir, whole.run_dir)
+
+
+def test_a_job_with_nproc_2_trains_on_two_processes_and_cancels(tmp_path_factory, tiny_model_dir):
+    """The jobs API takes `nproc` as an extra; the worker launches the job through torchrun, rank 0
+    writes its events, and a cancel reaches the processes (rank 0 sees it, every rank stops)."""
+    import time
+
+    import openai
+    from server_process import TINY_LORA, ServerProcess, tickets, wait_for
+
+    server = ServerProcess(tmp_path_factory.mktemp("nproc-home"), "--allow-model-dir", str(tiny_model_dir)).start()
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key=server.new_key("split"), max_retries=0, timeout=120)
+        data = write_jsonl(tmp_path_factory.mktemp("nproc-data") / "tickets.jsonl", tickets(20))
+        uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
+        client.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
+        job = client.fine_tuning.jobs.create(
+            model=str(tiny_model_dir),
+            training_file=uploaded.id,
+            hyperparameters={"n_epochs": 2, "batch_size": 5},
+            extra_body={**TINY_LORA, "nproc": 2},
+        )
+        finished = wait_for(client, job.id, ("succeeded", "failed", "cancelled"), timeout=240)
+        assert finished.status == "succeeded", finished.error
+        steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"]
+        assert sorted(set(steps)) == list(range(1, 9))  # 20 examples / 5 = 4 steps a epoch: reported once each
+        run = [r for r in json.loads(server.cli("runs", "list", "--json")) if r["id"] in finished.fine_tuned_model]
+        assert run and run[0]["status"] == "succeeded"
+
+        long = client.fine_tuning.jobs.create(
+            model=str(tiny_model_dir),
+            training_file=uploaded.id,
+            hyperparameters={"n_epochs": 50, "batch_size": 2},
+            extra_body={**TINY_LORA, "nproc": 2},
+        )
+        wait_for(client, long.id, ("running",), timeout=120)
+        while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(long.id, limit=5)):
+            time.sleep(0.2)
+        assert client.fine_tuning.jobs.cancel(long.id).status == "cancelled"
+        asked = time.monotonic()
+        while "Job cancelled" not in [e.message for e in client.fine_tuning.jobs.list_events(long.id, limit=5)]:
+            assert time.monotonic() - asked < 60, "the job's processes did not stop within 60 s"
+            time.sleep(0.2)
+    finally:
+        server.stop()

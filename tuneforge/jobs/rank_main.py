@@ -1,0 +1,41 @@
+"""One of the processes of a job with `nproc` > 1: the worker starts them through torchrun
+(runs/launch.py), and each calls `train_run` as the worker would. Rank 0 writes the job's events and
+watches its status (cancel, pause); the others only train.
+
+Run by the worker: `python -m torch.distributed.run ... -m tuneforge.jobs.rank_main`.
+"""
+
+import sys
+
+from tuneforge.errors import TuneforgeError
+from tuneforge.jobs.reporter import JobReporter
+from tuneforge.registry import jobs
+from tuneforge.runs.launch import read_payload
+from tuneforge.runs.training import train_run
+from tuneforge.train import distributed
+from tuneforge.train.config import RECORDED, TrainConfig
+from tuneforge.train.reporter import Reporter
+
+
+def main() -> int:
+    from tuneforge.hardware import bound_kernel_caches
+
+    bound_kernel_caches()
+    fields = read_payload()
+    config = TrainConfig.model_validate(fields["config"], context=RECORDED if fields["resume"] else None)
+    main_rank = distributed.ranks().main
+    reporter = JobReporter(jobs.get_job(None, fields["job_id"])) if main_rank else Reporter()
+    try:
+        train_run(config, reporter, fields["run_id"], fields["resume"], fields["project"], fields["org"])
+    except TuneforgeError as error:
+        # The run's row says what happened (the worker reads it); rank 0 also says it on stderr.
+        if main_rank:
+            print(f"error: {error.message}", file=sys.stderr)
+        return error.exit_code
+    finally:
+        distributed.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
