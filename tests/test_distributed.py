@@ -106,6 +106,33 @@ def test_cli_lora_on_two_processes_matches_one_process(tiny_model_dir, data):
         torch.testing.assert_close(adapters[0][name], weight, atol=1e-5, rtol=1e-4)
 
 
+def test_two_machines_meet_at_the_first_ones_address(tiny_model_dir, data):
+    """`--nnodes 2 --node-rank K --master-addr A --master-port P` on each machine (here both on
+    loopback): torchrun's static rendezvous; the first machine records the run, the second says so."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    train, validation = data
+    common = [sys.executable, "-m", "tuneforge", "train", "--model", str(tiny_model_dir), "--data", str(train),
+              "--validation-data", str(validation), "--n-epochs", "2", "--batch-size", "5", "--precision", "fp32",
+              "--learning-rate-multiplier", "5", "--suffix", "two-machines", "--nnodes", "2",
+              "--master-addr", "127.0.0.1", "--master-port", str(port)]  # fmt: skip
+    environment = {**os.environ, "COLUMNS": "200"}
+    second = subprocess.Popen(
+        [*common, "--node-rank", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment
+    )
+    first = subprocess.run([*common, "--node-rank", "0"], capture_output=True, text=True, env=environment, timeout=300)
+    out, err = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + err[-2000:]
+    assert "node 1" in out and "finished" in out
+    [run] = [r for r in store.list_runs() if r.config.get("suffix") == "two-machines"]
+    assert run.metrics["processes"] == 2 and run.status == "succeeded"
+    alone = train_run(config(tiny_model_dir, data))
+    assert_same_curves(Path(run.run_dir), alone.run_dir)
+
+
 def test_fsdp2_full_fine_tuning_on_two_processes_matches_one_process(tiny_model_dir, data):
     """Full fine-tuning shards the model with FSDP2 (fully_shard); its checkpoints and final weights
     are gathered into a plain model directory that loads like a one-process run's."""

@@ -45,6 +45,9 @@ def main() -> None:
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
     logging.getLogger("tuneforge").addHandler(handler)
     logging.getLogger("tuneforge").setLevel(logging.INFO)
+    # peft imports bitsandbytes wherever it is installed, and bitsandbytes then warns, on every
+    # command, that it could not fetch an optional CPU kernel from the hub (it runs its own instead).
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         app()
     except TuneforgeError as error:

@@ -5,6 +5,7 @@ watches its status (cancel, pause); the others only train.
 Run by the worker: `python -m torch.distributed.run ... -m tuneforge.jobs.rank_main`.
 """
 
+import logging
 import sys
 
 from tuneforge.errors import TuneforgeError
@@ -21,6 +22,7 @@ def main() -> int:
     from tuneforge.hardware import bound_kernel_caches
 
     bound_kernel_caches()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # as the CLI's main: see cli/__init__.py
     fields = read_payload()
     config = TrainConfig.model_validate(fields["config"], context=RECORDED if fields["resume"] else None)
     main_rank = distributed.ranks().main
