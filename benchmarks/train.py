@@ -9,6 +9,13 @@ see `train_runners.build_data`), with the same learning rate (LoRA 2e-4, full 1e
 AdamW, clipping at 1.0, `--batch-size` chats per step, LoRA r=16 alpha=32 on all linear layers,
 and loss on every token (TRL's default for chat data) unless a row says otherwise.
 
+TRL runs as first benchmarked (`packing=True`, AdamW "adamw_torch") and as a careful user would run
+it: with the fused AdamW ("adamw_torch_fused", SFTConfig's own default), packed or not. TRL 1.16's
+packing is always padding-free, and on CPU its SDPA mask is then one dense block-diagonal matrix
+over the whole packed row (tokens x tokens): several times the attention work of separate chats.
+Every ratio printed at the end is against the best row of each kind (by all tok/s), whatever its
+options or precision: Tuneforge's best row against TRL's best and the plain loop's best.
+
 Columns: trained tok/s counts tokens that carry loss, all tok/s every real (non-padding) token the
 model reads, both over the steady state (the first two steps, with one-off allocation or compilation,
 left out); s/epoch is one pass over the training chats at that speed plus the first steps' extra time
@@ -30,15 +37,51 @@ from pathlib import Path
 PARAMETERS = 134_515_008  # SmolLM2-135M, embeddings tied
 WARMUP_STEPS = 2
 
+FUSED = {"optim": "adamw_torch_fused"}
 LORA_ROWS = [
     ("TRL SFTTrainer + PEFT, packing, fp32", {"trainer": "trl", "precision": "fp32"}),
     ("TRL SFTTrainer + PEFT, packing, bf16", {"trainer": "trl", "precision": "bf16"}),
+    ("TRL SFTTrainer + PEFT, packing, fused AdamW, fp32", {"trainer": "trl", "precision": "fp32", **FUSED}),
+    ("TRL SFTTrainer + PEFT, packing, fused AdamW, bf16", {"trainer": "trl", "precision": "bf16", **FUSED}),
+    (
+        "TRL SFTTrainer + PEFT, no packing, fused AdamW, fp32",
+        {"trainer": "trl", "precision": "fp32", "packing": False, **FUSED},
+    ),
+    (
+        "TRL SFTTrainer + PEFT, no packing, fused AdamW, bf16",
+        {"trainer": "trl", "precision": "bf16", "packing": False, **FUSED},
+    ),
     ("plain transformers + PEFT loop, fp32", {"trainer": "plain", "precision": "fp32"}),
     ("plain transformers + PEFT loop, bf16 autocast", {"trainer": "plain", "precision": "bf16"}),
     ("Tuneforge, fp32", {"trainer": "tuneforge", "precision": "fp32"}),
     ("Tuneforge, bf16", {"trainer": "tuneforge", "precision": "bf16"}),
 ]
 FULL_ROWS = [(label.replace(" + PEFT", ""), settings) for label, settings in LORA_ROWS]
+PEERS = {"trl": "TRL", "plain": "the plain loop"}
+
+
+def ratios(results: list[tuple[str, str, dict, dict]]) -> list[str]:
+    """Per method: Tuneforge's best row against each peer's best row, by all tok/s.
+    `results` holds (label, method, settings, summary) of the rows that ran."""
+    lines = []
+    for method in dict.fromkeys(m for _, m, _, _ in results):
+        best = {}
+        for label, m, settings, summary in results:
+            kind = settings["trainer"]
+            if m == method and (kind not in best or summary["all"] > best[kind][1]["all"]):
+                best[kind] = (label, summary)
+        if "tuneforge" not in best:
+            continue
+        ours_label, ours = best["tuneforge"]
+        for kind, peer in PEERS.items():
+            if kind in best:
+                label, theirs = best[kind]
+                lines.append(
+                    f"{method}: {ours_label} ({ours['all']:.0f} all tok/s) = {ours['all'] / theirs['all']:.2f}x "
+                    f"{peer}'s best row, {label} ({theirs['all']:.0f}); peak RSS "
+                    f"{ours['train_rss']:,.0f} vs {theirs['train_rss']:,.0f} MB"
+                )
+    return lines
 
 
 def rows_for(method: str, only: str | None) -> list[tuple[str, str, dict]]:
@@ -144,6 +187,7 @@ def main() -> None:
         from benchmarks.train_runners import tokenized
 
         epoch_tokens = sum(len(e.input_ids) for e in tokenized(train_path, 1.0, args.seq_len))
+        results = []
         for label, method, settings in rows:
             settings = {"method": method, "prompt_loss_weight": 1.0, "lora_dropout": args.lora_dropout, **settings}
             if method == "full":
@@ -182,6 +226,7 @@ def main() -> None:
                 (4 if method == "lora" else 6) * PARAMETERS,
                 ceilings[settings["precision"]],
             )
+            results.append((label, method, settings, s))
             lines.append(
                 f"| {label} ({method}) | {s['trained']:.0f} | {s['all']:.0f} | {s['epoch_s']:.0f} | {s['mfu']:.0%} | "
                 f"{s['train_rss']:,.0f} | {s['rss']:,.0f} | {s['train_loss']:.3f} | {s['valid_loss']:.4f} | "
@@ -190,6 +235,7 @@ def main() -> None:
             print(lines[-1], flush=True)
     print()
     print(header + "\n\n" + "\n".join(lines))
+    print("\n".join(["", *ratios(results)]))
 
 
 if __name__ == "__main__":

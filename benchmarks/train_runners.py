@@ -1,12 +1,18 @@
 """The three trainers `benchmarks/train.py` compares, each run the same way on the same data.
 
-- `run_trl`: TRL's `SFTTrainer` with a PEFT `LoraConfig` (or full fine-tuning), options set explicitly.
+- `run_trl`: TRL's `SFTTrainer` with a PEFT `LoraConfig` (or full fine-tuning), options set explicitly
+  (packing, padding-free, optimiser, Liger kernels, gradient checkpointing, a 4-bit base: the row's settings).
 - `run_plain`: the loop a practitioner writes with transformers + PEFT: padded batches, the model's own
   loss, AdamW, clipping.
 - `run_tuneforge`: Tuneforge's `train_sft`, with whatever `TrainConfig` speed flags the row sets.
 
 Each returns per-step wall times, tokens and losses plus the trained model's validation loss, which
 one function (`validation_loss`) computes for all three, so the losses compare like for like.
+
+Settings every runner reads (besides the method, precision and loss weights): `model` (a catalog
+name or a local model directory; default the bundled model), `device` ("cpu" unless a row says
+"cuda"; on a GPU the step timers synchronise it and `gpu_peak_mb` is torch's peak allocation) and
+`validate` (False skips the validation pass: `benchmarks/gpu.py` on a randomly initialised model).
 """
 
 import json
@@ -23,17 +29,21 @@ SEED = 42
 
 
 # ------------------------------------------------------------------------------------- data
-def build_data(directory: Path, seq_len: int, n_train: int, n_validation: int) -> tuple[Path, Path]:
+def build_data(
+    directory: Path, seq_len: int, n_train: int, n_validation: int, model: str = MODEL
+) -> tuple[Path, Path]:
     """Multi-turn support chats of close to `seq_len` tokens, from examples/support_chat.jsonl.
 
     The benchmark asks for batches of 8 x `seq_len` tokens; single chats there are ~120 tokens, so
     each synthetic chat is the common system prompt plus (user, assistant) exchanges drawn from the
     file, seeded, added while the rendered chat still fits `seq_len`. Every trainer then sees the
     same examples, each about `seq_len` long, so packing neither helps nor hurts one of them by
-    more than the last few tokens of padding. Validation chats come from held-out source lines."""
+    more than the last few tokens of padding. Validation chats come from held-out source lines.
+    `model` names whose tokenizer and chat template measure the lengths (any with SmolLM2's tokenizer
+    gives the same chats)."""
     from tuneforge.models.catalog import load_tokenizer
 
-    tokenizer = load_tokenizer(MODEL)
+    tokenizer = load_tokenizer(model)
     records = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
     system = records[0]["messages"][0]
 
@@ -76,25 +86,26 @@ def read_chats(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def tokenized(path: Path, prompt_loss_weight: float, seq_len: int):
+def tokenized(path: Path, prompt_loss_weight: float, seq_len: int, model: str = MODEL):
     from tuneforge.data.tokenize import ChatTokenizer
     from tuneforge.models.catalog import load_tokenizer
     from tuneforge.train.inputs import load_examples, tokenize_for_sft
 
-    tokenizer = ChatTokenizer(load_tokenizer(MODEL), prompt_loss_weight, seq_len)
+    tokenizer = ChatTokenizer(load_tokenizer(model), prompt_loss_weight, seq_len)
     return tokenize_for_sft(load_examples(path, "validation"), tokenizer, path)
 
 
-def validation_loss(model, validation: Path, prompt_loss_weight: float, seq_len: int) -> float:
+def validation_loss(model, validation: Path, prompt_loss_weight: float, seq_len: int, name: str = MODEL) -> float:
     """The same measurement for every trainer's result: Tuneforge's `evaluate` in fp32 (weighted mean
-    cross-entropy per token over the held-out chats)."""
+    cross-entropy per token over the held-out chats), on the CPU. `name` is the base model's name,
+    for its tokenizer."""
     from tuneforge.models.catalog import load_tokenizer
     from tuneforge.train.loop import collate, evaluate
 
-    examples = tokenized(validation, prompt_loss_weight, seq_len)
-    pad_id = load_tokenizer(MODEL).pad_token_id
+    examples = tokenized(validation, prompt_loss_weight, seq_len, name)
+    pad_id = load_tokenizer(name).pad_token_id
     batches = [collate(examples[i : i + 8], pad_id) for i in range(0, len(examples), 8)]
-    return evaluate(model.float(), batches)["valid_loss"]
+    return evaluate(model.float().cpu(), batches)["valid_loss"]
 
 
 def peak_rss_mb() -> float:
@@ -111,14 +122,70 @@ def lora_config(dropout: float):
     return LoraConfig(r=16, lora_alpha=32, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def load_base():
+def load_base(name: str = MODEL, dtype=None):
     from tuneforge.models.catalog import load_model
 
-    return load_model(MODEL)
+    return load_model(name, dtype)
+
+
+def load_base_4bit(name: str, device: str):
+    """QLoRA's base: the weights quantised to NF4 (double quantisation, bf16 compute) by bitsandbytes
+    as they load, placed on `device` (bitsandbytes quantises on the GPU)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from tuneforge.models.catalog import model_path, resolve_model
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as error:
+        raise SystemExit(f"skipped: bitsandbytes does not import ({error})") from None
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    return AutoModelForCausalLM.from_pretrained(
+        model_path(resolve_model(name)),
+        quantization_config=quantization,
+        dtype=torch.bfloat16,
+        device_map={"": torch.device(device).index or 0} if device.startswith("cuda") else {"": device},
+    )
+
+
+def synchronize(device: str) -> None:
+    """A GPU queues work: wait for it before reading a clock."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def reset_gpu_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_peak_mb(device: str) -> float | None:
+    """torch's peak GPU allocation in this process (None on the CPU)."""
+    return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+
+
+def liger_imports() -> str | None:
+    """None when liger-kernel imports, else why not."""
+    try:
+        import liger_kernel.transformers  # noqa: F401
+    except Exception as error:  # ImportError, or triton failing to find a GPU driver
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 # ------------------------------------------------------------------------------ the runners
 def run_trl(settings: dict, train: Path, validation: Path, steps: int, batch_size: int, seq_len: int) -> dict:
+    """TRL's SFTTrainer. Row settings (defaults: the options the benchmark first ran with):
+    `packing` (True; TRL 1.16 packs with bfd and then always runs padding-free), `padding_free` (False:
+    one flattened row per batch without packing), `optim` ("adamw_torch"; SFTConfig's own default is
+    "adamw_torch_fused"), `use_liger_kernel` (False), `gradient_checkpointing` (False),
+    `base_dtype` ("fp32", or "bf16": LoRA's frozen base loaded in bf16, the adapters fp32),
+    `load_in_4bit` (False: QLoRA, an NF4 base through bitsandbytes), `attn_implementation` (the model's default)."""
     try:
         from datasets import Dataset
         from transformers import TrainerCallback
@@ -128,9 +195,15 @@ def run_trl(settings: dict, train: Path, validation: Path, steps: int, batch_siz
     from tuneforge.models.catalog import load_tokenizer
 
     method, bf16, packing = settings["method"], settings["precision"] == "bf16", settings.get("packing", True)
+    name, device = settings.get("model", MODEL), settings.get("device", "cpu")
+    padding_free = settings.get("padding_free", False)
+    liger = settings.get("use_liger_kernel", False)
+    if liger and (why := liger_imports()):
+        raise SystemExit(f"skipped: liger-kernel does not import ({why})")
+    checkpointing = settings.get("gradient_checkpointing", False)
     config = SFTConfig(
         output_dir=str(train.parent / "trl-output"),
-        use_cpu=True,
+        use_cpu=device == "cpu",
         report_to="none",
         save_strategy="no",
         eval_strategy="no",
@@ -146,23 +219,30 @@ def run_trl(settings: dict, train: Path, validation: Path, steps: int, batch_siz
         warmup_steps=0,
         weight_decay=0.0,
         max_grad_norm=1.0,
-        optim="adamw_torch",
+        optim=settings.get("optim", "adamw_torch"),
         # SFTConfig's defaults are bf16=True and gradient_checkpointing=True: both set on purpose.
         bf16=bf16,
         fp16=False,
-        gradient_checkpointing=False,
+        gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        use_liger_kernel=liger,
         packing=packing,
         packing_strategy="bfd",
-        max_length=seq_len,
+        padding_free=padding_free,
+        # Padding-free without packing does not truncate, and TRL refuses a max_length then; the
+        # chats are built to fit seq_len anyway.
+        max_length=None if padding_free and not packing else seq_len,
         dataloader_num_workers=0,
     )
     timings: dict = {"begin": [], "end": [], "tokens": [], "trained": []}
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
+            synchronize(device)
             timings["begin"].append(time.perf_counter())
 
         def on_step_end(self, args, state, control, **kwargs):
+            synchronize(device)
             timings["end"].append(time.perf_counter())
 
     class CountingTrainer(SFTTrainer):
@@ -173,24 +253,35 @@ def run_trl(settings: dict, train: Path, validation: Path, steps: int, batch_siz
             timings["trained"].append(int((labels[:, 1:] != -100).sum()))
             return super().training_step(model, inputs, num_items_in_batch)
 
+    if settings.get("load_in_4bit"):
+        model = load_base_4bit(name, device)
+    else:
+        model = load_base(name, torch.bfloat16 if settings.get("base_dtype") == "bf16" else None)
+    if settings.get("attn_implementation"):
+        model.set_attn_implementation(settings["attn_implementation"])
+    reset_gpu_peak(device)
     trainer = CountingTrainer(
-        model=load_base(),
+        model=model,
         args=config,
         train_dataset=Dataset.from_list(read_chats(train)),
-        processing_class=load_tokenizer(MODEL),
+        processing_class=load_tokenizer(name),
         callbacks=[Timer()],
         peft_config=lora_config(settings["lora_dropout"]) if method == "lora" else None,
     )
     trainer.train()
-    training_peak = peak_rss_mb()
+    training_peak, gpu_peak = peak_rss_mb(), gpu_peak_mb(device)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    validate = settings.get("validate", True)
     return {
         "step_seconds": [e - b for b, e in zip(timings["begin"], timings["end"])],
         "step_tokens": timings["tokens"],
         "step_trained": timings["trained"],
         "train_losses": losses,
         "train_peak_rss_mb": training_peak,
-        "valid_loss": validation_loss(trainer.model, validation, settings["prompt_loss_weight"], seq_len),
+        "gpu_peak_mb": gpu_peak,
+        "valid_loss": validation_loss(trainer.model, validation, settings["prompt_loss_weight"], seq_len, name)
+        if validate
+        else None,
     }
 
 
@@ -202,12 +293,13 @@ def run_plain(settings: dict, train: Path, validation: Path, steps: int, batch_s
     from tuneforge.models.catalog import load_tokenizer
 
     torch.manual_seed(SEED)
-    method, pad_id = settings["method"], load_tokenizer(MODEL).pad_token_id
-    model = load_base()
+    name = settings.get("model", MODEL)
+    method, pad_id = settings["method"], load_tokenizer(name).pad_token_id
+    model = load_base(name)
     if method == "lora":
         model = get_peft_model(model, lora_config(settings["lora_dropout"]))
     model.train()
-    examples = tokenized(train, settings["prompt_loss_weight"], seq_len)
+    examples = tokenized(train, settings["prompt_loss_weight"], seq_len, name)
     order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(SEED)).tolist()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE[method], weight_decay=0.0
@@ -236,8 +328,32 @@ def run_plain(settings: dict, train: Path, validation: Path, steps: int, batch_s
         result["step_trained"].append(int((labels[:, 1:] != -100).sum()))
         result["train_losses"].append(loss.item())
     result["train_peak_rss_mb"] = peak_rss_mb()
-    result["valid_loss"] = validation_loss(model, validation, settings["prompt_loss_weight"], seq_len)
+    result["valid_loss"] = validation_loss(model, validation, settings["prompt_loss_weight"], seq_len, name)
     return result
+
+
+# Runner settings that are no TrainConfig field.
+RUNNER_ONLY = ("trainer", "label", "validate")
+# TrainConfig fields that not every checkout has yet (the device seam): sent only where they exist.
+NEWER_FIELDS = ("device", "gradient_checkpointing", "load_in_4bit", "liger_kernels")
+
+
+def tuneforge_flags(settings: dict) -> dict:
+    """The row's settings as TrainConfig fields. A newer field this checkout lacks is dropped when
+    the row asks for what the checkout does anyway (device cpu, a switch off); otherwise the row stops
+    with a reason ("skipped: ..."), so that it is never measured doing something else."""
+    from tuneforge.train.config import TrainConfig
+
+    flags = {k: v for k, v in settings.items() if k not in RUNNER_ONLY}
+    for name in NEWER_FIELDS:
+        if name in flags and name not in TrainConfig.model_fields:
+            value = flags.pop(name)
+            if value not in ("cpu", False):
+                raise SystemExit(
+                    f"skipped: TrainConfig has no `{name}` field in this checkout, so Tuneforge cannot run "
+                    f"{name}={value!r} here"
+                )
+    return flags
 
 
 def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, batch_size: int, seq_len: int) -> dict:
@@ -251,9 +367,8 @@ def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, bat
         def step(self, row):
             rows.append(row)
 
-    flags = {k: v for k, v in settings.items() if k not in ("trainer", "label")}
+    device = settings.get("device", "cpu")
     config = TrainConfig(
-        model=MODEL,
         data=train,
         n_epochs=1,
         max_steps=steps,
@@ -265,26 +380,31 @@ def run_tuneforge(settings: dict, train: Path, validation: Path, steps: int, bat
         weight_decay=0.0,
         max_grad_norm=1.0,
         seed=SEED,
-        **flags,
+        **{"model": MODEL, **tuneforge_flags(settings)},
     )
+    reset_gpu_peak(device)
     result = train_run(config, Collect())
-    training_peak = peak_rss_mb()
+    training_peak, gpu_peak = peak_rss_mb(), gpu_peak_mb(device)
     trained = [row["trained_tokens"] for row in rows]
-    if config.method == "lora":
-        from peft import PeftModel
+    valid_loss = None
+    if settings.get("validate", True):
+        if config.method == "lora":
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_base(), result.run_dir / "adapter")
-    else:
-        from transformers import AutoModelForCausalLM
+            model = PeftModel.from_pretrained(load_base(config.model), result.run_dir / "adapter")
+        else:
+            from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(result.run_dir / "model", dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(result.run_dir / "model", dtype=torch.float32)
+        valid_loss = validation_loss(model, validation, settings["prompt_loss_weight"], seq_len, config.model)
     return {
         "step_seconds": [row["tokens"] / row["tokens_per_second"] for row in rows],
         "step_tokens": [row["tokens"] for row in rows],
         "step_trained": [b - a for a, b in zip([0] + trained[:-1], trained)],
         "train_losses": [row["train_loss"] for row in rows],
         "train_peak_rss_mb": training_peak,
-        "valid_loss": validation_loss(model, validation, settings["prompt_loss_weight"], seq_len),
+        "gpu_peak_mb": gpu_peak,
+        "valid_loss": valid_loss,
     }
 
 
