@@ -163,8 +163,18 @@ def _print_run_summary(run_id: str) -> None:
     console.print(f"\n[bold green]{run.id} {run.status}[/bold green]: {run.models[0].name if run.models else ''}")
     if valid:
         console.print("  validation loss by step: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in valid))
+    memory = (
+        f"; peak memory {metrics['peak_memory_mb']:,.0f} MB "
+        f"({'GPU, allocated' if metrics.get('memory') == 'cuda_allocated' else 'resident, rank 0'})"
+        if "peak_memory_mb" in metrics
+        else ""
+    )
+    where = ""
+    if "device" in metrics:  # runs recorded before the device seam have no device
+        processes = metrics.get("processes", 1)
+        where = f" on {metrics['device']}" + (f", {processes} processes" if processes > 1 else "")
     console.print(
-        f"  trained tokens {run.trained_tokens:,} in {metrics.get('wall_seconds', 0):.0f} s; "
+        f"  trained tokens {run.trained_tokens:,} in {metrics.get('wall_seconds', 0):.0f} s{where}{memory}; "
         f"run directory {run.run_dir}"
     )
 

@@ -341,9 +341,12 @@ class DatasetChecker:
                 }
             )
             if self.parameters:
-                from tuneforge.hardware import estimated_tokens_per_second
+                from tuneforge.hardware import estimated_tokens_per_second, resolve_device
 
-                speed = estimated_tokens_per_second(self.parameters, "lora")
+                # Where `device: auto` would train: this machine's GPU if it has one, else its CPU.
+                device = resolve_device("auto")
+                speed = estimated_tokens_per_second(self.parameters, "lora", device=device)
+                stats["estimated_on_device"] = device
                 stats["estimated_lora_tokens_per_second"] = round(speed, 1)
                 stats["estimated_training_seconds"] = round(self.total_tokens * epochs / speed, 1)
         return stats

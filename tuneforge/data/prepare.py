@@ -29,7 +29,7 @@ from tuneforge.errors import TuneforgeError
 
 DATASET_LEVEL_ERRORS = {"file_empty", "too_few_examples", "mixed_formats"}
 # Figures that depend on this machine, not on the data: kept out of the manifest so it stays reproducible.
-MACHINE_STATS = {"estimated_lora_tokens_per_second", "estimated_training_seconds"}
+MACHINE_STATS = {"estimated_lora_tokens_per_second", "estimated_training_seconds", "estimated_on_device"}
 
 
 class DataHasErrors(TuneforgeError):

@@ -69,7 +69,7 @@ def stats_table(report: CheckReport) -> Table:
         table.add_row(f"tokens x {stats['default_epochs']} epochs (auto)", f"{stats['tokens_x_epochs']:,}")
         if "estimated_training_seconds" in stats:
             table.add_row(
-                "estimated LoRA training time here",
+                f"estimated LoRA training time here ({stats.get('estimated_on_device', 'cpu')})",
                 f"~{_duration(stats['estimated_training_seconds'])} "
                 f"(~{stats['estimated_lora_tokens_per_second']:.0f} tok/s)",
             )

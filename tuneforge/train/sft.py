@@ -22,7 +22,7 @@ import torch
 
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import UsageError
-from tuneforge.hardware import device_type, peak_memory, reset_peak_memory, resolve_device
+from tuneforge.hardware import device_type, peak_memory, reset_peak_memory, resolve_device, synchronize
 from tuneforge.models.catalog import load_tokenizer, model_facts
 from tuneforge.train import artifacts, distributed
 from tuneforge.train.config import ResolvedConfig, TrainConfig
@@ -276,6 +276,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
             optimizer.zero_grad(set_to_none=True)
             if heap_guard:
                 heap_guard.after_step()
+            synchronize(device)  # a GPU runs behind the host: time the step's work, not its queueing
             stop_here = stop["stop"] or (place.main and reporter.should_stop())
             loss_sum, correct, counted, tokens, stops = distributed.sum_over_ranks(
                 [loss_sum, correct, counted, tokens, float(stop_here)], device
