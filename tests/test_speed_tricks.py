@@ -534,3 +534,46 @@ def test_qlora_trains_adapters_on_a_4_bit_base(tmp_path, tiny_model_dir):
     assert losses[-1] < losses[0] - 0.1, losses
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), result.run_dir / "adapter")
     assert any("lora_A" in name for name, _ in tuned.named_parameters())
+
+
+@pytest.mark.parametrize("causal_argument", ["is_causal", "window_size"])
+def test_the_cuda_varlen_call_lays_out_what_torchs_varlen_kernel_takes(monkeypatch, causal_argument):
+    """The CUDA branch hands PyTorch's varlen flash attention (T, heads, dim) tensors, the boundaries and
+    a causal flag (`is_causal` in torch 2.9-2.11, `window_size=(-1, 0)` later). The kernel needs a GPU;
+    here a CPU stand-in with the same contract checks our side: layout, grouped-query heads, output."""
+    from tuneforge.train import padding_free
+
+    def kernel(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, **causal):
+        assert q.shape == k.shape == v.shape and q.ndim == 3  # (tokens, heads, dim), key heads repeated
+        assert causal in ({"is_causal": True}, {"window_size": (-1, 0)})
+        assert torch.equal(cu_seq_q, cu_seq_k) and cu_seq_q.dtype == torch.int32 and max_q == max_k == 9
+        parts = [
+            F.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v)), is_causal=True, scale=scale)
+            for a, b in zip(cu_seq_q[:-1].tolist(), cu_seq_q[1:].tolist())
+        ]
+        return torch.cat(parts, dim=1).transpose(0, 1)
+
+    if causal_argument == "is_causal":
+        stand_in = lambda q, k, v, cq, ck, mq, mk, *, scale=None, is_causal=False: kernel(  # noqa: E731
+            q, k, v, cq, ck, mq, mk, scale=scale, is_causal=is_causal
+        )
+    else:
+        stand_in = lambda q, k, v, cq, ck, mq, mk, *, scale=None, window_size=(-1, -1): kernel(  # noqa: E731
+            q, k, v, cq, ck, mq, mk, scale=scale, window_size=window_size
+        )
+    monkeypatch.setattr(padding_free, "_TORCH_VARLEN", stand_in)
+    torch.manual_seed(0)
+    starts = torch.tensor([0, 5, 14, 15, 22])
+    query, key, value = (torch.randn(1, heads, 22, 16) for heads in (6, 2, 2))  # grouped-query heads
+    ours = padding_free._cuda_varlen(query, key, value, starts, 9, 0.25)
+    expected = torch.cat(
+        [
+            F.scaled_dot_product_attention(
+                *(t[:, :, a:b] for t in (query, key, value)), is_causal=True, enable_gqa=True
+            )
+            for a, b in zip(starts[:-1], starts[1:])
+        ],
+        dim=2,
+    ).transpose(1, 2)  # (1, tokens, heads, dim): what the attention layer's output projection reads
+    assert ours.shape == expected.shape == (1, 22, 6, 16)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
