@@ -58,6 +58,7 @@ USAGE_ERRORS = [  # (arguments, what stderr must say)
     ),
     (("models", "show", "no-such-model"), "error: unknown model 'no-such-model'\nfix: Use a catalog name"),
     (("data", "check"), "Missing argument 'file'"),
+    (("chat", "m", "--device", "gpu"), "'--device': 'gpu' is not one of auto, cpu, cuda, cuda:N, mps"),
 ]
 
 
@@ -126,3 +127,24 @@ def test_models_show_reads_facts_from_the_config():
     result = tuneforge("models", "show", "smollm2-135m-instruct")
     assert result.returncode == 0, result.stderr
     assert "134.5 M parameters" in result.stdout and "context 8192" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["chat", "generate", "eval", "serve"])
+def test_a_device_that_is_not_here_exits_two_naming_it(command, tiny_model_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    data = str(EXAMPLES / "support_chat.jsonl")
+    args = {
+        "chat": ("chat", str(tiny_model_dir), "hi"),
+        "generate": ("generate", str(tiny_model_dir), "--data", data, "--out", str(tmp_path / "out.jsonl")),
+        "eval": ("eval", str(tiny_model_dir), "--data", data, "--out", str(tmp_path / "eval")),
+        "serve": ("serve", "--no-worker", "--port", "1"),  # fails before it would listen
+    }[command]
+    result = tuneforge(*args, "--device", "cuda", cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "error: device cuda: PyTorch sees no CUDA GPU" in result.stderr, result.stderr
+    assert "fix: Use device auto or cpu" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

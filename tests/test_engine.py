@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    return Engine(str(tiny_model_dir), precision="fp32")
+    return Engine(str(tiny_model_dir), precision="fp32", device="cpu")  # the packed path is the CPU's
 
 
 def hf_greedy(engine, prompts: list[list[int]], max_new_tokens: int, stop_ids) -> list[list[int]]:
@@ -244,6 +244,88 @@ def test_bad_options_are_usage_errors(engine):
         engine.complete(["word " * 600])
 
 
+# --------------------------------------------------------------------------------- devices
+def test_an_engine_on_the_cpu_named_explicitly_answers_as_the_default(engine, tiny_model_dir):
+    on_cpu = Engine(str(tiny_model_dir), precision="fp32", device="cpu")
+    assert on_cpu.device == "cpu" and on_cpu.model.device.type == "cpu" and on_cpu.precision == "fp32"
+    assert isinstance(on_cpu.shared.stepper(None, on_cpu.precision), PackedStepper)
+    default = Engine(str(tiny_model_dir), precision="fp32")  # device auto
+    assert [g.text for g in on_cpu.generate(conversations(), max_new_tokens=12)] == [
+        g.text for g in default.generate(conversations(), max_new_tokens=12)
+    ]
+
+
+def logits_match(logits: torch.Tensor, reference: torch.Tensor) -> None:
+    assert logits.dtype == torch.float32 and logits.device.type == "cpu" and logits.shape == reference.shape
+    error = float((logits - reference).abs().max() / reference.abs().max())
+    assert error < 1e-5, error  # measured <1e-6: the same fp32 math in another order
+
+
+def test_the_model_forward_stepper_hands_back_cpu_fp32_logits_equal_to_the_packed_paths(engine):
+    """The stepper every device but the CPU decodes with, fed as BatchDecoder feeds it: left-padded prompts,
+    a step for every row, then a step after `keep` dropped a row."""
+    prompts = [engine._chat_ids(c) for c in conversations()]
+    width = max(map(len, prompts))
+    input_ids = torch.tensor([[engine.pad_id] * (width - len(p)) + p for p in prompts])
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    steppers = HFStepper(engine.model), PackedStepper(PackedLlama(engine.model, "fp32"))
+    with torch.inference_mode():
+        model_forward, packed = (s.start(input_ids, attention_mask, positions, width + 2) for s in steppers)
+        logits_match(model_forward, packed)
+        positions = positions[:, -1:]
+        for rows in (None, torch.tensor([0, 2])):
+            tokens = packed.argmax(-1)
+            if rows is not None:
+                for stepper in steppers:
+                    stepper.keep(rows)
+                attention_mask, positions, tokens = attention_mask[rows], positions[rows], tokens[rows]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(tokens), 1)], dim=1)
+            positions = positions + 1
+            model_forward, packed = (s.step(tokens.unsqueeze(1), attention_mask, positions) for s in steppers)
+            logits_match(model_forward, packed)
+
+
+def test_a_model_off_the_cpu_decodes_through_its_own_forward(engine, tiny_model_dir, monkeypatch):
+    """What `SharedModel.stepper` picks for a model on a GPU, taken here by making a CPU model look elsewhere."""
+    from tuneforge.inference.adapters import SharedModel
+
+    expected = [g.text for g in engine.generate(conversations(), max_new_tokens=12)]
+    elsewhere = Engine(str(tiny_model_dir), precision="fp32", device="cpu")
+    monkeypatch.setattr(SharedModel, "device", property(lambda self: torch.device("cuda")))
+    assert isinstance(elsewhere.shared.stepper(None, "fp32"), HFStepper)
+    assert [g.text for g in elsewhere.generate(conversations(), max_new_tokens=12)] == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_device_that_is_not_here_is_a_usage_error_naming_it(tiny_model_dir):
+    with pytest.raises(UsageError, match="device cuda: PyTorch sees no CUDA GPU") as raised:
+        Engine(str(tiny_model_dir), device="cuda")
+    assert "device auto or cpu" in raised.value.fix
+    with pytest.raises(UsageError, match="device cuda:1"):
+        EnginePool(device="cuda:1")
+
+
+def test_off_the_cpu_weights_are_bf16_where_it_is_native_else_fp32_and_never_int8(tiny_model_dir, monkeypatch):
+    import tuneforge.inference.engine as engine_module
+    from tuneforge.inference.engine import device_precision
+
+    monkeypatch.setattr(engine_module, "bf16_is_fast", lambda device: device.startswith("cuda"))
+    assert device_precision("auto", "cuda") == device_precision("bf16", "cuda:1") == "bf16"
+    assert device_precision("fp32", "cuda") == device_precision("auto", "mps") == device_precision("bf16", "mps")
+    assert device_precision("fp32", "cuda") == "fp32"
+    assert device_precision("int8", "cpu") is None and device_precision("auto", "cpu") is None  # the packed path's
+    with pytest.raises(UsageError, match="int8 weights are a CPU path; use bf16 on a GPU"):
+        device_precision("int8", "cuda")
+    # Before any weights load: a GPU here (its name checked, nothing loaded) refuses int8 at once.
+    monkeypatch.setattr(engine_module, "resolve_device", lambda device: device)
+    monkeypatch.setattr(engine_module, "load_for_inference", lambda *args: pytest.fail("loaded the model"))
+    with pytest.raises(UsageError, match="int8"):
+        Engine(str(tiny_model_dir), precision="int8", device="cuda")
+    with pytest.raises(UsageError, match="int8"):
+        EnginePool(precision="int8", device="cuda")
+
+
 # ------------------------------------------------------------------------------------ the pool
 def register_lora_run(base_dir, directory, seed: int, targets=("q_proj", "v_proj", "down_proj")) -> str:
     """A LoRA run in the registry whose adapter has random (not zero) factors, so it changes every answer.
@@ -335,6 +417,32 @@ def test_the_model_forward_path_switches_adapters_by_merging(two_adapters, monke
     assert pool.get(two_adapters[0]).shared.merges == 4
 
 
+def test_an_adapter_merges_into_the_weights_in_their_own_dtype_and_switches_back_exactly(two_adapters):
+    """Off the CPU the shared base's weights are bf16 on the GPU while an adapter's factors are read in fp32
+    on the CPU: the merge must land in the model's own parameters, in their dtype and on their device."""
+    from tuneforge.inference.adapters import LoadedAdapter, SharedModel
+    from tuneforge.inference.engine import load_for_inference
+    from tuneforge.models.catalog import load_model
+
+    spec = resolve_spec(two_adapters[0])
+    adapter = LoadedAdapter.load(spec.adapter)
+    assert all(w.device.type == "cpu" and w.dtype == torch.float32 for w in adapter.weights.values())
+    shared = SharedModel(load_model(spec.base_model).to(torch.bfloat16))
+    parameters = dict(shared.model.named_parameters())
+    before = {name: p.detach().clone() for name, p in parameters.items()}
+    shared.activate(adapter)
+    assert dict(shared.model.named_parameters()) == parameters  # the same tensors, merged in place
+    merged = dict(load_for_inference(spec)[0].named_parameters())  # peft's merge in fp32, for reference
+    changed = [name for name, p in parameters.items() if not torch.equal(p, before[name])]
+    assert len(changed) == 3 * shared.model.config.num_hidden_layers  # q_proj, v_proj, down_proj
+    for name in changed:
+        p = parameters[name]
+        assert p.dtype == torch.bfloat16 and p.device == before[name].device
+        torch.testing.assert_close(p.float(), merged[name], rtol=1e-2, atol=1e-3)  # bf16's rounding
+    shared.activate(None)
+    assert all(torch.equal(p, before[name]) for name, p in parameters.items())
+
+
 def test_pool_serialises_threads_on_a_shared_base(two_adapters):
     pool = EnginePool(capacity=2, resolve=resolve_spec)
     expected = {name: answers(pool.get(name)) for name in two_adapters}
@@ -371,7 +479,7 @@ def test_pool_evicts_the_least_recently_used_model_and_forgets_on_request(two_ad
         EnginePool(capacity=0)
 
 
-def test_the_servers_precision_option_reaches_its_engines(tiny_model_dir, monkeypatch):
+def test_the_servers_precision_and_device_options_reach_its_engines(tiny_model_dir, monkeypatch):
     from tuneforge.serve.app import ServerOptions, create_app
     from tuneforge.serve.deps import engines
 
@@ -384,9 +492,9 @@ def test_the_servers_precision_option_reaches_its_engines(tiny_model_dir, monkey
             multiplied.append((weight[0] if isinstance(weight, tuple) else weight).dtype) or matmul(self, x, weight)
         ),
     )
-    app = create_app(ServerOptions(auth=False, start_worker=False, precision="int8"))
+    app = create_app(ServerOptions(auth=False, start_worker=False, precision="int8", device="cpu"))
     engine = engines(app).get(str(tiny_model_dir))
-    assert engine.precision == "int8"
+    assert engine.precision == "int8" and engine.device == engines(app).device == "cpu"
     [answer] = engine.generate(conversations()[:1], max_new_tokens=4)
     assert answer.completion_tokens == 4 or answer.finish_reason == "stop"
     # Every matmul of the decode ran on int8 weights: 5 per layer and the output layer, prefill and each step.

@@ -1,11 +1,14 @@
 """What every command module shares: the Typer apps, the consoles and small option helpers."""
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from tuneforge.hardware import DEVICE_PATTERN  # hardware.py imports torch only when a device is resolved
 
 app = typer.Typer(
     help="Tuneforge: fine-tune open language models on your own machine.",
@@ -40,9 +43,24 @@ PrecisionOption = Annotated[
     str,
     typer.Option(
         callback=_precision,
-        help="Weights while generating: auto (bf16 where the CPU has bf16 "
-        "instructions, else fp32), fp32, bf16, or int8 (half of bf16's memory "
+        help="Weights while generating: auto (bf16 where the device runs it natively: a CPU with bf16 "
+        "instructions or a GPU with bf16; else fp32), fp32, bf16, or int8 (CPU only: half of bf16's memory "
         "traffic, faster at small batches; slightly less accurate).",
+    ),
+]
+
+
+def _device(value: str) -> str:
+    if not re.match(DEVICE_PATTERN, value):
+        raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N, mps")
+    return value
+
+
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        callback=_device,
+        help="Where the model runs: auto (a CUDA GPU where PyTorch sees one, else the CPU), cpu, cuda, cuda:N or mps.",
     ),
 ]
 

@@ -11,7 +11,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from tuneforge.cli.common import PrecisionOption, app, console
+from tuneforge.cli.common import DeviceOption, PrecisionOption, app, console
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -73,6 +73,7 @@ def eval_command(
         ),
     ] = None,
     precision: PrecisionOption = "auto",
+    device: DeviceOption = "auto",
 ):
     """Score a model's answers on a data file, side by side with a base model (A/B with bootstrap intervals)."""
     from tuneforge.evaluate.compare import key_path
@@ -96,6 +97,7 @@ def eval_command(
         probes=probes,
         sheet=sheet,
         precision=precision,
+        device=device,
     )
     console.print((out / "report.md").read_text(), markup=False, highlight=False)
     console.print(f"results: {out / 'results.json'}")

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tuneforge.cli.common import PrecisionOption, app, console
+from tuneforge.cli.common import DeviceOption, PrecisionOption, app, console
 
 keys_app = typer.Typer(
     help="API keys: each belongs to a project and sees only that project's files, jobs and models.",
@@ -36,6 +36,7 @@ def serve(
         int, typer.Option(min=1, help="Models (tuned adapters or full models) kept loaded at once.")
     ] = 4,
     precision: PrecisionOption = "auto",
+    device: DeviceOption = "auto",
     allow_model_dir: Annotated[
         list[Path] | None,
         typer.Option(
@@ -69,6 +70,13 @@ def serve(
     from tuneforge.serve.app import ServerOptions, create_app
     from tuneforge.settings import protect_home
 
+    if device != "cpu" and (device != "auto" or precision == "int8"):
+        # A device named but not there, or int8 off the CPU, fails now rather than at every request
+        # (the engine pool, and torch with it, is otherwise first loaded by the first request that needs it).
+        from tuneforge.hardware import resolve_device
+        from tuneforge.inference.engine import device_precision
+
+        device_precision(precision, resolve_device(device))
     protect_home()  # uploads, runs and the registry: readable by this user only
     options = ServerOptions(
         auth=not no_auth,
@@ -76,6 +84,7 @@ def serve(
         max_file_bytes=max_file_mb * 1024 * 1024,
         max_cached_models=max_cached_models,
         precision=precision,
+        device=device,
         allowed_model_dirs=tuple(str(p) for p in allow_model_dir or ()),
         public_metrics=public_metrics,
         public_docs=public_docs,

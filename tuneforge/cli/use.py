@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tuneforge.cli.common import PrecisionOption, app, console
+from tuneforge.cli.common import DeviceOption, PrecisionOption, app, console
 
 
 @app.command("chat")
@@ -16,12 +16,13 @@ def chat(
     max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
     precision: PrecisionOption = "auto",
+    device: DeviceOption = "auto",
 ):
     """Talk to a model: one-shot with PROMPT, or interactive (empty line or Ctrl-D to quit)."""
     from tuneforge.data.examples import Message
     from tuneforge.runs.models import engine as engine_for
 
-    engine = engine_for(model, precision=precision)
+    engine = engine_for(model, precision=precision, device=device)
     history = [Message("system", system)] if system else []
     while True:
         text = prompt if prompt is not None else _ask()
@@ -56,11 +57,12 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
     precision: PrecisionOption = "auto",
+    device: DeviceOption = "auto",
 ):
     """Batch generation over a data file."""
     from tuneforge.runs.evaluation import generate_file
 
-    written = generate_file(model, data, out, max_tokens, temperature, batch_size, precision)
+    written = generate_file(model, data, out, max_tokens, temperature, batch_size, precision, device=device)
     console.print(f"wrote {written} generations to {out}")
 
 

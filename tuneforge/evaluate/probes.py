@@ -140,7 +140,7 @@ def _mean_log_likelihoods(
     pad = engine.pad_id  # right padding: after the real tokens, the causal mask hides it
     results = []
     for start in range(0, len(encoded), batch_size):
-        batch = collate(encoded[start : start + batch_size], pad)
+        batch = collate(encoded[start : start + batch_size], pad).to(engine.device)  # the model's device
         with torch.inference_mode():
             logits = (
                 engine.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()

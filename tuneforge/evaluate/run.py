@@ -25,6 +25,7 @@ from tuneforge.evaluate.compare import write_sheet
 from tuneforge.evaluate.probes import DEFAULT_MAX_NEW_TOKENS as PROBE_MAX_NEW_TOKENS
 from tuneforge.evaluate.probes import load_probe_sets, markdown_section, probe_model, summarize
 from tuneforge.evaluate.report import write_html_report
+from tuneforge.hardware import resolve_device
 from tuneforge.inference.engine import Engine, ModelSpec, base_spec
 from tuneforge.train.inputs import load_examples_and_report
 
@@ -80,11 +81,14 @@ def generate_file(
     batch_size: int = 8,
     precision: str = "auto",
     resolve: Callable[[str], ModelSpec] = base_spec,
+    device: str = "auto",
 ) -> int:
     """`tuneforge generate`: answer every example's prompt; write prompt, reference and answer per line.
-    `resolve` turns the model's name into what to load (base models only by default; runs.models knows runs)."""
+    `resolve` turns the model's name into what to load (base models only by default; runs.models knows runs);
+    `device` is where it generates (`hardware.resolve_device`)."""
+    device = resolve_device(device)  # a missing device fails before the data is read
     cases = load_cases(data, None)
-    engine = Engine(model, precision=precision, spec=resolve(model))
+    engine = Engine(model, precision=precision, device=device, spec=resolve(model))
     with out.open("w") as handle:
         for start in range(0, len(cases), batch_size):
             chunk = cases[start : start + batch_size]
@@ -126,7 +130,8 @@ def task_kind(references: list[str], classification_like: bool) -> str:
 def score_model(
     name: str, cases: list[Case], metric_names: list[str], max_new_tokens: int, batch_size: int, engine=None
 ) -> dict:
-    """Generate, score and measure the loss of one model on every case (with `engine`, already loaded)."""
+    """Generate, score and measure the loss of one model on every case (with `engine`, already loaded);
+    the teacher-forced pass runs on the engine's device."""
     from tuneforge.train.loop import collate, evaluate
 
     engine = engine or Engine(name)
@@ -140,7 +145,9 @@ def score_model(
     encoded = ChatTokenizer(engine.tokenizer).encode([c.conversation for c in cases])
     pad = engine.pad_id
     teacher_forced = evaluate(
-        engine.model, [collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)]
+        engine.model,
+        [collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)],
+        device=engine.device,
     )
     completion_tokens = sum(g.completion_tokens for g in generations)
     return {
@@ -169,14 +176,16 @@ def _score_side(
     probe_sets,
     probe_max_new_tokens: int,
     precision: str = "auto",
+    device: str = "auto",
 ) -> tuple[dict, dict | None]:
     """One model, loaded once: its scores on the cases and, with `probe_sets`, its probe results.
     The engine dies with this call, so the next model never shares memory with it."""
     name = spec.name
-    engine = Engine(name, precision=precision, spec=spec)
+    engine = Engine(name, precision=precision, device=device, spec=spec)
     scored = {
         **score_model(name, cases, metric_names, max_new_tokens, batch_size, engine),
         "precision": engine.precision,
+        "device": engine.device,
     }
     if probe_sets is None:
         return scored, None
@@ -198,12 +207,15 @@ def run_eval(
     precision: str = "auto",
     resolve: Callable[[str], ModelSpec] = base_spec,
     model_run_dir: Path | None = None,
+    device: str = "auto",
 ) -> dict:
     """With `probes`, also the built-in forgetting, safety and bias probes (`probes.py`); with `sheet`,
     a blinded A/B sheet of the two models' answers for human raters (`compare.py`). `precision` is
-    the engines' weights (inference/fast_llama.py); each side's scores record what it resolved to.
+    the engines' weights (inference/engine.py) and `device` where they run, generation and the
+    teacher-forced pass alike; each side's scores record what they resolved to.
     `resolve` turns the names into what to load; `model_run_dir`, the model's run, gives the report
     its training curves. Recording the evaluation is the service layer's (`runs.evaluation`)."""
+    device = resolve_device(device)  # a missing device fails before anything is loaded
     cases, classification_like = load_cases_and_labels(data, max_examples)
     references = [c.reference for c in cases]
     kind = task_kind(references, classification_like)
@@ -222,7 +234,15 @@ def run_eval(
     for side, name in (("model", model), ("against", against)):
         if name:
             sides[side], probe_sides[side] = _score_side(
-                resolve(name), cases, chosen, max_new_tokens, batch_size, probe_sets, probe_max_new_tokens, precision
+                resolve(name),
+                cases,
+                chosen,
+                max_new_tokens,
+                batch_size,
+                probe_sets,
+                probe_max_new_tokens,
+                precision,
+                device,
             )
     results = {
         "model": model,
@@ -231,7 +251,7 @@ def run_eval(
         "examples": len(cases),
         "task": kind,
         "metrics": chosen,
-        "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens, "precision": precision},
+        "decoding": {"temperature": 0.0, "max_new_tokens": max_new_tokens, "precision": precision, "device": device},
         "scores": {},
     }
     if probe_sets is not None:

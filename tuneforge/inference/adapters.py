@@ -1,14 +1,16 @@
 """One model's weights shared by several engines, and the LoRA adapters served on top of it.
 
 Serving many LoRA runs of one base model should not load the base once per run. `SharedModel`
-holds the base (fp32). Decoding runs on plain merged weights, so an adapter costs nothing per token:
-  - on the packed fast path (fast_llama.py), each adapter gets its own packed copy of the weights
+holds the base (fp32 on the CPU; on a GPU in the engine's precision). Decoding runs on plain merged
+weights, so an adapter costs nothing per token:
+  - on the packed fast path (fast_llama.py, CPU only), each adapter gets its own packed copy of the weights
     with the adapter merged in, made on its first request and kept while its engine is cached
     (`EnginePool` bounds how many). Switching adapters is then free; making the copy costs a merge
     and a pack (~1.5 s and ~0.4 s for an all-linear rank-16 LoRA on the 135 M model, 2 busy cores),
     and memory: a bf16 copy is half the base's size;
-  - on the model's own forward (other architectures), the adapter is merged into the base's
-    weights at each switch.
+  - on the model's own forward (other architectures, and any model off the CPU), the adapter is
+    merged into the base's weights at each switch (the adapter's factors, read on the CPU, are
+    moved to the weights' device and dtype by peft).
 `activate` merges with peft and puts the base's original values back into the weights the previous
 adapter changed (kept aside the first time an adapter touches them), so a switch is exact: no drift
 from merge/unmerge rounding.
@@ -67,13 +69,18 @@ class SharedModel:
         self._packed_for_adapter: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._packed_for_base: dict[str, object] = {}
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def stepper(self, adapter: LoadedAdapter | None, precision: str):
-        """What `BatchDecoder` steps with for `adapter`: the packed fast path where the architecture
-        allows, else the model's forward with the adapter merged. Hold `lock` while using it."""
+        """What `BatchDecoder` steps with for `adapter`: the packed fast path where the model is on the
+        CPU and its architecture allows, else the model's forward with the adapter merged. Hold `lock`
+        while using it."""
         from tuneforge.inference.decode import HFStepper
         from tuneforge.inference.fast_llama import PackedLlama, PackedStepper, supports
 
-        if not supports(self.model):
+        if self.device.type != "cpu" or not supports(self.model):
             self.activate(adapter)
             return HFStepper(self.model)
         cache = self._packed_for_base if adapter is None else self._packed_for_adapter.setdefault(adapter, {})

@@ -64,10 +64,13 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
 
 
 class HFStepper:
-    """Decode steps through the model's own forward and a transformers `DynamicCache`: any architecture."""
+    """Decode steps through the model's own forward and a transformers `DynamicCache`: any architecture,
+    on any device. Inputs are moved to the model's device and the logits come back as CPU fp32, so the
+    sampling around it (CPU generator, penalties, constraints) is the same on every device."""
 
     def __init__(self, model):
         self.model = model
+        self.device = next(model.parameters()).device
 
     def start(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, capacity: int
@@ -79,17 +82,18 @@ class HFStepper:
 
     def step(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(batch, vocab) logits of the last position; attention_mask covers the cache and the new tokens."""
-        return self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
+        logits = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            position_ids=positions.to(self.device),
             past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1]
+        return logits.to(device="cpu", dtype=torch.float32)
 
     def keep(self, rows: torch.Tensor) -> None:
-        self.cache.batch_select_indices(rows)
+        self.cache.batch_select_indices(rows.to(self.device))
 
 
 class BatchDecoder:

@@ -8,6 +8,12 @@ its own weights; the run's saved tokenizer and chat template are used unchanged.
 `Engine` generates (batched, streamed, with stop strings) through the decode loop in decode.py,
 with OpenAI's options (penalties, logit_bias, log-probs; JSON `response_format` through constrained.py);
 `EnginePool` is the server's cache of engines, sharing one base model between LoRA runs.
+
+Devices (`hardware.resolve_device`: auto, cpu, cuda, cuda:N, mps), resolved once per engine or pool.
+On the CPU the model stays fp32 and decodes on the packed fast path (fast_llama.py, in `precision`).
+On any other device the model's own forward decodes (`decode.HFStepper`), its weights in bf16 where
+the device runs it natively (precision auto or bf16), else fp32; int8 is a CPU path only. Sampling
+stays on the CPU either way: the stepper hands back CPU fp32 logits.
 """
 
 import threading
@@ -22,6 +28,7 @@ import torch
 from tuneforge.data.examples import Message
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import ContextTooLong, InvalidOption, UsageError
+from tuneforge.hardware import bf16_is_fast, device_type, resolve_device
 from tuneforge.inference.adapters import LoadedAdapter, SharedModel
 from tuneforge.inference.decode import BatchDecoder, Sampling
 from tuneforge.inference.fast_llama import PRECISIONS, inference_precision
@@ -64,22 +71,45 @@ def load_tokenizer_for(spec: ModelSpec):
     )
 
 
-def load_for_inference(spec: ModelSpec):
-    """(model in eval mode, Hugging Face tokenizer)."""
+def load_for_inference(spec: ModelSpec, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """(model in eval mode on `device` with `dtype` weights, Hugging Face tokenizer). `device` is
+    resolved already (`hardware.resolve_device`)."""
     from transformers import AutoModelForCausalLM
 
     from tuneforge.models.catalog import load_model
 
     if spec.weights is not None:
-        model = AutoModelForCausalLM.from_pretrained(spec.weights, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(spec.weights, dtype=dtype)
     else:
         model = load_model(spec.base_model)
         if spec.adapter is not None:
             from peft import PeftModel
 
-            # Merged once at load time: no per-token adapter overhead while generating.
+            # Merged once at load time, in fp32 on the host: no per-token adapter overhead while generating.
             model = PeftModel.from_pretrained(model, spec.adapter).merge_and_unload()
-    return model.eval(), load_tokenizer_for(spec)
+    return place(model, device, dtype).eval(), load_tokenizer_for(spec)
+
+
+def place(model, device: str, dtype: torch.dtype = torch.float32):
+    """The model on `device` with `dtype` weights (itself when it is there already)."""
+    return model.to(device=device, dtype=dtype)
+
+
+def device_precision(requested: str, device: str) -> str | None:
+    """The weights' precision on a device other than the CPU: bf16 where it runs natively (auto,
+    bf16), else fp32; int8 is a UsageError. None on the CPU, where the packed path decides
+    (`fast_llama.inference_precision`, once the model is loaded)."""
+    if device_type(device) == "cpu":
+        return None
+    if requested == "int8":
+        raise UsageError(
+            f"precision int8 on device {device}: int8 weights are a CPU path; use bf16 on a GPU",
+            fix="Use --precision bf16 (or auto), or --device cpu for int8.",
+        )
+    return "bf16" if requested in ("auto", "bf16") and bf16_is_fast(device) else "fp32"
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # of the weights on a device other than the CPU
 
 
 @dataclass
@@ -136,16 +166,20 @@ class Engine:
         name: str,
         *,
         precision: str = "auto",
+        device: str = "auto",
         spec: ModelSpec | None = None,
         shared: SharedModel | None = None,
         adapter: LoadedAdapter | None = None,
         tokenizer=None,
     ):
+        """`device`: auto, cpu, cuda, cuda:N or mps (`hardware.resolve_device`); a `shared` model is on it already."""
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision '{precision}'", fix=f"Use one of: {', '.join(PRECISIONS)}.")
+        self.device = resolve_device(device)
+        weights = device_precision(precision, self.device)  # before loading: int8 off the CPU fails here
         self.spec = spec or base_spec(name)
         if shared is None:
-            model, tokenizer = load_for_inference(self.spec)
+            model, tokenizer = load_for_inference(self.spec, self.device, DTYPES[weights or "fp32"])
             shared = SharedModel(model)
         self.shared, self.adapter, self.tokenizer = shared, adapter, tokenizer
         self.chat = ChatTokenizer(self.tokenizer)
@@ -153,12 +187,13 @@ class Engine:
         # The tokenizer may be shared (cached) with the rest of the process: read, never change it.
         self.pad_id = self.chat.pad_id
         self.context_length = getattr(self.shared.model.config, "max_position_embeddings", None)
-        self.precision = inference_precision(precision, self.shared.model)
+        self.precision = weights or inference_precision(precision, self.shared.model)
         self.vocab_size = self.shared.model.config.vocab_size  # the logits' width
 
     @property
     def model(self):
-        """The Hugging Face model (fp32). On a shared base it holds this engine's adapter only after `activate`."""
+        """The Hugging Face model on `device` (fp32 on the CPU, else in `precision`). On a shared base it
+        holds this engine's adapter only after `activate`."""
         return self.shared.model
 
     @property
@@ -399,12 +434,23 @@ class EnginePool:
     Thread-safe: `get` may be called from any thread; generation on one base takes turns on its lock.
     """
 
-    def __init__(self, capacity: int = 4, precision: str = "auto", resolve: Callable[[str], ModelSpec] = base_spec):
+    def __init__(
+        self,
+        capacity: int = 4,
+        precision: str = "auto",
+        resolve: Callable[[str], ModelSpec] = base_spec,
+        device: str = "auto",
+    ):
         """`resolve` turns a name into what to load: base models only by default; the server passes
-        `runs.models.resolve_spec`, which knows runs, tuned models and checkpoints too."""
+        `runs.models.resolve_spec`, which knows runs, tuned models and checkpoints too. Every model
+        loads on `device`, resolved here once."""
         if capacity < 1:
             raise UsageError(f"the engine pool needs room for at least one model, got capacity {capacity}")
+        if precision not in PRECISIONS:
+            raise UsageError(f"unknown precision '{precision}'", fix=f"Use one of: {', '.join(PRECISIONS)}.")
         self.capacity, self.precision, self.resolve = capacity, precision, resolve
+        self.device = resolve_device(device)
+        self._dtype = DTYPES[device_precision(precision, self.device) or "fp32"]  # a shared base's weights
         self._engines: OrderedDict[tuple, Engine] = OrderedDict()  # least recently used first
         self._keys: dict[str, tuple] = {}  # every name asked for -> its model's key
         self._bases: weakref.WeakValueDictionary[str, SharedModel] = weakref.WeakValueDictionary()
@@ -451,18 +497,19 @@ class EnginePool:
         from tuneforge.models.catalog import load_model
 
         if spec.weights is not None:
-            return Engine(name, precision=self.precision, spec=spec)
+            return Engine(name, precision=self.precision, device=self.device, spec=spec)
         adapter = LoadedAdapter.load(spec.adapter) if spec.adapter else None
         if adapter is not None and not adapter.mergeable_in_place:
-            return Engine(
-                name, precision=self.precision, spec=spec
-            )  # its own merged copy: the shared base could not be restored after it
+            # Its own merged copy: the shared base could not be restored after it.
+            return Engine(name, precision=self.precision, device=self.device, spec=spec)
         shared = self._bases.get(spec.base_model)
         if shared is None:
-            shared = self._bases[spec.base_model] = SharedModel(load_model(spec.base_model))
+            model = place(load_model(spec.base_model), self.device, self._dtype)
+            shared = self._bases[spec.base_model] = SharedModel(model)
         return Engine(
             name,
             precision=self.precision,
+            device=self.device,
             spec=spec,
             shared=shared,
             adapter=adapter,

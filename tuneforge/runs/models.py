@@ -55,9 +55,9 @@ def resolve_spec(name: str) -> ModelSpec:
     return base_spec(name)
 
 
-def engine(name: str, precision: str = "auto") -> Engine:
-    """An engine for any model name the CLI accepts (base, run, tuned model or checkpoint)."""
-    return Engine(name, precision=precision, spec=resolve_spec(name))
+def engine(name: str, precision: str = "auto", device: str = "auto") -> Engine:
+    """An engine for any model name the CLI accepts (base, run, tuned model or checkpoint), on `device`."""
+    return Engine(name, precision=precision, device=device, spec=resolve_spec(name))
 
 
 def export_merged(name: str, directory: Path) -> None:

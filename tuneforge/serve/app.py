@@ -36,6 +36,7 @@ class ServerOptions:
     max_file_bytes: int = 512 * 1024 * 1024  # OpenAI's own cap for one file
     max_cached_models: int = 4
     precision: str = "auto"  # of the weights while generating: fast_llama.PRECISIONS
+    device: str = "auto"  # where models generate: hardware.resolve_device (auto, cpu, cuda, cuda:N, mps)
     # Local model directories API callers may name (by these paths); requests never name other paths.
     allowed_model_dirs: tuple[str, ...] = ()
     public_metrics: bool = False  # /metrics without the operator key (a Prometheus on a trusted network)

@@ -85,5 +85,6 @@ def engines(app: FastAPI):
                 capacity=app.state.options.max_cached_models,
                 precision=app.state.options.precision,
                 resolve=resolve_spec,
+                device=app.state.options.device,
             )
         return app.state.engines
