@@ -34,6 +34,7 @@ def run_row(settings: dict, data: Path, home: Path, args) -> dict:
         sys.executable, "-m", "tuneforge", "train", "--data", str(data), "--method", args.method,
         "--batch-size", str(args.batch_size), "--max-steps", str(args.steps), "--n-epochs", "1",
         "--max-seq-length", str(args.seq_len), "--nproc", str(settings["nproc"]), "--no-cache-tokens",
+        "--validation-split", "0",
         "--suffix", f"bench-nproc-{settings['nproc']}",
     ]  # fmt: skip
     finished = subprocess.run(command, capture_output=True, text=True, env=environment)

@@ -345,6 +345,9 @@ def tuneforge_flags(settings: dict) -> dict:
     from tuneforge.train.config import TrainConfig
 
     flags = {k: v for k, v in settings.items() if k not in RUNNER_ONLY}
+    if "validation_split" in TrainConfig.model_fields:
+        # Every example trains, as for the other trainers (validation is measured apart, on `validation`).
+        flags.setdefault("validation_split", 0.0)
     for name in NEWER_FIELDS:
         if name in flags and name not in TrainConfig.model_fields:
             value = flags.pop(name)

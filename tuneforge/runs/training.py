@@ -157,6 +157,8 @@ def resume_config(run_id: str) -> TrainConfig:
     run = store.get_run(run_id)
     if run is None:
         raise UsageError(f"no run '{run_id}'", fix="See `tuneforge runs list`.")
+    # A run recorded before validation_split existed held nothing out: resume it the same way.
+    recorded = {"validation_split": 0.0, **run.config}
     return TrainConfig.model_validate(
-        {k: v for k, v in run.config.items() if k in TrainConfig.model_fields}, context=RECORDED
+        {k: v for k, v in recorded.items() if k in TrainConfig.model_fields}, context=RECORDED
     )

@@ -120,8 +120,10 @@ def write_run(
     train_file,
     validation_file,
     weights: dict | None = None,
+    held_out=None,
 ) -> None:
-    """The run's final artifacts; `weights` are the model's, gathered, when its own are sharded."""
+    """The run's final artifacts; `weights` are the model's, gathered, when its own are sharded;
+    `held_out` (inputs.HeldOut) what was held out of the training file to validate on."""
     target = weights_dir(run_dir, config.method)
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(target, **({"state_dict": weights} if weights is not None else {}))
@@ -138,6 +140,12 @@ def write_run(
             "train": {"file": str(train_file.path), "sha256": train_file.sha256},
             "validation": {"file": str(validation_file.path), "sha256": validation_file.sha256}
             if validation_file
+            else {
+                "file": str(train_file.path),
+                "sha256": train_file.sha256,
+                "held_out": {**held_out.__dict__, "description": held_out.describe()},
+            }
+            if held_out
             else None,
             "prepared_manifest": train_file.manifest,
         },

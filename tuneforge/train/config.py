@@ -42,6 +42,16 @@ class TrainConfig(BaseModel):
     validation_data: Path | None = Field(
         None, description="Validation JSONL; default: validation.jsonl beside the training data, if any."
     )
+    validation_split: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description=(
+            "Without validation data: the share of the training file held out to validate on (seeded, stratified "
+            "by reply for classification-like data; 8 to 200 examples; none for files under 50 examples). "
+            "0 turns it off."
+        ),
+    )
     method: Literal["lora", "full"] = Field(
         "lora", description="lora: train small adapter matrices (fast, small files); full: train every weight."
     )
@@ -323,6 +333,15 @@ class TrainConfig(BaseModel):
                     "frozen_weights_bf16 stores the frozen weights in bf16, but precision is fp32, "
                     "so they would stay fp32. Use precision bf16 (or auto), or set "
                     "frozen_weights_bf16 to false."
+                ),
+            )
+        if "validation_split" in chosen and self.validation_split > 0 and self.validation_data is not None:
+            yield (
+                "validation_split",
+                (
+                    "validation_split holds out part of the training file when there is no validation data, but "
+                    "validation_data is given, so nothing would be held out. Leave validation_split out, or "
+                    "validation_data."
                 ),
             )
         if self.batch_size != "auto" and self.gradient_accumulation_steps > self.batch_size:

@@ -130,3 +130,56 @@ def tokenized_file(
     if key:
         token_cache.save(key, encoded, kind)
     return encoded, kind
+
+
+# ------------------------------------------------------------------------- held-out validation
+HELD_OUT_FLOOR = 8  # fewer validation examples give a loss too noisy to stop on
+HELD_OUT_CAP = 200  # more cost validation time and teach nothing: the default max_eval_examples
+HELD_OUT_MINIMUM_TRAINING = 50  # below this every example is needed to learn: no split
+LABEL_SHARE = 0.2  # at most this many distinct replies per example count as labels (classification-like)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What a run held out of its training file for validation, as the lineage and card record it."""
+
+    share: float
+    seed: int
+    examples: int
+    stratified: bool
+
+    def describe(self) -> str:
+        by = ", stratified by reply" if self.stratified else ""
+        return f"{self.examples} examples ({self.share:.0%} of the training file, seed {self.seed}{by}) held out"
+
+
+def hold_out(
+    examples: list[TokenizedExample], share: float, seed: int
+) -> tuple[list[TokenizedExample], list[TokenizedExample], HeldOut | None]:
+    """(training, validation, what was held out) when no validation file was given.
+
+    Seeded and content-keyed like `tuneforge data prepare`'s split (data/split.py): the same file and
+    seed hold out the same examples on any machine and on a resume. Classification-like data (few
+    distinct replies) is stratified by reply, so every label is validated in proportion. The share
+    is kept between HELD_OUT_FLOOR and HELD_OUT_CAP examples; a file under HELD_OUT_MINIMUM_TRAINING
+    examples, or a share of 0, holds nothing out."""
+    import numpy as np
+
+    from tuneforge.data.split import assign_splits, split_key
+
+    n = len(examples)
+    if share <= 0 or n < HELD_OUT_MINIMUM_TRAINING:
+        return examples, [], None
+    count = min(HELD_OUT_CAP, max(HELD_OUT_FLOOR, round(share * n)))
+    keys = np.asarray(
+        [split_key(seed, np.asarray(e.input_ids, dtype=np.int64).tobytes()) for e in examples], dtype=np.uint64
+    )
+    # What the model must answer (full-weight tokens; prompt tokens weigh prompt_loss_weight < 1)
+    replies = [tuple(t for t, w in zip(e.input_ids, e.loss_weights) if w >= 1.0) for e in examples]
+    distinct = {reply: index for index, reply in enumerate(dict.fromkeys(replies))}
+    stratified = 1 < len(distinct) <= LABEL_SHARE * n
+    labels = np.asarray([distinct[reply] for reply in replies]) if stratified else None
+    assignment = assign_splits(keys, labels, (1 - count / n, count / n, 0.0))
+    training = [e for e, part in zip(examples, assignment) if part == 0]
+    validation = [e for e, part in zip(examples, assignment) if part == 1]
+    return training, validation, HeldOut(round(count / n, 4), seed, len(validation), stratified)

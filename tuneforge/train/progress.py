@@ -14,6 +14,15 @@ class ConsoleReporter(Reporter):
         self.task = None
         self.tokens_per_second: list[float] = []
 
+    def created(self, run_id, config, run_dir, training, validation) -> None:
+        held_out = (validation.manifest or {}).get("held_out") if validation else None
+        if held_out:
+            self.console.print(
+                f"validation: {held_out['examples']} examples ({held_out['share']:.0%} of the training file, seed "
+                f"{held_out['seed']}{', stratified by reply' if held_out['stratified'] else ''}) held out; "
+                "--validation-split 0 keeps them in training"
+            )
+
     def start(self, run_id, config, total_steps, first_step) -> None:
         self.console.print(
             f"[bold]{run_id}[/bold]: {config.method} on {config.model} ({config.device}), {config.n_epochs} epoch(s), "

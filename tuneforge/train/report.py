@@ -78,7 +78,9 @@ def write_model_card(run_dir: Path, config, model_name: str, final: dict, manife
         f"- Training file: `{manifest['data']['train']['file']}` (sha256 "
         f"`{manifest['data']['train']['sha256'][:16]}...`)",
     ]
-    if manifest["data"]["validation"]:
+    if manifest["data"]["validation"] and manifest["data"]["validation"].get("held_out"):
+        lines.append(f"- Validation: {manifest['data']['validation']['held_out']['description']}.")
+    elif manifest["data"]["validation"]:
         lines.append(
             f"- Validation file: `{manifest['data']['validation']['file']}` (sha256 "
             f"`{manifest['data']['validation']['sha256'][:16]}...`)"

@@ -16,6 +16,7 @@ import csv
 import signal
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from tuneforge.train import artifacts, distributed
 from tuneforge.train.config import ResolvedConfig, TrainConfig
 from tuneforge.train.distributed import Ranks
 from tuneforge.train.host_memory import HeapGrowthGuard
-from tuneforge.train.inputs import locate_data, tokenized_file
+from tuneforge.train.inputs import HELD_OUT_MINIMUM_TRAINING, hold_out, locate_data, tokenized_file
 from tuneforge.train.loop import (
     Batch,
     TrainerState,
@@ -121,11 +122,6 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
             distributed.barrier()  # rank 0 fills the token cache first (below), the others read it
     # ---- data: everything that can be wrong is found before the model loads
     train_file, validation_file = locate_data(config.data, config.validation_data)
-    if config.early_stopping_patience and not validation_file:
-        raise UsageError(
-            "early stopping needs validation data",
-            fix="Pass --validation-data, or prepare the data with a validation split.",
-        )
     hf_tokenizer = load_tokenizer(config.model)
     facts = model_facts(config.model)
     tokenizer = ChatTokenizer(
@@ -139,6 +135,18 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     )
     if place.distributed and place.main:
         distributed.barrier()
+    held_out = None
+    if validation_file is None:  # validate on a seeded share of the training file (inputs.hold_out)
+        train_set, validation_set, held_out = hold_out(train_set, config.validation_split, config.seed)
+        validation_set = validation_set[: config.max_eval_examples]
+    if config.early_stopping_patience and not validation_set:
+        raise UsageError(
+            "early stopping needs validation data",
+            fix=(
+                "Pass --validation-data, prepare the data with a validation split, or train on at least "
+                f"{HELD_OUT_MINIMUM_TRAINING} examples with validation_split > 0."
+            ),
+        )
     resolved = config.resolve(len(train_set), facts["context_length"])
     pad_id = tokenizer.pad_id
 
@@ -158,6 +166,10 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
             DataRecord(train_file.path, train_file.sha256, kind, len(train_set), train_file.manifest),
             DataRecord(validation_file.path, validation_file.sha256, kind, len(validation_set), None)
             if validation_file
+            else DataRecord(
+                train_file.path, train_file.sha256, kind, len(validation_set), {"held_out": asdict(held_out)}
+            )
+            if held_out
             else None,
         )
 
@@ -349,7 +361,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     result = RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
     if place.main:
         artifacts.write_run(
-            run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file, weights
+            run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file, weights, held_out
         )
         reporter.finished(result, artifacts.weights_dir(run_dir, resolved.method))
     distributed.barrier()
