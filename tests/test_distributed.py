@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import chat, write_jsonl
+from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from tuneforge.registry import store
@@ -211,3 +212,18 @@ def test_a_job_with_nproc_2_trains_on_two_processes_and_cancels(tmp_path_factory
             time.sleep(0.2)
     finally:
         server.stop()
+
+
+def test_a_gpu_run_needs_a_gpu_per_process_before_anything_starts(monkeypatch, tiny_model_dir, data):
+    """Checked before torchrun starts (here: a machine that would have one GPU)."""
+    from tuneforge.errors import UsageError
+    from tuneforge.runs import training
+
+    monkeypatch.setattr(training, "resolve_device", lambda requested: "cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(training, "launch", lambda *args, **kwargs: pytest.fail("torchrun was started"))
+    with pytest.raises(UsageError, match="nproc 2 needs 2 GPUs on this machine; PyTorch sees 1"):
+        train_run(config(tiny_model_dir, data, nproc=2))
+    with pytest.raises(ValidationError) as error:
+        config(tiny_model_dir, data, nproc=2, device="cuda:1")
+    assert error.value.errors()[0]["loc"] == ("device",) and "CUDA_VISIBLE_DEVICES" in str(error.value)

@@ -10,6 +10,7 @@ the worker's resumed jobs and the quickstart all come through here.
 from pathlib import Path
 
 from tuneforge.errors import TuneforgeError, UsageError
+from tuneforge.hardware import device_type, resolve_device
 from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
 from tuneforge.runs.launch import Machines, launch, launched, payload
@@ -113,6 +114,7 @@ def train_run(
     which records nothing."""
     run_id = run_id or new_run_id()
     if (config.nproc > 1 or machines.nodes > 1) and not launched():
+        _check_gpus(config)
         fields = payload(config, run_id, resume, project, org, **(launch_extra or {}))
         status = launch(list(entry), fields, config.nproc, machines, should_stop)
         return _launched_result(run_id, status) if machines.node_rank == 0 else None
@@ -122,6 +124,20 @@ def train_run(
     # Among several processes, rank 0 records the run (and reports); the others only train.
     recorded = RecordingReporter(reporter or Reporter(), project) if ranks().main else Reporter()
     return train_sft(config, recorded, run_dir, resume, name)
+
+
+def _check_gpus(config: TrainConfig) -> None:
+    """Before launching: a CUDA run needs a GPU for each of this machine's processes."""
+    device = resolve_device(config.device)
+    if device_type(device) == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+        if config.nproc > count:
+            raise UsageError(
+                f"nproc {config.nproc} needs {config.nproc} GPUs on this machine; PyTorch sees {count}",
+                fix=f"Use --nproc {count}, or device cpu.",
+            )
 
 
 def _launched_result(run_id: str, status: int) -> RunResult:

@@ -335,6 +335,15 @@ class TrainConfig(BaseModel):
                     "frozen_weights_bf16 to false."
                 ),
             )
+        if self.nproc > 1 and ":" in self.device:
+            # Each process takes the GPU of its local rank; one named GPU cannot be every process's.
+            yield (
+                "device",
+                (
+                    f"device {self.device} names one GPU, but nproc is {self.nproc}: each process uses the GPU of its "
+                    "local rank. Use device cuda (choose the GPUs with CUDA_VISIBLE_DEVICES), or nproc 1."
+                ),
+            )
         if "validation_split" in chosen and self.validation_split > 0 and self.validation_data is not None:
             yield (
                 "validation_split",
