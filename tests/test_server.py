@@ -160,6 +160,28 @@ def test_a_bad_training_file_fails_the_job_with_its_line(alpha, tiny_model_dir, 
     assert "line 6" in failed.error.message
 
 
+def test_a_job_on_a_file_whose_bytes_are_gone_fails_and_the_worker_carries_on(server, alpha, tiny_model_dir, tmp_path):
+    """The worker checks a job's files before training: a row whose bytes were removed from disk fails
+    that job with `invalid_file` (the data check would have raised and taken the worker down with it),
+    and the next job still trains."""
+    data = write_jsonl(tmp_path / "tickets.jsonl", tickets(12))
+    gone = alpha.files.wait_for_processing(
+        alpha.files.create(file=data.open("rb"), purpose="fine-tune").id, poll_interval=0.2, max_wait_seconds=60
+    )
+    next((server.home / "files").glob(f"{gone.id}*")).unlink()
+    job = alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=gone.id)
+    failed = wait_for(alpha, job.id, ("failed", "succeeded"), timeout=120)
+    assert (failed.status, failed.error.code, failed.error.param) == ("failed", "invalid_file", "training_file")
+    assert "content is missing" in failed.error.message
+    kept = alpha.files.wait_for_processing(
+        alpha.files.create(file=data.open("rb"), purpose="fine-tune").id, poll_interval=0.2, max_wait_seconds=60
+    )
+    after = alpha.fine_tuning.jobs.create(
+        model=str(tiny_model_dir), training_file=kept.id, hyperparameters={"n_epochs": 1}, extra_body=TINY_LORA
+    )
+    assert wait_for(alpha, after.id, ("failed", "succeeded"), timeout=120).status == "succeeded"
+
+
 def test_requests_the_server_cannot_take_get_openai_errors(alpha, tiny_model_dir, trained):
     uploaded, _ = trained
     with pytest.raises(openai.BadRequestError) as unknown:
