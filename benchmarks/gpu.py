@@ -149,43 +149,20 @@ def build_model(shape: dict, device: str) -> tuple[Path, int]:
 
 
 def matmul_tflops(device: str) -> float:
-    """bf16 matmul rate here: 8192^3 products on a GPU (ten, after three warm-ups), 1024^3 on a CPU."""
+    """bf16 matmul rate here, through Tuneforge's own measurement (hardware.py): 8192^3 products for
+    half a second on a GPU, 1024^3 on a CPU."""
     import torch
 
+    from tuneforge.hardware import measure_matmul_gflops
+
     size = 8192 if device.startswith("cuda") else 1024
-    a, b = (torch.randn(size, size, dtype=torch.bfloat16, device=device) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    calls, started = 0, time.perf_counter()
-    while calls < 10 or time.perf_counter() - started < 0.5:
-        a @ b
-        calls += 1
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    rate = 2 * size**3 * calls / (time.perf_counter() - started) / 1e12
-    del a, b
+    rate = measure_matmul_gflops(size, seconds=0.5, dtype_name="bfloat16", device=device) / 1000
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return rate
 
 
-# ------------------------------------------------------------------------------ one row
-def one(settings: dict, data_dir: Path, steps: int, batch_size: int, seq_len: int) -> dict:
-    """Train one row in this process."""
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    from benchmarks.train_runners import RUNNERS, peak_rss_mb
-
-    result = RUNNERS[settings["trainer"]](
-        settings, data_dir / "train.jsonl", data_dir / "validation.jsonl", steps, batch_size, seq_len
-    )
-    result["peak_rss_mb"] = peak_rss_mb()
-    return result
-
-
+# ------------------------------------------------------------------------------ one row (benchmarks.train.one)
 def summarise(result: dict, flops_per_token: float, ceilings: dict[str, float]) -> dict:
     seconds, tokens, trained = result["step_seconds"], result["step_tokens"], result["step_trained"]
     skip = WARMUP_STEPS if len(seconds) > WARMUP_STEPS + 1 else 0
@@ -318,6 +295,8 @@ def main() -> None:
     batch_size = args.batch_size or (2 if args.smoke else 16)
     seq_len = args.seq_len or (128 if args.smoke else 1024)
     if args.one:
+        from benchmarks.train import one  # the CPU benchmark's row, the same runners
+
         result = one(json.loads(args.one), Path(args.data_dir), steps, batch_size, seq_len)
         print(json.dumps(result))
         return

@@ -46,26 +46,16 @@ def _train(
 @app.command("_rank", hidden=True)
 def _rank():
     """One of the processes `tuneforge train --nproc N` starts through torchrun (runs/launch.py)."""
-    from tuneforge.runs.launch import read_payload
-    from tuneforge.runs.training import train_run
+    from tuneforge.runs.training import train_launched
     from tuneforge.train import distributed
-    from tuneforge.train.config import RECORDED, TrainConfig
     from tuneforge.train.progress import ConsoleReporter
-    from tuneforge.train.reporter import Reporter
 
-    fields = read_payload()
-    config = TrainConfig.model_validate(fields["config"], context=RECORDED if fields["resume"] else None)
-    main = distributed.ranks().main
-    reporter = ConsoleReporter(console) if main else Reporter()
     try:
-        train_run(config, reporter, fields["run_id"], fields["resume"], fields["project"], fields["org"])
+        train_launched(lambda payload: ConsoleReporter(console))
     except TuneforgeError as error:
-        if main:
+        if distributed.ranks().main:
             raise
         raise typer.Exit(error.exit_code) from None  # rank 0 says what happened, once
-    finally:
-        reporter.close()
-        distributed.stop()
 
 
 def _train_signature():

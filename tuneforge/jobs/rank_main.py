@@ -11,11 +11,8 @@ import sys
 from tuneforge.errors import TuneforgeError
 from tuneforge.jobs.reporter import JobReporter
 from tuneforge.registry import jobs
-from tuneforge.runs.launch import read_payload
-from tuneforge.runs.training import train_run
+from tuneforge.runs.training import train_launched
 from tuneforge.train import distributed
-from tuneforge.train.config import RECORDED, TrainConfig
-from tuneforge.train.reporter import Reporter
 
 
 def main() -> int:
@@ -23,19 +20,13 @@ def main() -> int:
 
     bound_kernel_caches()
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # as the CLI's main: see cli/__init__.py
-    fields = read_payload()
-    config = TrainConfig.model_validate(fields["config"], context=RECORDED if fields["resume"] else None)
-    main_rank = distributed.ranks().main
-    reporter = JobReporter(jobs.get_job(None, fields["job_id"])) if main_rank else Reporter()
     try:
-        train_run(config, reporter, fields["run_id"], fields["resume"], fields["project"], fields["org"])
+        train_launched(lambda payload: JobReporter(jobs.get_job(None, payload["job_id"])))
     except TuneforgeError as error:
         # The run's row says what happened (the worker reads it); rank 0 also says it on stderr.
-        if main_rank:
+        if distributed.ranks().main:
             print(f"error: {error.message}", file=sys.stderr)
         return error.exit_code
-    finally:
-        distributed.stop()
     return 0
 
 

@@ -7,15 +7,17 @@ forwards everything to the caller's reporter (a progress bar, job events). The C
 the worker's resumed jobs and the quickstart all come through here.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.hardware import device_type, resolve_device
 from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
-from tuneforge.runs.launch import Machines, launch, launched, payload
+from tuneforge.runs.launch import Machines, launch, launched, payload, read_payload
 from tuneforge.runs.naming import new_run_id, tuned_model_name
 from tuneforge.settings import runs_dir
+from tuneforge.train import distributed
 from tuneforge.train.config import RECORDED, ResolvedConfig, TrainConfig
 from tuneforge.train.distributed import ranks
 from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
@@ -124,6 +126,20 @@ def train_run(
     # Among several processes, rank 0 records the run (and reports); the others only train.
     recorded = RecordingReporter(reporter or Reporter(), project) if ranks().main else Reporter()
     return train_sft(config, recorded, run_dir, resume, name)
+
+
+def train_launched(main_reporter: Callable[[dict], Reporter]) -> None:
+    """What each process that torchrun started runs (through the CLI's `_rank` or jobs/rank_main.py):
+    the run its launcher put in the environment (launch.py), reported by rank 0 alone, through
+    `main_reporter(payload)`."""
+    fields = read_payload()
+    config = TrainConfig.model_validate(fields["config"], context=RECORDED if fields["resume"] else None)
+    reporter = main_reporter(fields) if ranks().main else Reporter()
+    try:
+        train_run(config, reporter, fields["run_id"], fields["resume"], fields["project"], fields["org"])
+    finally:
+        reporter.close()
+        distributed.stop()
 
 
 def _check_gpus(config: TrainConfig) -> None:

@@ -184,22 +184,22 @@ def evaluate(
     dtype: torch.dtype | None = None,
     chunked: bool = False,
     device: str = "cpu",
-    loss=None,
+    loss_of=None,
     combine=None,
     fillers: set[int] = frozenset(),
 ) -> dict:
     """Validation loss (weighted mean per token), perplexity and mean token accuracy.
 
-    `loss(batch)` replaces the plain weighted_token_loss (a distributed run's wrapped model), and
+    `loss_of(batch)` replaces the plain weighted_token_loss (a distributed run's wrapped model), and
     `combine` sums the totals over processes (each of which validated its own share of `batches`);
     the batches whose index is in `fillers` run the model (every process runs as many) and count nothing."""
     was_training = model.training
     model.eval()
-    loss = loss or (lambda batch: weighted_token_loss(model, batch, sparse_head, dtype, chunked))
+    loss_of = loss_of or (lambda batch: weighted_token_loss(model, batch, sparse_head, dtype, chunked))
     loss_sum = weight_sum = 0.0
     correct = counted = 0
     for index, batch in enumerate(batches):
-        weighted, right, n = loss(batch.to(device))
+        weighted, right, n = loss_of(batch.to(device))
         if index not in fillers:
             loss_sum += weighted.item()
             weight_sum += batch.trained_tokens

@@ -213,19 +213,24 @@ def _state_options(**extra):
 def gathered_state(wrapped, optimizer) -> tuple[dict | None, dict]:
     """(full model weights or None, full optimiser state keyed by parameter name) of this run.
 
-    Under FSDP2 every rank must call it (the shards are gathered, onto rank 0's host memory); the
-    weights are None elsewhere: the model's own `save_pretrained` has them. Names, not positions,
-    key the optimiser state, so a checkpoint resumes with any number of processes."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    Under FSDP2 every rank must call it (the shards are gathered, onto rank 0's host memory); in a
+    lone process or under DDP rank 0 alone needs it. Names, not positions, key the optimiser state,
+    so a checkpoint resumes with any number of processes."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    loss = unwrapped(wrapped)
     options = _state_options(cpu_offload=is_sharded(wrapped))
-    optimizer_state = get_optimizer_state_dict(loss, optimizer, options=options)
+    return gathered_weights(wrapped), get_optimizer_state_dict(unwrapped(wrapped), optimizer, options=options)
+
+
+def gathered_weights(wrapped) -> dict | None:
+    """A sharded model's full weights, gathered (every rank must call it; rank 0 gets them); None
+    where the model's own `save_pretrained` has them."""
     if not is_sharded(wrapped):
-        return None, optimizer_state
-    prefix = "model."
-    weights = {name.removeprefix(prefix): value for name, value in get_model_state_dict(loss, options=options).items()}
-    return weights, optimizer_state
+        return None
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    gathered = get_model_state_dict(unwrapped(wrapped), options=_state_options(cpu_offload=True))
+    return {name.removeprefix("model."): value for name, value in gathered.items()}
 
 
 def load_optimizer_state(wrapped, optimizer):

@@ -48,6 +48,7 @@ from tuneforge.train.modeling import (
     TokenLoss,
     build_model,
     gathered_state,
+    gathered_weights,
     gradient_sync,
     is_sharded,
     load_full_weights,
@@ -224,7 +225,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
             loss_module,
             validation_batches,
             device=device,
-            loss=validation_loss,
+            loss_of=validation_loss,
             combine=lambda totals: distributed.sum_over_ranks(totals, device),
             fillers=fillers,
         )
@@ -245,7 +246,8 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
         return improved
 
     def checkpoint(epoch_end: bool) -> None:
-        weights, optimizer_state = gathered_state(wrapped, optimizer)  # every rank: FSDP2 gathers shards
+        if is_sharded(wrapped) or place.main:  # FSDP2 gathers the shards from every rank
+            weights, optimizer_state = gathered_state(wrapped, optimizer)
         if place.main:
             path = save_checkpoint(
                 checkpoints_dir / f"step-{state.step}",
@@ -346,7 +348,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
         load_full_weights(wrapped, artifacts.read_full_weights(checkpoints_dir / f"step-{state.best_step}"))
     elif best:
         artifacts.load_weights(model, checkpoints_dir / f"step-{state.best_step}", resolved.method)
-    weights, _ = gathered_state(wrapped, optimizer) if is_sharded(wrapped) else (None, None)
+    weights = gathered_weights(wrapped)  # every rank, when sharded
     final = {
         "step": state.step,
         "trained_tokens": int(state.trained_tokens),
@@ -370,7 +372,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
 
 def train_step(
     wrapped, examples, config: ResolvedConfig, pad_id: int, device: str = "cpu", place: Ranks = Ranks()
-) -> tuple[float, float, float, float]:
+) -> tuple[float, int, int, int, float]:
     """This rank's forward and backward passes of one optimiser step, in `gradient_accumulation_steps`
     micro-batches: (weighted loss sum, correct, counted, tokens) of its share, and the whole step's
     loss weight.
