@@ -11,6 +11,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tuneforge import __version__
 from tuneforge.cli import data, evaluate, models, serve, train, use  # noqa: F401  (registers the commands)
@@ -51,9 +52,10 @@ def main() -> None:
     try:
         app()
     except TuneforgeError as error:
-        err_console.print(f"[bold red]error:[/bold red] {error.message}", highlight=False)
+        # escape: a message may quote text with brackets (a path, gloo's "[.../pair.cc:553]"), not markup
+        err_console.print(f"[bold red]error:[/bold red] {escape(error.message)}", highlight=False)
         if error.fix:
-            err_console.print(f"[bold]fix:[/bold] {error.fix}", highlight=False)
+            err_console.print(f"[bold]fix:[/bold] {escape(error.fix)}", highlight=False)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
