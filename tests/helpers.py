@@ -45,3 +45,14 @@ def reseeded_model(model_dir: Path, seed: int, target: Path) -> Path:
     AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir)).save_pretrained(target)
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(target)
     return target
+
+
+def loss_and_grads(model, batch, **options):
+    """weighted_token_loss's (loss, correct, counted) and every trainable parameter's gradient."""
+    from tuneforge.train.loop import weighted_token_loss
+
+    model.zero_grad()
+    loss, correct, counted = weighted_token_loss(model, batch, **options)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    return loss.item(), correct, counted, grads

@@ -30,6 +30,7 @@ def test_lora_on_the_bundled_model_lowers_the_loss_and_reloads(tmp_path):
             precision="fp32",
             learning_rate_multiplier=1.0,
             validation_split=0,  # every example trains, as when these losses were pinned (test_held_out.py: the split)
+            replay_share=0,  # nor any replay example (test_forgetting_guard.py)
         )
     )
     with (result.run_dir / "metrics.csv").open() as handle:

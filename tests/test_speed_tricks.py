@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import chat
+from helpers import chat, loss_and_grads
 
 from tuneforge.data.formats import parse_record
 from tuneforge.data.tokenize import ChatTokenizer
@@ -68,14 +68,6 @@ def lora_model(tiny_model_dir, targets="all-linear"):
         LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, init_lora_weights=False),
     )  # non-zero B: real gradients everywhere
     return model.train()
-
-
-def loss_and_grads(model, batch, **options):
-    model.zero_grad()
-    loss, correct, counted = weighted_token_loss(model, batch, **options)
-    loss.backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
-    return loss.item(), correct, counted, grads
 
 
 def gradient_gaps(reference, other) -> tuple[float, float]:
@@ -422,7 +414,15 @@ def test_fused_lora_leaves_dropout_disabled_and_merged_adapters_to_peft(tiny_mod
         assert not torch.allclose(fused, layer.base_layer(x), atol=1e-3)  # the adapter did something
 
 
-TRICKS = ("padding_free", "chunked_loss", "fast_lora_dropout", "sparse_output_layer", "lean_activations", "fused_lora")
+TRICKS = (
+    "padding_free",
+    "shared_prefix",
+    "chunked_loss",
+    "fast_lora_dropout",
+    "sparse_output_layer",
+    "lean_activations",
+    "fused_lora",
+)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -468,7 +468,7 @@ def test_all_speed_tricks_train_like_the_plain_path(tmp_path, learned_model_dir,
         )
     (plain_train, plain_valid), (tricks_train, tricks_valid) = traces
     assert len(plain_train) == len(tricks_train) == 12  # 2 epochs of 6 steps
-    assert len(plain_valid) == len(tricks_valid) == 3  # the base model, then each epoch's end
+    assert len(plain_valid) == len(tricks_valid) == 5  # the base model, then twice an epoch (auto)
     vocab = json.loads((learned_model_dir / "config.json").read_text())["vocab_size"]
     assert plain_valid[0] < 0.6 * math.log(vocab) and plain_valid[-1] < plain_valid[0]  # far from ln V, and learning
     if precision == "fp32":

@@ -62,6 +62,7 @@ def run_quickstart(console: Console, out: Path, reporter) -> str:
     for step, loss in valid:
         curve.add_row(str(step), f"{loss:.4f}", "#" * max(1, round(40 * loss / top)))
     console.print(curve)
+    show_forgetting(console, result.metrics)
     show_before_after(console, prepared / "test.jsonl", result.model_name)
 
     console.rule("[bold]4. Evaluate: tuned against base on the held-out test split")
@@ -72,6 +73,20 @@ def run_quickstart(console: Console, out: Path, reporter) -> str:
         f'Try it: tuneforge chat {result.run_id} "How do I send a reminder?"'
     )
     return result.run_id
+
+
+def show_forgetting(console: Console, metrics: dict) -> None:
+    """The forgetting guard's figure beside the task's: what tuning cost in general ability."""
+    if "general_perplexity_change" not in metrics:
+        return
+    console.print(
+        f"Task: validation loss {metrics['valid_loss']:.4f}. General ability (built-in general prompts, "
+        f"forgetting guard): loss {metrics['base_general_loss']:.4f} (base) -> {metrics['general_loss']:.4f}, "
+        f"perplexity {metrics['general_perplexity_change']:+.1%} "
+        f"({metrics['replay_examples']} replay examples trained beside the task's).",
+        markup=False,
+        highlight=False,
+    )
 
 
 def show_before_after(

@@ -153,6 +153,12 @@ def _print_run_summary(run_id: str) -> None:
     console.print(f"\n[bold green]{run.id} {run.status}[/bold green]: {run.models[0].name if run.models else ''}")
     if valid:
         console.print("  validation loss by step: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in valid))
+    if "general_perplexity_change" in metrics:  # the forgetting guard (runs recorded before it have none)
+        console.print(
+            f"  general prompts (forgetting guard): loss {metrics['base_general_loss']:.3f} (base) -> "
+            f"{metrics['general_loss']:.3f}, perplexity {metrics['general_perplexity_change']:+.1%}; "
+            f"{metrics.get('replay_examples', 0)} replay examples"
+        )
     memory = (
         f"; peak memory {metrics['peak_memory_mb']:,.0f} MB "
         f"({'GPU, allocated' if metrics.get('memory') == 'cuda_allocated' else 'resident, rank 0'})"

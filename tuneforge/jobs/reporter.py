@@ -59,7 +59,8 @@ class JobReporter(Reporter):
     def evaluation(self, row):
         jobs.add_event(
             self.job_id,
-            f"Step {row['step']}: validation loss={row['valid_loss']:.4f}",
+            f"Step {row['step']}: validation loss={row['valid_loss']:.4f}"
+            + (f", general loss={row['general_loss']:.4f}" if "general_loss" in row else ""),
             type="metrics",
             data={
                 "step": row["step"],
@@ -67,6 +68,7 @@ class JobReporter(Reporter):
                 "valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
                 "full_valid_loss": row["valid_loss"],
                 "full_valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
+                **({"general_loss": row["general_loss"]} if "general_loss" in row else {}),
             },
         )
 

@@ -14,6 +14,7 @@ from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.hardware import device_type, resolve_device
 from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
+from tuneforge.runs.general import general_ability
 from tuneforge.runs.launch import Machines, launch, launched, payload, read_payload
 from tuneforge.runs.naming import new_run_id, tuned_model_name
 from tuneforge.settings import runs_dir
@@ -117,6 +118,9 @@ def train_run(
     run_id = run_id or new_run_id()
     if (config.nproc > 1 or machines.nodes > 1) and not launched():
         _check_gpus(config)
+        guard = general_ability(config)
+        if guard and guard.replay:  # the replay answers, generated and cached before the processes read them
+            guard.replay()
         fields = payload(config, run_id, resume, project, org, **(launch_extra or {}))
         status = launch(list(entry), fields, config.nproc, machines, should_stop)
         return _launched_result(run_id, status) if machines.node_rank == 0 else None
@@ -125,7 +129,7 @@ def train_run(
     run_dir = Path(existing.run_dir) if existing else runs_dir() / run_id  # where it was, if runs_dir moved since
     # Among several processes, rank 0 records the run (and reports); the others only train.
     recorded = RecordingReporter(reporter or Reporter(), project) if ranks().main else Reporter()
-    return train_sft(config, recorded, run_dir, resume, name)
+    return train_sft(config, recorded, run_dir, resume, name, general_ability(config))
 
 
 def train_launched(main_reporter: Callable[[dict], Reporter]) -> None:
@@ -189,8 +193,9 @@ def resume_config(run_id: str) -> TrainConfig:
     run = store.get_run(run_id)
     if run is None:
         raise UsageError(f"no run '{run_id}'", fix="See `tuneforge runs list`.")
-    # A run recorded before validation_split existed held nothing out: resume it the same way.
-    recorded = {"validation_split": 0.0, **run.config}
+    # A run recorded before validation_split (or the forgetting guard) existed held nothing out (and
+    # replayed nothing): resume it the same way.
+    recorded = {"validation_split": 0.0, "forgetting_guard": False, **run.config}
     return TrainConfig.model_validate(
         {k: v for k, v in recorded.items() if k in TrainConfig.model_fields}, context=RECORDED
     )

@@ -54,6 +54,11 @@ def read_full_weights(checkpoint: Path) -> dict:
     return state
 
 
+def checkpoint_metrics(checkpoint: Path) -> dict | None:
+    """The validation figures a checkpoint was saved with (None when it was saved without validating)."""
+    return json.loads((checkpoint / "trainer_state.json").read_text()).get("metrics")
+
+
 def prune_checkpoints(checkpoints_dir: Path, keep: int, best_step: int | None) -> list[dict]:
     """Keep the newest `keep` epoch checkpoints, the best one, and the newest of all (what a resume
     starts from); delete the rest and return what remains."""
@@ -121,9 +126,11 @@ def write_run(
     validation_file,
     weights: dict | None = None,
     held_out=None,
+    replayed=None,
 ) -> None:
     """The run's final artifacts; `weights` are the model's, gathered, when its own are sharded;
-    `held_out` (inputs.HeldOut) what was held out of the training file to validate on."""
+    `held_out` (inputs.HeldOut) what was held out of the training file to validate on; `replayed`
+    (general.Replayed) the forgetting guard's replay examples mixed into training."""
     target = weights_dir(run_dir, config.method)
     shutil.rmtree(target, ignore_errors=True)
     model.save_pretrained(target, **({"state_dict": weights} if weights is not None else {}))
@@ -148,6 +155,7 @@ def write_run(
             if held_out
             else None,
             "prepared_manifest": train_file.manifest,
+            "replay": {**replayed.__dict__, "description": replayed.describe()} if replayed else None,
         },
         "versions": _versions(),
         "git_commit": _git_commit(),

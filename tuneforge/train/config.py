@@ -20,6 +20,7 @@ from tuneforge.hardware import DEVICE_PATTERN, auto_epochs, bf16_is_fast, resolv
 Auto = Literal["auto"]
 # Peak learning rate at multiplier 1.0, per method: OpenAI's multiplier scales a base rate the same way.
 BASE_LEARNING_RATE = {"lora": 2e-3, "full": 1e-4}
+AUTO_PATIENCE = 2  # validations without improvement: one epoch at the automatic two validations an epoch
 RECORDED = {"recorded": True}  # validation context of a run's own record: see _no_contradictions
 MAXIMA = {"n_epochs": 50, "batch_size": 256, "max_seq_length": 131_072}
 # What only LoRA uses: the adapters' shape, and the switches of how LoRA runs.
@@ -172,6 +173,13 @@ class TrainConfig(BaseModel):
             "them on every pass; embeddings and norms are then bf16 too, a small further rounding."
         ),
     )
+    shared_prefix: bool = Field(
+        True,
+        description=(
+            "On a CPU, when a padding-free batch's examples start with the same tokens (chat template, system "
+            "prompt), compute them once and let each example attend to them (same loss and gradients)."
+        ),
+    )
     gradient_checkpointing: bool = Field(
         False,
         description=(
@@ -207,20 +215,56 @@ class TrainConfig(BaseModel):
     lora_target_modules: str = Field("all-linear", description="Comma-separated module names to adapt, or all-linear.")
 
     # Validation, early stopping, checkpoints.
-    eval_every_steps: int | None = Field(
-        None, ge=1, description="Also validate every N steps (always at each epoch's end)."
+    eval_every_steps: int | Auto | None = Field(
+        "auto",
+        description=(
+            "Also validate every N steps (always at each epoch's end); auto: twice an epoch, so early stopping can "
+            "stop within an epoch of the plateau."
+        ),
     )
     max_eval_examples: int = Field(
         200, ge=1, le=100_000, description="Validation examples used at most (the first N, in file order)."
     )
-    early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many validations without improvement; the best checkpoint is kept."
+    early_stopping_patience: int | Auto | None = Field(
+        "auto",
+        description=(
+            "Stop after this many validations without improvement (see early_stopping_threshold); the best "
+            f"checkpoint is what the run keeps. auto: {AUTO_PATIENCE} when there is validation data, else off; 0: off."
+        ),
+    )
+    early_stopping_threshold: float = Field(
+        0.002,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "A validation loss lower than the best by less than this share of it counts as no improvement: a "
+            "plateau, not progress."
+        ),
     )
     keep_checkpoints: int = Field(
         3, ge=1, le=100, description="Newest epoch checkpoints kept (the best one is always kept too)."
     )
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimiser steps (for smoke tests and benchmarks)."
+    )
+
+    # The forgetting guard (general.py).
+    forgetting_guard: bool = Field(
+        True,
+        description=(
+            "Watch general ability: at each validation, also score built-in general prompts with reference answers "
+            "(general_loss beside the task's valid_loss, in metrics.csv, the events and the card)."
+        ),
+    )
+    replay_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description=(
+            "With forgetting_guard: replay examples added to training, as a share of the task's examples: the base "
+            "model's own answers to built-in general prompts (generated once per base model and cached), so the "
+            "tuned model keeps what it knew; none for files under 50 examples. 0: none."
+        ),
     )
 
     @field_validator("lora_target_modules")
@@ -246,6 +290,14 @@ class TrainConfig(BaseModel):
     def _multiplier(cls, value):
         if value != "auto" and not 0 < value <= 100:
             raise ValueError("learning_rate_multiplier must be in (0, 100] or auto")
+        return value
+
+    @field_validator("eval_every_steps", "early_stopping_patience")
+    @classmethod
+    def _count_or_auto(cls, value, info):
+        least = 1 if info.field_name == "eval_every_steps" else 0
+        if value not in ("auto", None) and value < least:
+            raise ValueError(f"{info.field_name} must be at least {least}, or auto")
         return value
 
     @field_validator("max_seq_length")
@@ -306,6 +358,14 @@ class TrainConfig(BaseModel):
                     "on, or set chunked_loss to false."
                 ),
             )
+        if "shared_prefix" in chosen and self.shared_prefix and not self.padding_free:
+            yield (
+                "shared_prefix",
+                (
+                    "shared_prefix lays a batch's common prefix once in a padding-free row, but padding_free is "
+                    "off, so there is no such row. Turn padding_free on, or set shared_prefix to false."
+                ),
+            )
         if self.method == "full":
             for name in LORA_SETTINGS:
                 if name in chosen and getattr(self, name) != TrainConfig.model_fields[name].default:
@@ -353,6 +413,14 @@ class TrainConfig(BaseModel):
                     "validation_data."
                 ),
             )
+        if "replay_share" in chosen and self.replay_share > 0 and not self.forgetting_guard:
+            yield (
+                "replay_share",
+                (
+                    "replay_share mixes in replay examples as part of the forgetting guard, but forgetting_guard is "
+                    "off, so none would be mixed in. Turn forgetting_guard on, or set replay_share to 0."
+                ),
+            )
         if self.batch_size != "auto" and self.gradient_accumulation_steps > self.batch_size:
             # batch_size counts one optimiser step's examples, and accumulation splits them (unlike
             # Hugging Face's per-device batch x accumulation), so they cannot fill that many micro-batches.
@@ -387,8 +455,13 @@ class TrainConfig(BaseModel):
         """Known before the data is read (unlike the other autos), so tokenisation can come first."""
         return self.max_seq_length if self.max_seq_length != "auto" else min(context_length or 2048, 2048)
 
-    def resolve(self, n_train_examples: int, context_length: int | None) -> "ResolvedConfig":
+    def resolve(
+        self, n_train_examples: int, context_length: int | None, has_validation: bool = False
+    ) -> "ResolvedConfig":
+        """Every auto filled in for `n_train_examples` (the task's, before any replay) and whether the
+        run has validation data (early stopping and mid-epoch validation need it)."""
         batch = self.batch_size if self.batch_size != "auto" else auto_batch_size(n_train_examples)
+        steps_per_epoch = -(-n_train_examples // batch)
         multiplier = self.learning_rate_multiplier if self.learning_rate_multiplier != "auto" else 0.1
         values = self.model_dump()
         device = resolve_device(self.device)
@@ -399,6 +472,16 @@ class TrainConfig(BaseModel):
             learning_rate_multiplier=multiplier,
             max_seq_length=self.resolved_max_seq_length(context_length),
             precision=self.precision if self.precision != "auto" else ("bf16" if bf16_is_fast(device) else "fp32"),
+            eval_every_steps=(
+                self.eval_every_steps
+                if self.eval_every_steps != "auto"
+                else (max(1, steps_per_epoch // 2) if has_validation and steps_per_epoch >= 4 else None)
+            ),
+            early_stopping_patience=(
+                (AUTO_PATIENCE if has_validation else None)
+                if self.early_stopping_patience == "auto"
+                else self.early_stopping_patience or None
+            ),
         )
         return ResolvedConfig.model_validate(
             {**values, "learning_rate": BASE_LEARNING_RATE[self.method] * multiplier}, context=RECORDED
@@ -413,6 +496,8 @@ class ResolvedConfig(TrainConfig):
     learning_rate_multiplier: float
     max_seq_length: int
     precision: Literal["fp32", "bf16"]
+    eval_every_steps: int | None
+    early_stopping_patience: int | None
     learning_rate: float = Field(..., description="Peak learning rate: base rate x multiplier.")
 
 

@@ -34,11 +34,18 @@ class Batch:
     input_ids: torch.Tensor  # (batch, seq) long, right-padded; (1, tokens) when padding-free
     attention_mask: torch.Tensor | None  # (batch, seq) long, 0 on padding; None when padding-free
     loss_weights: torch.Tensor  # (batch, seq) float, weight of predicting input_ids[:, t]; 0 on padding
-    tokens: int  # real (non-padding) tokens
+    tokens: int  # the examples' real (non-padding) tokens; a shared prefix, computed once, counts for each
     position_ids: torch.Tensor | None = None  # (1, tokens) when padding-free: restarts at 0 for each example
     sequence_starts: torch.Tensor | None = (
         None  # (examples + 1,) int32 when padding-free: where each example starts, and the end
     )
+    # With a shared prefix (shared_prefix.py): the row starts with that many tokens every example
+    # shares, sequence_starts also starts at it, and the loss scores the listed predictions
+    # (row position, target token, weight), one per scored token of each example.
+    shared_prefix: int = 0
+    prediction_positions: torch.Tensor | None = None
+    prediction_targets: torch.Tensor | None = None
+    prediction_weights: torch.Tensor | None = None
 
     @property
     def trained_tokens(self) -> float:
@@ -64,7 +71,7 @@ class Batch:
         return {
             "input_ids": self.input_ids,
             "use_cache": False,
-            **model_inputs(self.position_ids, self.sequence_starts),
+            **model_inputs(self.position_ids, self.sequence_starts, self.shared_prefix),
         }
 
 
@@ -81,9 +88,18 @@ def collate(examples: list[TokenizedExample], pad_id: int) -> Batch:
     return Batch(ids, mask, weights, int(mask.sum()))
 
 
-def collate_padding_free(examples: list[TokenizedExample]) -> Batch:
+def collate_padding_free(examples: list[TokenizedExample], share_prefix: bool = False) -> Batch:
     """The examples end to end in one row. The weight at each example's first token is set to 0:
-    there it would weigh predicting that token from the end of the previous example."""
+    there it would weigh predicting that token from the end of the previous example.
+
+    With `share_prefix`, the tokens every example starts with are laid once at the row's start
+    (shared_prefix.py), where there are enough of them to pay; the loss and gradients are the same."""
+    if share_prefix:
+        from tuneforge.train.shared_prefix import collate_shared_prefix
+
+        shared = collate_shared_prefix(examples)
+        if shared is not None:
+            return Batch(**shared)
     lengths = [len(e.input_ids) for e in examples]
     ids = torch.tensor([token for e in examples for token in e.input_ids]).unsqueeze(0)
     weights = torch.from_numpy(np.concatenate([e.loss_weights for e in examples])).unsqueeze(0).clone()
@@ -146,22 +162,28 @@ def weighted_token_loss(
     With `chunked` too, they run a chunk of tokens at a time with the gradients computed in the same
     pass (chunked_loss.py), so the (tokens, vocabulary) logits never exist at once.
     """
-    targets = batch.input_ids[:, 1:]
-    weights = batch.loss_weights[:, 1:]
     parts = _output_layer_parts(model) if sparse_head else None
-    selected = weights > 0
+    if batch.prediction_positions is None:
+        selected = batch.loss_weights[:, 1:] > 0
+        targets, weights = batch.input_ids[:, 1:][selected], batch.loss_weights[:, 1:][selected]
+
+        def scored(states):  # (batch, seq, ...) -> (trained tokens, ...)
+            return states[:, :-1][selected]
+    else:  # a shared prefix: its positions are scored once for each example that shares them
+        from tuneforge.train.shared_prefix import require_shared_prefix_attention
+
+        require_shared_prefix_attention(model)
+        targets, weights = batch.prediction_targets, batch.prediction_weights
+
+        def scored(states):
+            return states[0, batch.prediction_positions]
+
     with autocast(dtype, batch.input_ids.device.type):
         if parts is None:
-            logits = model(**batch.model_inputs()).logits[:, :-1]  # (batch, seq-1, vocab)
-            logits, targets, weights = logits[selected], targets[selected], weights[selected]
+            logits = scored(model(**batch.model_inputs()).logits)  # (trained tokens, vocab)
         else:
             decoder, head = parts
-            hidden = decoder(**batch.model_inputs()).last_hidden_state  # (batch, seq, hidden)
-            hidden, targets, weights = (
-                hidden[:, :-1][selected],
-                targets[selected],
-                weights[selected],
-            )  # (trained tokens, hidden)
+            hidden = scored(decoder(**batch.model_inputs()).last_hidden_state)  # (trained tokens, hidden)
             # A plain layer only: with LoRA on the output layer (lora_target_modules naming lm_head)
             # the adapter's contribution is not in head.weight.
             if chunked and type(head) is torch.nn.Linear and head.bias is None:
@@ -254,6 +276,7 @@ class TrainerState:
     best_valid_loss: float | None = None
     best_step: int | None = None
     evaluations_without_improvement: int = 0
+    base_general_loss: float | None = None  # the forgetting guard's general prompts, before tuning
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

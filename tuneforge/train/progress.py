@@ -61,6 +61,7 @@ class ConsoleReporter(Reporter):
             f"  step {row['step']:>5}  validation loss {row['valid_loss']:.4f}  perplexity "
             f"{row['valid_perplexity']:.2f}  "
             f"token accuracy {row['valid_mean_token_accuracy']:.3f}"
+            + (f"  general loss {row['general_loss']:.4f}" if "general_loss" in row else "")
         )
 
     def checkpoint(self, step, path) -> None:

@@ -90,6 +90,8 @@ def write_model_card(run_dir: Path, config, model_name: str, final: dict, manife
             f"- Prepared by `tuneforge data prepare`: {counts.get('examples_out')} examples, "
             f"{counts.get('duplicates_removed')} duplicates removed, redactions {counts.get('redactions') or 'none'}."
         )
+    if manifest["data"].get("replay"):
+        lines.append(f"- Replay: {manifest['data']['replay']['description']}.")
     lines += [
         f"- Trained tokens (loss-weighted): {final['trained_tokens']:,}",
         "",
@@ -110,6 +112,13 @@ def write_model_card(run_dir: Path, config, model_name: str, final: dict, manife
     ]
     if metrics:
         lines += ["| metric (validation) | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in metrics]
+    if "general_perplexity_change" in final:
+        lines += [
+            "",
+            f"General ability (the forgetting guard): on built-in general prompts with reference answers, the loss "
+            f"went from {final['base_general_loss']:.4f} (base model) to {final['general_loss']:.4f}, a perplexity "
+            f"change of {final['general_perplexity_change']:+.1%} (above 0: worse than the base model at them).",
+        ]
     lines += [
         "",
         "![loss curve](loss.png)",

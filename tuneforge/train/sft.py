@@ -13,6 +13,7 @@ continues from the newest complete checkpoint with the same result as an uninter
 """
 
 import csv
+import math
 import signal
 import time
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from tuneforge.models.catalog import load_tokenizer, model_facts
 from tuneforge.train import artifacts, distributed
 from tuneforge.train.config import ResolvedConfig, TrainConfig
 from tuneforge.train.distributed import Ranks
+from tuneforge.train.general import GeneralAbility, general_probes, mix_replay
 from tuneforge.train.host_memory import HeapGrowthGuard
 from tuneforge.train.inputs import HELD_OUT_MINIMUM_TRAINING, hold_out, locate_data, tokenized_file
 from tuneforge.train.loop import (
@@ -58,6 +60,7 @@ from tuneforge.train.modeling import (
     wrap,
 )
 from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
+from tuneforge.train.shared_prefix import shares_prefix_on
 
 METRIC_COLUMNS = [
     "step",
@@ -66,6 +69,8 @@ METRIC_COLUMNS = [
     "valid_loss",
     "valid_mean_token_accuracy",
     "valid_perplexity",
+    "general_loss",
+    "general_perplexity",
     "epoch",
     "learning_rate",
     "tokens",
@@ -94,14 +99,21 @@ def stop_requests():
 
 
 def train_sft(
-    config: TrainConfig, reporter: Reporter, run_dir: Path, resume: bool = False, model_name: str | None = None
+    config: TrainConfig,
+    reporter: Reporter,
+    run_dir: Path,
+    resume: bool = False,
+    model_name: str | None = None,
+    general: GeneralAbility | None = None,
 ) -> RunResult:
     """Train into `run_dir` (its name is the run id), or continue it from its newest checkpoint with
     `resume`. `model_name` is what the result is called in its card (default: the run id). What
-    becomes of the run's life (rows, events, a progress bar) is the reporter's business."""
+    becomes of the run's life (rows, events, a progress bar) is the reporter's business. `general`
+    is the forgetting guard's prompts (general.py; the service layer builds them): without it, or
+    with `forgetting_guard` off, nothing general is scored or replayed."""
     run_id = run_dir.name
     try:
-        return _train_sft(config, reporter, run_dir, resume, model_name or run_id)
+        return _train_sft(config, reporter, run_dir, resume, model_name or run_id, general)
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt:  # a second Ctrl-C: no new checkpoint, but the last complete one resumes
@@ -112,7 +124,14 @@ def train_sft(
         raise
 
 
-def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: bool, model_name: str) -> RunResult:
+def _train_sft(
+    config: TrainConfig,
+    reporter: Reporter,
+    run_dir: Path,
+    resume: bool,
+    model_name: str,
+    general: GeneralAbility | None,
+) -> RunResult:
     # ---- this process: its device, and its rank among the processes torchrun started (distributed.py)
     place = distributed.ranks()
     device = resolve_device(config.device)
@@ -140,7 +159,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     if validation_file is None:  # validate on a seeded share of the training file (inputs.hold_out)
         train_set, validation_set, held_out = hold_out(train_set, config.validation_split, config.seed)
         validation_set = validation_set[: config.max_eval_examples]
-    if config.early_stopping_patience and not validation_set:
+    if config.early_stopping_patience not in ("auto", None, 0) and not validation_set:
         raise UsageError(
             "early stopping needs validation data",
             fix=(
@@ -148,8 +167,12 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
                 f"{HELD_OUT_MINIMUM_TRAINING} examples with validation_split > 0."
             ),
         )
-    resolved = config.resolve(len(train_set), facts["context_length"])
+    resolved = config.resolve(len(train_set), facts["context_length"], has_validation=bool(validation_set))
     pad_id = tokenizer.pad_id
+    # The forgetting guard: general prompts scored beside the task's validation, replay mixed in.
+    general = general if resolved.forgetting_guard else None
+    general_set = general_probes(general, tokenizer)
+    train_set, replayed = mix_replay(train_set, general, resolved.replay_share, tokenizer, resolved.seed)
 
     # ---- the run: a directory (and, through the reporter, whatever records it)
     run_id = run_dir.name
@@ -199,6 +222,7 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
         reporter.resumed(run_id)
 
     validation_batches, fillers = _validation_batches(validation_set, resolved, pad_id, place)
+    general_batches, general_fillers = _validation_batches(general_set, resolved, pad_id, place)
     loss_module = unwrapped(wrapped)
     # DDP's forward is for training steps (it prepares the gradient reduction); FSDP2's gathers
     # the shards, which every forward needs.
@@ -221,28 +245,39 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
     def validate(row: dict) -> bool:
         """Add validation metrics to this step's row; True when they are the best so far."""
         nonlocal last_evaluation
-        last_evaluation = evaluate(
-            loss_module,
-            validation_batches,
-            device=device,
-            loss_of=validation_loss,
-            combine=lambda totals: distributed.sum_over_ranks(totals, device),
-            fillers=fillers,
-        )
+
+        def scored(batches, fillers) -> dict:
+            return evaluate(
+                loss_module,
+                batches,
+                device=device,
+                loss_of=validation_loss,
+                combine=lambda totals: distributed.sum_over_ranks(totals, device),
+                fillers=fillers,
+            )
+
+        last_evaluation = scored(validation_batches, fillers)
+        if general_batches:
+            general_scores = scored(general_batches, general_fillers)
+            last_evaluation |= {
+                "general_loss": general_scores["valid_loss"],
+                "general_perplexity": general_scores["valid_perplexity"],
+            }
+            if state.base_general_loss is None:
+                state.base_general_loss = general_scores["valid_loss"]
         reshard(wrapped)
         row.update({name: round(value, 6) for name, value in last_evaluation.items()})
         reporter.evaluation(row)
         if state.step == 0:
             return False  # the base model: a reference point, not a checkpoint to keep
-        improved = state.best_valid_loss is None or last_evaluation["valid_loss"] < state.best_valid_loss - 1e-6
+        loss, best = last_evaluation["valid_loss"], state.best_valid_loss
+        # A new best is kept (its checkpoint is the run's result if nothing beats it); only a gain of
+        # early_stopping_threshold or more resets the patience: smaller ones are a plateau.
+        improved = best is None or loss < best - 1e-6
+        progressed = best is None or loss < best * (1 - resolved.early_stopping_threshold)
         if improved:
-            state.best_valid_loss, state.best_step, state.evaluations_without_improvement = (
-                last_evaluation["valid_loss"],
-                state.step,
-                0,
-            )
-        else:
-            state.evaluations_without_improvement += 1
+            state.best_valid_loss, state.best_step = loss, state.step
+        state.evaluations_without_improvement = 0 if progressed else state.evaluations_without_improvement + 1
         return improved
 
     def checkpoint(epoch_end: bool) -> None:
@@ -344,10 +379,14 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
             fix=f"Resume with: tuneforge train --resume {run_id}",
         )
     best = resolved.early_stopping_patience and state.best_step is not None and state.best_step != state.step
-    if best and is_sharded(wrapped):
-        load_full_weights(wrapped, artifacts.read_full_weights(checkpoints_dir / f"step-{state.best_step}"))
-    elif best:
-        artifacts.load_weights(model, checkpoints_dir / f"step-{state.best_step}", resolved.method)
+    if best:  # the run's result is its best checkpoint, with that checkpoint's validation figures
+        best_checkpoint = checkpoints_dir / f"step-{state.best_step}"
+        if is_sharded(wrapped):  # every rank holds a shard: each reads the checkpoint rank 0 wrote
+            load_full_weights(wrapped, artifacts.read_full_weights(best_checkpoint))
+        elif place.main:  # rank 0 alone writes the result; another machine may not see the checkpoint
+            artifacts.load_weights(model, best_checkpoint, resolved.method)
+        if place.main:
+            last_evaluation = artifacts.checkpoint_metrics(best_checkpoint) or last_evaluation
     weights = gathered_weights(wrapped)  # every rank, when sharded
     final = {
         "step": state.step,
@@ -359,11 +398,22 @@ def _train_sft(config: TrainConfig, reporter: Reporter, run_dir: Path, resume: b
         "device": device_type(device),
         **peak_memory(device),
         **last_evaluation,
+        **_guard_summary(state, replayed, last_evaluation),
     }
     result = RunResult(run_id, run_dir, model_name, resolved, final, stopped_early)
     if place.main:
         artifacts.write_run(
-            run_dir, model, hf_tokenizer, resolved, model_name, final, train_file, validation_file, weights, held_out
+            run_dir,
+            model,
+            hf_tokenizer,
+            resolved,
+            model_name,
+            final,
+            train_file,
+            validation_file,
+            weights,
+            held_out,
+            replayed,
         )
         reporter.finished(result, artifacts.weights_dir(run_dir, resolved.method))
     distributed.barrier()
@@ -386,7 +436,8 @@ def train_step(
     )
     loss_sum, correct, counted, tokens = 0.0, 0, 0, 0
     for index, (chunk, scale) in enumerate(pieces):
-        batch = make_batch(chunk or examples[:1], pad_id, config.padding_free)  # a filler counts for nothing
+        share = config.shared_prefix and shares_prefix_on(device)
+        batch = make_batch(chunk or examples[:1], pad_id, config.padding_free, share)  # a filler counts for nothing
         with gradient_sync(wrapped, index == len(pieces) - 1):
             weighted, right, n = wrapped(batch.to(device))
             (weighted * (scale * place.world) / total_weight).backward()
@@ -400,8 +451,18 @@ def train_step(
     return loss_sum, correct, counted, tokens, total_weight
 
 
-def make_batch(examples, pad_id: int, padding_free: bool) -> Batch:
-    return collate_padding_free(examples) if padding_free else collate(examples, pad_id)
+def _guard_summary(state: TrainerState, replayed, evaluation: dict) -> dict:
+    """The forgetting guard's figures for the final metrics: the general prompts' loss before tuning,
+    and their perplexity change (above 0: the model got worse at them)."""
+    summary = {"replay_examples": replayed.examples if replayed else 0}
+    if state.base_general_loss is not None and "general_loss" in evaluation:
+        summary["base_general_loss"] = state.base_general_loss
+        summary["general_perplexity_change"] = math.exp(evaluation["general_loss"] - state.base_general_loss) - 1
+    return summary
+
+
+def make_batch(examples, pad_id: int, padding_free: bool, share_prefix: bool = False) -> Batch:
+    return collate_padding_free(examples, share_prefix) if padding_free else collate(examples, pad_id)
 
 
 def _validation_batches(validation_set, config: ResolvedConfig, pad_id: int, place: Ranks):

@@ -1,0 +1,192 @@
+"""A padding-free row with the examples' common prefix laid once (shared_prefix.py) gives the
+unshared row's loss, accuracy, counts and gradients, and really computes the prefix once."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import loss_and_grads
+
+from tuneforge.data.formats import parse_record
+from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
+from tuneforge.train.loop import collate_padding_free, weighted_token_loss
+from tuneforge.train.shared_prefix import MIN_SHARED_TOKENS, common_prefix_length
+
+SYSTEM = (
+    "You are the support assistant of Ledger, an invoicing tool for freelancers. Answer briefly, name the "
+    "tab and the button to use, and never promise refunds or dates on behalf of the company."
+)
+
+
+def support_chat(i: int, system: str | None = SYSTEM) -> dict:
+    messages = [
+        {"role": "user", "content": f"Question {i}: " + "how do I do this " * (i % 4)},
+        {"role": "assistant", "content": f"Answer number {i}: open the tab." + " Then click." * (i % 3)},
+    ]
+    return {"messages": ([{"role": "system", "content": system}] if system else []) + messages}
+
+
+def encoded(smol_tokenizer, records, prompt_loss_weight=0.0) -> list[TokenizedExample]:
+    examples = [parse_record(r, 1)[1].example for r in records]
+    return ChatTokenizer(smol_tokenizer, prompt_loss_weight).encode(examples)
+
+
+def varlen_model(model_dir, method: str):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.train.padding_free import use_varlen_attention
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if method == "lora":
+        torch.manual_seed(1)
+        lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False)
+        model = get_peft_model(model, lora)  # non-zero B: real gradients everywhere
+    use_varlen_attention(model)
+    return model.train()
+
+
+def assert_same(reference, other):
+    """The same loss, accuracy and counts, and each gradient within 5e-5 of its tensor's largest entry.
+    Measured in fp32: every tensor within 3e-6 but layer 1's q projection under full fine-tuning,
+    2.0e-5 (the unshared row against the padded batch: 2.7e-6). On learned_model_dir that gradient
+    is ~1e4 times smaller than the largest, so rounding weighs more there: 2e-9 of the largest
+    gradient. In float64 (all but the loss's fp32 softmax) the layouts agree to 3e-7 everywhere."""
+    (loss_a, right_a, n_a, grads_a), (loss_b, right_b, n_b, grads_b) = reference, other
+    assert abs(loss_a - loss_b) <= 1e-5 * abs(loss_a), (loss_a, loss_b)
+    assert (right_a, n_a) == (right_b, n_b)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name, grad in grads_a.items():
+        scale = float(grad.abs().max())
+        assert scale > 0, name
+        gap = float((grads_b[name] - grad).abs().max()) / scale
+        assert gap <= 5e-5, (name, gap)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("prompt_loss_weight", [0.0, 0.1])
+@pytest.mark.parametrize("loss_options", [{}, {"sparse_head": False}, {"chunked": True}])
+def test_shared_prefix_gives_the_unshared_loss_and_gradients(
+    learned_model_dir, smol_tokenizer, method, prompt_loss_weight, loss_options
+):
+    examples = encoded(smol_tokenizer, [support_chat(i) for i in range(6)], prompt_loss_weight)
+    unshared, shared = collate_padding_free(examples), collate_padding_free(examples, share_prefix=True)
+    assert shared.shared_prefix >= 40 and shared.trained_tokens == pytest.approx(unshared.trained_tokens)
+    model = varlen_model(learned_model_dir, method)
+    reference = loss_and_grads(model, unshared, **loss_options)
+    assert_same(reference, loss_and_grads(model, shared, **loss_options))
+    if prompt_loss_weight:  # the shared part's predictions count once per example, as unshared
+        assert reference[1] > 0
+
+
+def test_the_shared_prefix_is_laid_once(smol_tokenizer):
+    examples = encoded(smol_tokenizer, [support_chat(i) for i in range(5)])
+    common = common_prefix_length([e.input_ids for e in examples])
+    unshared, shared = collate_padding_free(examples), collate_padding_free(examples, share_prefix=True)
+    assert shared.shared_prefix == common - 1
+    saved = (len(examples) - 1) * (common - 1)
+    assert shared.input_ids.shape[1] == unshared.input_ids.shape[1] - saved
+    assert shared.tokens == unshared.tokens  # tok/s counts the data trained through, shared or not
+    assert shared.input_ids[0, : common - 1].tolist() == examples[0].input_ids[: common - 1]
+    starts = shared.sequence_starts.tolist()
+    for example, start, end in zip(
+        examples, starts[1:], starts[2:]
+    ):  # each segment: its example from the last common token
+        assert shared.input_ids[0, start:end].tolist() == example.input_ids[common - 1 :]
+        assert shared.position_ids[0, start:end].tolist() == list(range(common - 1, len(example.input_ids)))
+
+
+def test_without_a_common_prefix_the_row_is_the_plain_one(smol_tokenizer):
+    # Different system prompts part after the template's few header tokens: too few to share.
+    records = [support_chat(i, system=f"{i} {SYSTEM}") for i in range(4)]
+    examples = encoded(smol_tokenizer, records)
+    assert 0 < common_prefix_length([e.input_ids for e in examples]) - 1 < MIN_SHARED_TOKENS
+    for batch_examples in (examples, examples[:1]):  # nor for a lone example
+        plain, asked = collate_padding_free(batch_examples), collate_padding_free(batch_examples, share_prefix=True)
+        assert asked.shared_prefix == 0 and asked.prediction_positions is None
+        assert torch.equal(asked.input_ids, plain.input_ids) and torch.equal(asked.loss_weights, plain.loss_weights)
+
+
+@pytest.mark.parametrize("odd_one", ["the prefix and one token more", "inside the others' prefix"])
+def test_an_example_with_next_to_nothing_of_its_own(learned_model_dir, smol_tokenizer, odd_one):
+    """An example that is the common prefix and one token more; one that stops inside the others'
+    prefix, so that the common prefix is all of it and its segment a single token."""
+    full = encoded(smol_tokenizer, [support_chat(i) for i in range(3)], prompt_loss_weight=0.1)
+    common = common_prefix_length([e.input_ids for e in full])
+    a = full[0]
+    if odd_one == "the prefix and one token more":
+        ids = a.input_ids[:common] + [full[1].input_ids[common]]
+        odd, expected_shared = TokenizedExample(ids, np.append(a.loss_weights[:common], 1.0), len(ids)), common - 1
+    else:
+        odd, expected_shared = TokenizedExample(a.input_ids[:30], a.loss_weights[:30].copy(), 30), 29
+    examples = [full[0], odd, full[2]]
+    shared = collate_padding_free(examples, share_prefix=True)
+    assert shared.shared_prefix == expected_shared
+    odd_segment = shared.sequence_starts[3] - shared.sequence_starts[2]
+    assert odd_segment == (2 if odd_one == "the prefix and one token more" else 1)
+    model = varlen_model(learned_model_dir, "lora")
+    assert_same(loss_and_grads(model, collate_padding_free(examples)), loss_and_grads(model, shared))
+
+
+def test_a_shared_prefix_row_refuses_other_attention(tiny_model_dir, smol_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    batch = collate_padding_free(encoded(smol_tokenizer, [support_chat(i) for i in range(3)]), share_prefix=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # transformers' SDPA would not see the prefix
+    with pytest.raises(ValueError, match="shared prefix"):
+        weighted_token_loss(model, batch)
+
+
+@pytest.mark.parametrize("path", ["cpu flash", "sdpa per segment"])
+def test_shared_prefix_attention_is_each_examples_causal_attention(path):
+    from tuneforge.train import padding_free
+
+    torch.manual_seed(0)
+    shared, segments = 11, [5, 1, 9, 3]
+    starts = torch.tensor(np.cumsum([0, shared] + segments), dtype=torch.int32)
+    tokens = int(starts[-1])
+    query, key, value = (torch.randn(1, heads, tokens, 16) for heads in (6, 2, 2))  # grouped-query heads
+    output_grad = torch.randn(1, tokens, 6, 16)
+
+    def run(function):
+        inputs = [t.detach().clone().requires_grad_() for t in (query, key, value)]
+        output = function(*inputs)
+        output.backward(output_grad)
+        return [output] + [t.grad for t in inputs]
+
+    def each_example_alone(q, k, v):
+        """Every example with its own copy of the prefix, plain causal SDPA; the shared part's
+        output is the first example's, its gradient summed over the examples."""
+        outputs = []
+        for index, (a, b) in enumerate(zip(starts[1:-1].tolist(), starts[2:].tolist())):
+            example = [torch.cat([t[:, :, :shared], t[:, :, a:b]], dim=2) for t in (q, k, v)]
+            out = F.scaled_dot_product_attention(*example, is_causal=True, scale=0.25, enable_gqa=True)
+            outputs += [out[:, :, :shared]] * (index == 0) + [out[:, :, shared:]]
+        return torch.cat(outputs, dim=2).transpose(1, 2)
+
+    if path == "cpu flash":
+        ours = run(lambda q, k, v: padding_free.shared_prefix_attention(q, k, v, starts, shared, 0.25))
+    else:
+        ours = run(lambda q, k, v: padding_free._attention_per_segment(q, k, v, shared, segments, 0.25, 0.0))
+    reference = run(each_example_alone)
+    for mine, exact in zip(ours, reference):
+        torch.testing.assert_close(mine, exact, atol=1e-5, rtol=1e-5)
+
+
+def test_a_shared_prefix_row_under_every_speed_trick_and_gradient_checkpointing(tiny_model_dir, smol_tokenizer):
+    """The recipe's model (fused LoRA, lean activations, varlen attention), recomputing each layer in
+    backward or not: the shared row trains as the unshared one."""
+    from tuneforge.train.config import TrainConfig
+    from tuneforge.train.modeling import build_model
+
+    examples = encoded(smol_tokenizer, [support_chat(i) for i in range(4)], prompt_loss_weight=0.1)
+    unshared, shared = collate_padding_free(examples), collate_padding_free(examples, share_prefix=True)
+    for checkpointing in (False, True):
+        config = TrainConfig(data="x.jsonl", model=str(tiny_model_dir), precision="fp32")
+        config = config.model_copy(update={"gradient_checkpointing": checkpointing}).resolve(4, 512)
+        torch.manual_seed(1)
+        model = build_model(config)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:  # non-zero B: gradients reach every adapter and every layer's input
+                torch.nn.init.normal_(parameter, std=0.02)
+        assert_same(loss_and_grads(model, unshared), loss_and_grads(model, shared))

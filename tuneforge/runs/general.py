@@ -1,0 +1,131 @@
+"""The forgetting guard's prompts for a run (tuneforge/train/general.py says what the recipe does with them).
+
+- probes: the evaluation's forgetting probes (general prompts with reference answers), scored at
+  every validation. The same set `tuneforge eval` uses, so the curve during training and the
+  evaluation afterwards measure the same thing.
+- replay: the base model's own greedy answers to `replay_prompts.jsonl`, a built-in set of diverse
+  general prompts that shares no question with any probe set (tests/test_replay_prompts.py checks
+  it; otherwise the probes would measure memorisation, not ability). Generated once per base model
+  and cached beside the converted models (`settings.model_cache_dir()/replay/`: the answers derive from
+  the base model as its conversion does), so a second run, a resume, and every process of a
+  distributed run read the same answers.
+
+Which answers are kept: only complete ones (an answer cut at the token limit would teach the model
+not to stop), and on the general prompts no refusal (so it does not learn to decline more). On the
+"refusal" prompts (requests a careful assistant declines) the answer is the base's own refusal, or,
+where the base complied or rambled, DECLINE: a small base model refuses few of them (SmolLM2-135M
+refused 1 of 16 here), and replaying its compliance would teach the tuned model to comply.
+"""
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from tuneforge.data.examples import Conversation, Message
+from tuneforge.evaluate.probes import REFUSAL_RE, load_probe_sets
+from tuneforge.settings import model_cache_dir
+from tuneforge.train.config import TrainConfig
+from tuneforge.train.general import GeneralAbility, ReplayExample
+
+REPLAY_PROMPTS = resources.files("tuneforge.runs") / "replay_prompts.jsonl"
+REPLAY_MAX_NEW_TOKENS = 160  # general answers of a few sentences; longer ones are cut and dropped
+GENERATION_BATCH = 16
+CACHE_FORMAT = 1  # bump when what is cached, or how it is chosen, changes
+DECLINE = "I'm sorry, but I can't help with that."
+
+
+def general_ability(config: TrainConfig) -> GeneralAbility | None:
+    """What the recipe needs for `config`'s forgetting guard; None when the guard is off."""
+    if not config.forgetting_guard:
+        return None
+    probes = [
+        Conversation([Message("user", item.prompt), Message("assistant", item.reference)])
+        for item in load_probe_sets().forgetting
+    ]
+    if config.replay_share <= 0:
+        return GeneralAbility(probes)
+
+    def replay() -> list[ReplayExample]:
+        path = replay_file(config.model, config.device)
+        return [
+            ReplayExample(
+                Conversation([Message("user", record["prompt"]), Message("assistant", record["answer"])]),
+                declines=record["category"] == "refusal",
+            )
+            for record in map(json.loads, path.read_text().splitlines())
+        ]
+
+    return GeneralAbility(probes, replay, f"generated once by {config.model} and cached")
+
+
+def replay_file(model: str, device: str = "auto") -> Path:
+    """The cached replay answers of `model` (JSON lines: id, category, prompt, answer), generated on
+    `device` the first time."""
+    path = _cache_dir() / f"{_cache_key(model)}.jsonl"
+    if path.exists():
+        return path
+    records = _generate_replay(model, device)
+    staging = path.with_suffix(f".{os.getpid()}.partial")  # written whole, then renamed: never half a file
+    staging.write_text("".join(json.dumps(record) + "\n" for record in records))
+    staging.replace(path)
+    return path
+
+
+def replay_prompts() -> list[dict]:
+    return [json.loads(line) for line in REPLAY_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def replay_answer(category: str, answer: str, finish_reason: str) -> str | None:
+    """What to replay for the base's `answer` to a prompt of `category`; None to leave the prompt out."""
+    complete = finish_reason == "stop" and answer.strip()
+    refused = bool(REFUSAL_RE.search(answer))
+    if category == "refusal":
+        return answer if complete and refused else DECLINE
+    return answer if complete and not refused else None
+
+
+def _generate_replay(model: str, device: str) -> list[dict]:
+    from tuneforge.runs.models import engine
+
+    prompts = replay_prompts()
+    generator = engine(model, device=device)
+    records = []
+    for start in range(0, len(prompts), GENERATION_BATCH):
+        batch = prompts[start : start + GENERATION_BATCH]
+        answers = generator.generate(
+            [[Message("user", item["prompt"])] for item in batch], max_new_tokens=REPLAY_MAX_NEW_TOKENS
+        )
+        for item, answer in zip(batch, answers):
+            kept = replay_answer(item["category"], answer.text, answer.finish_reason)
+            if kept is not None:
+                records.append({**item, "answer": kept})
+    return records
+
+
+def _cache_dir() -> Path:
+    path = model_cache_dir() / "replay"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _cache_key(model: str) -> str:
+    """The base model (by name, and by its files' sizes and times when it is a local directory), the
+    prompt set and the generation settings: any change generates the answers again."""
+    from tuneforge.models.catalog import resolve_model
+
+    location = Path(resolve_model(model).location or "")
+    files = (
+        sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in location.iterdir() if p.is_file())
+        if location.is_dir()
+        else []
+    )
+    identity = {
+        "format": CACHE_FORMAT,
+        "model": model,
+        "files": files,
+        "prompts": hashlib.sha256(REPLAY_PROMPTS.read_bytes()).hexdigest(),
+        "max_new_tokens": REPLAY_MAX_NEW_TOKENS,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
