@@ -10,7 +10,7 @@ from helpers import loss_and_grads
 from tuneforge.data.formats import parse_record
 from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
 from tuneforge.train.loop import collate_padding_free, weighted_token_loss
-from tuneforge.train.shared_prefix import MIN_SHARED_TOKENS, common_prefix_length
+from tuneforge.train.shared_prefix import MIN_SAVED_SHARE, MIN_SHARED_TOKENS, common_prefix_length
 
 SYSTEM = (
     "You are the support assistant of Ledger, an invoicing tool for freelancers. Answer briefly, name the "
@@ -105,6 +105,22 @@ def test_without_a_common_prefix_the_row_is_the_plain_one(smol_tokenizer):
         plain, asked = collate_padding_free(batch_examples), collate_padding_free(batch_examples, share_prefix=True)
         assert asked.shared_prefix == 0 and asked.prediction_positions is None
         assert torch.equal(asked.input_ids, plain.input_ids) and torch.equal(asked.loss_weights, plain.loss_weights)
+
+
+def test_a_prefix_too_short_for_the_examples_behind_it_is_not_shared():
+    """20 shared tokens in front of 200-token examples: sharing would save 3 x 19 of 880 tokens (6 %),
+    under MIN_SAVED_SHARE; in front of 30-token examples it saves 57 of 200 (28 %) and is shared."""
+    prefix = list(range(1000, 1020))
+
+    def example(i, own):
+        ids = prefix + [2000 + 100 * i + t for t in range(own)]
+        return TokenizedExample(ids, np.ones(len(ids), dtype=np.float32), len(ids))
+
+    assert MIN_SAVED_SHARE == 0.25
+    long_ones = [example(i, 200) for i in range(4)]
+    assert collate_padding_free(long_ones, share_prefix=True).shared_prefix == 0
+    short_ones = [example(i, 30) for i in range(4)]
+    assert collate_padding_free(short_ones, share_prefix=True).shared_prefix == 19
 
 
 @pytest.mark.parametrize("odd_one", ["the prefix and one token more", "inside the others' prefix"])

@@ -57,11 +57,11 @@ class ConsoleReporter(Reporter):
         )
 
     def evaluation(self, row: dict) -> None:
+        # Short enough for an 80-column terminal with the forgetting guard's figure on the same line.
         self.progress.console.print(
-            f"  step {row['step']:>5}  validation loss {row['valid_loss']:.4f}  perplexity "
-            f"{row['valid_perplexity']:.2f}  "
-            f"token accuracy {row['valid_mean_token_accuracy']:.3f}"
-            + (f"  general loss {row['general_loss']:.4f}" if "general_loss" in row else "")
+            f"  step {row['step']:>5}  validation loss {row['valid_loss']:.4f}  ppl {row['valid_perplexity']:.2f}  "
+            f"accuracy {row['valid_mean_token_accuracy']:.3f}"
+            + (f"  general {row['general_loss']:.4f}" if "general_loss" in row else "")
         )
 
     def checkpoint(self, step, path) -> None:

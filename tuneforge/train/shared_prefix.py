@@ -30,9 +30,13 @@ import torch
 from tuneforge.data.tokenize import TokenizedExample
 from tuneforge.train.padding_free import VARLEN_ATTENTION
 
-# Below this the saving ((examples - 1) x shared tokens per layer) is smaller than the two extra
-# attention calls per layer it costs; chat templates' headers and system prompts are far longer.
+# Sharing costs two extra attention calls per layer and saves (examples - 1) x shared tokens of
+# every layer's work. Measured (benchmarks/RESULTS.md, 2026-12-01 night): saving 62 % of a row's
+# tokens (a ~200-token system prompt, batch 8) made LoRA steps 2.1-2.3x faster; saving 18 % (the
+# quickstart's ~30-token prefix, batch 4) made no difference (274-324 tok/s shared, 280-326 not,
+# alternating runs). So a batch shares only when it saves at least MIN_SAVED_SHARE of its tokens.
 MIN_SHARED_TOKENS = 16
+MIN_SAVED_SHARE = 0.25
 
 
 def shares_prefix_on(device: str) -> bool:
@@ -55,12 +59,13 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
 
 def collate_shared_prefix(examples: list[TokenizedExample]) -> dict | None:
     """The fields of a `loop.Batch` holding the examples as one padding-free row with their common
-    prefix once (see the module's docstring); None when that would not pay: one example, or fewer
-    than MIN_SHARED_TOKENS shared."""
+    prefix once (see the module's docstring); None when that would not pay: one example, fewer
+    than MIN_SHARED_TOKENS shared, or less than MIN_SAVED_SHARE of the row's tokens saved."""
     if len(examples) < 2:
         return None
     shared = common_prefix_length([e.input_ids for e in examples]) - 1
-    if shared < MIN_SHARED_TOKENS:
+    saved = (len(examples) - 1) * shared
+    if shared < MIN_SHARED_TOKENS or saved < MIN_SAVED_SHARE * sum(len(e.input_ids) for e in examples):
         return None
     ids = [np.asarray(e.input_ids, dtype=np.int64) for e in examples]
     weights = [np.asarray(e.loss_weights, dtype=np.float32) for e in examples]
