@@ -19,6 +19,7 @@ refused 1 of 16 here), and replaying its compliance would teach the tuned model 
 
 import hashlib
 import json
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,7 @@ REPLAY_PROMPTS = resources.files("tuneforge.runs") / "replay_prompts.jsonl"
 REPLAY_MAX_NEW_TOKENS = 160  # general answers of a few sentences; longer ones are cut and dropped
 GENERATION_BATCH = 16
 CACHE_FORMAT = 1  # bump when what is cached, or how it is chosen, changes
+log = logging.getLogger(__name__)
 DECLINE = "I'm sorry, but I can't help with that."
 
 
@@ -66,6 +68,12 @@ def replay_file(model: str, device: str = "auto") -> Path:
     path = _cache_dir() / f"{_cache_key(model)}.jsonl"
     if path.exists():
         return path
+    log.info(
+        "forgetting guard: generating %s's answers to %d general prompts for replay (once per base model; "
+        "the bundled model takes 1-2 minutes on a laptop CPU)",
+        model,
+        len(replay_prompts()),
+    )
     records = _generate_replay(model, device)
     staging = path.with_suffix(f".{os.getpid()}.partial")  # written whole, then renamed: never half a file
     staging.write_text("".join(json.dumps(record) + "\n" for record in records))
