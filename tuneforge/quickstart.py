@@ -4,7 +4,8 @@ bundled model and the bundled example data, in a few minutes on a laptop CPU.
 1. check and prepare examples/support_chat.jsonl (a support assistant with a house style);
 2. fine-tune SmolLM2-135M-Instruct with LoRA on it (2 epochs: the house style is learned by then,
    and the run stays within a few minutes on 2 cores);
-3. print the validation curve and three held-out prompts answered before and after tuning;
+3. print the validation curve, the forgetting guard's figure beside the task's (what tuning cost
+   on general prompts), and three held-out prompts answered before and after tuning;
 4. evaluate the tuned model against the base on the held-out test split (`tuneforge eval` without
    the probes, answers capped at 64 tokens) and print the headline and the path of report.html.
 """
