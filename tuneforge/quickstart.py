@@ -23,7 +23,7 @@ from tuneforge.data.render import render_check, render_prepare
 from tuneforge.errors import UsageError
 from tuneforge.models.catalog import DEFAULT_MODEL
 from tuneforge.train.config import TrainConfig
-from tuneforge.train.report import read_metrics
+from tuneforge.train.report import forgetting_summary, read_metrics
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 QUICKSTART_EPOCHS = 2
@@ -78,16 +78,8 @@ def run_quickstart(console: Console, out: Path, reporter) -> str:
 
 def show_forgetting(console: Console, metrics: dict) -> None:
     """The forgetting guard's figure beside the task's: what tuning cost in general ability."""
-    if "general_perplexity_change" not in metrics:
-        return
-    console.print(
-        f"Task: validation loss {metrics['valid_loss']:.4f}. General ability (built-in general prompts, "
-        f"forgetting guard): loss {metrics['base_general_loss']:.4f} (base) -> {metrics['general_loss']:.4f}, "
-        f"perplexity {metrics['general_perplexity_change']:+.1%} "
-        f"({metrics['replay_examples']} replay examples trained beside the task's).",
-        markup=False,
-        highlight=False,
-    )
+    if guard := forgetting_summary(metrics):
+        console.print(f"Task: validation loss {metrics['valid_loss']:.4f}; {guard}.", markup=False, highlight=False)
 
 
 def show_before_after(

@@ -145,7 +145,7 @@ app.command("train", help="Fine-tune a model (LoRA or full) on chat data; every 
 def _print_run_summary(run_id: str) -> None:
     """The finished (or stopped) run in a few lines: its model, validation curve, tokens and directory."""
     from tuneforge.registry import store
-    from tuneforge.train.report import read_metrics
+    from tuneforge.train.report import forgetting_summary, read_metrics
 
     run = store.get_run(run_id)
     metrics = run.metrics or {}
@@ -153,12 +153,8 @@ def _print_run_summary(run_id: str) -> None:
     console.print(f"\n[bold green]{run.id} {run.status}[/bold green]: {run.models[0].name if run.models else ''}")
     if valid:
         console.print("  validation loss by step: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in valid))
-    if "general_perplexity_change" in metrics:  # the forgetting guard (runs recorded before it have none)
-        console.print(
-            f"  general prompts (forgetting guard): loss {metrics['base_general_loss']:.3f} (base) -> "
-            f"{metrics['general_loss']:.3f}, perplexity {metrics['general_perplexity_change']:+.1%}; "
-            f"{metrics.get('replay_examples', 0)} replay examples"
-        )
+    if guard := forgetting_summary(metrics):  # runs recorded before the forgetting guard have none
+        console.print(f"  {guard}", markup=False, highlight=False)
     memory = (
         f"; peak memory {metrics['peak_memory_mb']:,.0f} MB "
         f"({'GPU, allocated' if metrics.get('memory') == 'cuda_allocated' else 'resident, rank 0'})"

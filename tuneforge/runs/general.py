@@ -68,13 +68,14 @@ def replay_file(model: str, device: str = "auto") -> Path:
     path = _cache_dir() / f"{_cache_key(model)}.jsonl"
     if path.exists():
         return path
+    prompts = replay_prompts()
     log.info(
         "forgetting guard: generating %s's answers to %d general prompts for replay (once per base model; "
         "the bundled model takes 1-2 minutes on a laptop CPU)",
         model,
-        len(replay_prompts()),
+        len(prompts),
     )
-    records = _generate_replay(model, device)
+    records = _generate_replay(model, device, prompts)
     staging = path.with_suffix(f".{os.getpid()}.partial")  # written whole, then renamed: never half a file
     staging.write_text("".join(json.dumps(record) + "\n" for record in records))
     staging.replace(path)
@@ -94,10 +95,9 @@ def replay_answer(category: str, answer: str, finish_reason: str) -> str | None:
     return answer if complete and not refused else None
 
 
-def _generate_replay(model: str, device: str) -> list[dict]:
+def _generate_replay(model: str, device: str, prompts: list[dict]) -> list[dict]:
     from tuneforge.runs.models import engine
 
-    prompts = replay_prompts()
     generator = engine(model, device=device)
     records = []
     for start in range(0, len(prompts), GENERATION_BATCH):

@@ -37,6 +37,18 @@ def plot_loss(metrics_csv: Path, out: Path) -> None:
     plt.close(figure)
 
 
+def forgetting_summary(metrics: dict) -> str | None:
+    """The forgetting guard's figure in one line (None for a run without it): the general prompts'
+    loss before and after tuning, their perplexity change, and the replay examples trained."""
+    if "general_perplexity_change" not in metrics:
+        return None
+    return (
+        f"general prompts (forgetting guard): loss {metrics['base_general_loss']:.4f} (base) -> "
+        f"{metrics['general_loss']:.4f}, perplexity {metrics['general_perplexity_change']:+.1%}; "
+        f"{metrics.get('replay_examples', 0)} replay examples trained beside the task's"
+    )
+
+
 def _fmt(value, digits=4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 

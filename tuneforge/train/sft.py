@@ -435,8 +435,8 @@ def train_step(
         distributed.share(examples, place), len(examples), config.gradient_accumulation_steps, place
     )
     loss_sum, correct, counted, tokens = 0.0, 0, 0, 0
+    share = config.shared_prefix and shares_prefix_on(device)
     for index, (chunk, scale) in enumerate(pieces):
-        share = config.shared_prefix and shares_prefix_on(device)
         batch = make_batch(chunk or examples[:1], pad_id, config.padding_free, share)  # a filler counts for nothing
         with gradient_sync(wrapped, index == len(pieces) - 1):
             weighted, right, n = wrapped(batch.to(device))
