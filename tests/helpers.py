@@ -56,3 +56,29 @@ def loss_and_grads(model, batch, **options):
     loss.backward()
     grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
     return loss.item(), correct, counted, grads
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    """A run's metrics.csv, a dict per row (every value a string; empty where not measured that step)."""
+    import csv
+
+    with (run_dir / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def recipe_lora_model(model_dir: Path, gradient_checkpointing: bool):
+    """The recipe's LoRA model (build_model: fused LoRA, lean activations, varlen attention) in fp32,
+    with non-zero B matrices, so gradients reach every adapter and every layer's input."""
+    import torch
+
+    from tuneforge.train.config import TrainConfig
+    from tuneforge.train.modeling import build_model
+
+    config = TrainConfig(data="x.jsonl", model=str(model_dir), precision="fp32")
+    config = config.model_copy(update={"gradient_checkpointing": gradient_checkpointing}).resolve(4, 512)
+    torch.manual_seed(1)
+    model = build_model(config)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.02)
+    return model

@@ -6,7 +6,6 @@ batch size (5) gives the ranks shares of 3 and 2 examples, and a step with gradi
 one rank a filler micro-batch: the cases where a wrong split or a wrong loss scale shows.
 """
 
-import csv
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import chat, write_jsonl
+from helpers import chat, metric_rows, write_jsonl
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
@@ -61,17 +60,12 @@ def config(model_dir, data, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def metrics(run_dir: Path) -> list[dict]:
-    with (run_dir / "metrics.csv").open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def column(rows: list[dict], name: str) -> list[float]:
     return [float(row[name]) for row in rows if row[name]]
 
 
 def assert_same_curves(many: Path, one: Path) -> None:
-    a, b = metrics(many), metrics(one)
+    a, b = metric_rows(many), metric_rows(one)
     assert [row["step"] for row in a] == [row["step"] for row in b]
     for name in ("train_loss", "valid_loss", "trained_tokens"):
         assert column(a, name) == pytest.approx(column(b, name), abs=1e-4), name
@@ -163,12 +157,12 @@ def test_a_two_process_run_resumes_on_one_process(tiny_model_dir, data, method):
         train_run(config(tiny_model_dir, data, nproc=2, **settings), run_id=run_id, should_stop=marker.exists)
     stopped = store.get_run(run_id)
     assert stopped.status == "interrupted"
-    stopped_at = len(metrics(Path(stopped.run_dir)))
+    stopped_at = len(metric_rows(Path(stopped.run_dir)))
     assert stopped_at < 31  # it stopped before the end (30 steps and the step-0 validation)
     carried_on = resume_config(run_id).model_copy(update={"nproc": 1})  # as `--resume RUN --nproc 1` does
     resumed = train_run(carried_on, run_id=run_id, resume=True)
     whole = train_run(config(tiny_model_dir, data, **settings))
-    assert len(metrics(resumed.run_dir)) == 31
+    assert len(metric_rows(resumed.run_dir)) == 31
     assert_same_curves(resumed.run_dir, whole.run_dir)
 
 

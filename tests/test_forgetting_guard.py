@@ -3,12 +3,11 @@ scored at every validation (metrics.csv, the reporter's rows, the card), replay 
 in by the default share, the replay answers are chosen as documented, and a run whose validation
 loss has plateaued stops by default."""
 
-import csv
 import json
 import math
 
 import pytest
-from helpers import chat, write_jsonl
+from helpers import chat, metric_rows, write_jsonl
 
 from tuneforge.runs.general import DECLINE, replay_answer
 from tuneforge.runs.training import train_run
@@ -28,11 +27,6 @@ def questions(n: int) -> list[dict]:
     return [chat(f"Question {i}: which colour is item {i}?", ["red", "blue", "green"][i % 3]) for i in range(n)]
 
 
-def rows_of(run_dir) -> list[dict]:
-    with (run_dir / "metrics.csv").open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_general_loss_is_scored_at_every_validation_and_replay_is_mixed_in(tmp_path, tiny_model_dir):
     data = write_jsonl(tmp_path / "questions.jsonl", questions(80))
     reporter = Rows()
@@ -48,7 +42,7 @@ def test_general_loss_is_scored_at_every_validation_and_replay_is_mixed_in(tmp_p
         ),
         reporter,
     )
-    validated = [row for row in rows_of(result.run_dir) if row["valid_loss"]]
+    validated = [row for row in metric_rows(result.run_dir) if row["valid_loss"]]
     assert len(validated) >= 3  # before the first step, mid-epoch (auto) and at each epoch's end
     assert all(float(row["general_loss"]) > 0 for row in validated)
     assert [r["step"] for r in reporter.evaluations] == [int(row["step"]) for row in validated]
@@ -80,7 +74,7 @@ def test_the_guard_switched_off_scores_and_replays_nothing(tmp_path, tiny_model_
             forgetting_guard=False,
         )
     )
-    rows = rows_of(result.run_dir)
+    rows = metric_rows(result.run_dir)
     assert any(row["valid_loss"] for row in rows) and not any(row["general_loss"] for row in rows)
     assert result.metrics["replay_examples"] == 0 and "general_loss" not in result.metrics
     assert result.metrics["step"] == -(-52 // 8)  # 60 - 8 held out, nothing added
@@ -110,7 +104,7 @@ def test_a_plateaued_validation_loss_stops_the_run_by_default(tmp_path, tiny_mod
     )
     result = train_run(config)
     steps_per_epoch = -(-52 // 8)  # 7; validated every 3 steps (auto: twice an epoch) and at each epoch's end
-    validated = [row for row in rows_of(result.run_dir) if row["valid_loss"]]
+    validated = [row for row in metric_rows(result.run_dir) if row["valid_loss"]]
     assert result.stopped_early and result.metrics["step"] < steps_per_epoch * 20
     # step 0 is the base; the first validation after it is the best; AUTO_PATIENCE more without progress stop it
     assert len(validated) == 1 + 1 + AUTO_PATIENCE

@@ -1,11 +1,10 @@
 """Validation by default: without a validation file, a run holds out a seeded share of its training file
 (stratified by reply for classification-like data), validates and stops early on it, and says so."""
 
-import csv
 import json
 
 import pytest
-from helpers import chat, write_jsonl
+from helpers import chat, metric_rows, write_jsonl
 from pydantic import ValidationError
 
 from tuneforge.data.tokenize import ChatTokenizer
@@ -61,11 +60,6 @@ def test_free_text_replies_are_not_stratified(encoded, smol_tokenizer):
     assert not held.stratified and len(validation) == HELD_OUT_FLOOR
 
 
-def metrics(run_dir) -> list[dict]:
-    with (run_dir / "metrics.csv").open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_a_run_without_validation_data_validates_and_stops_early_on_the_held_out_share(tmp_path, tiny_model_dir):
     data = write_jsonl(tmp_path / "tickets.jsonl", tickets(60))
     config = TrainConfig(
@@ -79,7 +73,7 @@ def test_a_run_without_validation_data_validates_and_stops_early_on_the_held_out
         early_stopping_patience=2,
     )
     result = train_run(config)
-    rows = metrics(result.run_dir)
+    rows = metric_rows(result.run_dir)
     assert rows[0]["step"] == "0" and rows[0]["valid_loss"]  # validated before the first step
     assert result.stopped_early and result.metrics["step"] < 30 * 8  # stopped on the held-out loss
     # 60 - 8 held out (10 % is 6, under the floor of 8), + 5 replay examples (10 % of 52) -> 8 steps
@@ -103,7 +97,7 @@ def test_validation_split_0_trains_on_every_example(tmp_path, tiny_model_dir):
             model=str(tiny_model_dir), data=data, n_epochs=1, batch_size=10, validation_split=0, precision="fp32"
         )
     )
-    rows = metrics(result.run_dir)
+    rows = metric_rows(result.run_dir)
     # every example trains: (60 + 6 replay examples) / 10 -> 7 steps, and no validation
     assert len(rows) == 7 and not any(row["valid_loss"] for row in rows)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import loss_and_grads
+from helpers import loss_and_grads, recipe_lora_model
 
 from tuneforge.data.formats import parse_record
 from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
@@ -192,17 +192,8 @@ def test_shared_prefix_attention_is_each_examples_causal_attention(path):
 def test_a_shared_prefix_row_under_every_speed_trick_and_gradient_checkpointing(tiny_model_dir, smol_tokenizer):
     """The recipe's model (fused LoRA, lean activations, varlen attention), recomputing each layer in
     backward or not: the shared row trains as the unshared one."""
-    from tuneforge.train.config import TrainConfig
-    from tuneforge.train.modeling import build_model
-
     examples = encoded(smol_tokenizer, [support_chat(i) for i in range(4)], prompt_loss_weight=0.1)
     unshared, shared = collate_padding_free(examples), collate_padding_free(examples, share_prefix=True)
     for checkpointing in (False, True):
-        config = TrainConfig(data="x.jsonl", model=str(tiny_model_dir), precision="fp32")
-        config = config.model_copy(update={"gradient_checkpointing": checkpointing}).resolve(4, 512)
-        torch.manual_seed(1)
-        model = build_model(config)
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:  # non-zero B: gradients reach every adapter and every layer's input
-                torch.nn.init.normal_(parameter, std=0.02)
+        model = recipe_lora_model(tiny_model_dir, checkpointing)
         assert_same(loss_and_grads(model, unshared), loss_and_grads(model, shared))

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import chat, loss_and_grads
+from helpers import chat, loss_and_grads, recipe_lora_model
 
 from tuneforge.data.formats import parse_record
 from tuneforge.data.tokenize import ChatTokenizer
@@ -488,22 +488,13 @@ def test_all_speed_tricks_train_like_the_plain_path(tmp_path, learned_model_dir,
 def test_gradient_checkpointing_gives_the_plain_loss_and_gradients(tiny_model_dir, smol_tokenizer):
     """Recomputing each layer in backward (with every other trick on: padding-free attention, lean
     activations, fused LoRA) changes what is kept, never the result."""
-    from tuneforge.train.config import TrainConfig
     from tuneforge.train.loop import collate_padding_free
-    from tuneforge.train.modeling import build_model
 
     examples = [parse_record(r, 1)[1].example for r in numbered_chats(range(6))]
     batch = collate_padding_free(ChatTokenizer(smol_tokenizer, 0.0).encode(examples))
     results = []
     for checkpointing in (False, True):
-        config = TrainConfig(data="x.jsonl", model=str(tiny_model_dir), precision="fp32")
-        config = config.model_copy(update={"gradient_checkpointing": checkpointing}).resolve(6, 512)
-        torch.manual_seed(1)
-        model = build_model(config)
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:  # non-zero B: gradients reach every adapter and every layer's input
-                torch.nn.init.normal_(parameter, std=0.02)
-        results.append(loss_and_grads(model, batch))
+        results.append(loss_and_grads(recipe_lora_model(tiny_model_dir, checkpointing), batch))
     (plain_loss, plain_right, plain_n, plain_grads), (loss, right, n, grads) = results
     assert loss == pytest.approx(plain_loss, rel=1e-6) and (right, n) == (plain_right, plain_n)
     assert plain_grads.keys() == grads.keys() and len(grads) > 10
