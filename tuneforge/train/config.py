@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tuneforge.errors import UsageError
-from tuneforge.hardware import DEVICE_PATTERN, auto_epochs, bf16_is_fast, resolve_device
+from tuneforge.hardware import DEVICE_PATTERN, auto_epochs, bf16_is_fast, device_type, resolve_device
 
 Auto = Literal["auto"]
 # Peak learning rate at multiplier 1.0, per method: OpenAI's multiplier scales a base rate the same way.
@@ -23,6 +23,17 @@ BASE_LEARNING_RATE = {"lora": 2e-3, "full": 1e-4}
 AUTO_PATIENCE = 2  # validations without improvement: one epoch at the automatic two validations an epoch
 RECORDED = {"recorded": True}  # validation context of a run's own record: see _no_contradictions
 MAXIMA = {"n_epochs": 50, "batch_size": 256, "max_seq_length": 131_072}
+# Auto batch size: tokens one optimiser step should hold for the device to run near its speed. CPU:
+# measured on the 2-core reference (LoRA, bundled model, ~66-token examples): 262 tokens a step ran
+# at 306 tok/s, 525 at 390, 1,050 at 555, 2,109 at 577: it levels off near 2,000. CUDA and MPS: not
+# measured (no GPU was lent); a GPU needs more tokens in flight than a CPU to fill its units.
+TOKENS_PER_STEP = {"cpu": 2048, "cuda": 8192, "mps": 4096}
+AUTO_BATCH_RANGE = (4, 64)
+MIN_AUTO_STEPS = 100  # optimiser steps a run keeps at least: warmup, validations and early stopping need them
+# The auto learning rate grows with the square root of the batch (the square-root rule for Adam:
+# Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"), from the
+# rate chosen at batch 4, where the auto multiplier 0.1 was tuned.
+AUTO_MULTIPLIER, AUTO_MULTIPLIER_BATCH = 0.1, 4
 # What only LoRA uses: the adapters' shape, and the switches of how LoRA runs.
 LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
 LORA_SWITCHES = ("fused_lora", "fast_lora_dropout", "frozen_weights_bf16", "load_in_4bit")
@@ -71,10 +82,18 @@ class TrainConfig(BaseModel):
         "auto", description="Passes over the training data; auto: 3, more for tiny datasets, fewer for huge ones."
     )
     batch_size: int | Auto = Field(
-        "auto", description="Examples per optimiser step; auto grows with the dataset (~0.2 %), between 4 and 32."
+        "auto",
+        description=(
+            "Examples per optimiser step; auto: enough examples for ~2,048 tokens a step on a CPU (8,192 on "
+            "a GPU), a power of two between 4 and 64, smaller where the run would take under 100 steps."
+        ),
     )
     learning_rate_multiplier: float | Auto = Field(
-        "auto", description="Scales the method's base learning rate (lora 2e-3, full 1e-4); auto: 0.1."
+        "auto",
+        description=(
+            "Scales the method's base learning rate (lora 2e-3, full 1e-4); auto: 0.1 x sqrt(batch_size / 4) "
+            "(the square-root rule: 0.1 at batch 4, 0.2 at 16)."
+        ),
     )
     prompt_loss_weight: float = Field(
         0.0,
@@ -456,18 +475,35 @@ class TrainConfig(BaseModel):
         return self.max_seq_length if self.max_seq_length != "auto" else min(context_length or 2048, 2048)
 
     def resolve(
-        self, n_train_examples: int, context_length: int | None, has_validation: bool = False
+        self,
+        n_train_examples: int,
+        context_length: int | None,
+        has_validation: bool = False,
+        mean_tokens: float | None = None,
     ) -> "ResolvedConfig":
-        """Every auto filled in for `n_train_examples` (the task's, before any replay) and whether the
-        run has validation data (early stopping and mid-epoch validation need it)."""
-        batch = self.batch_size if self.batch_size != "auto" else auto_batch_size(n_train_examples)
-        steps_per_epoch = -(-n_train_examples // batch)
-        multiplier = self.learning_rate_multiplier if self.learning_rate_multiplier != "auto" else 0.1
-        values = self.model_dump()
+        """Every auto filled in for `n_train_examples` (the task's, before any replay) of `mean_tokens`
+        tokens on average (None: unknown, the smallest auto batch) and whether the run has validation
+        data (early stopping and mid-epoch validation need it)."""
         device = resolve_device(self.device)
+        n_epochs = self.n_epochs if self.n_epochs != "auto" else auto_epochs(n_train_examples)
+        batch = (
+            self.batch_size
+            if self.batch_size != "auto"
+            else max(
+                self.gradient_accumulation_steps,
+                auto_batch_size(n_train_examples, mean_tokens, n_epochs, device_type(device)),
+            )
+        )
+        steps_per_epoch = -(-n_train_examples // batch)
+        multiplier = (
+            self.learning_rate_multiplier
+            if self.learning_rate_multiplier != "auto"
+            else round(AUTO_MULTIPLIER * math.sqrt(batch / AUTO_MULTIPLIER_BATCH), 4)
+        )
+        values = self.model_dump()
         values.update(
             device=device,
-            n_epochs=self.n_epochs if self.n_epochs != "auto" else auto_epochs(n_train_examples),
+            n_epochs=n_epochs,
             batch_size=batch,
             learning_rate_multiplier=multiplier,
             max_seq_length=self.resolved_max_seq_length(context_length),
@@ -501,11 +537,18 @@ class ResolvedConfig(TrainConfig):
     learning_rate: float = Field(..., description="Peak learning rate: base rate x multiplier.")
 
 
-def auto_batch_size(n_examples: int) -> int:
-    """About 0.2 % of the examples, as a power of two, kept between 4 and 32 so each step has enough
-    tokens to use a CPU's matrix units and few enough to take many steps on small data."""
-    target = max(1.0, 0.002 * n_examples)
-    return int(min(32, max(4, 2 ** round(math.log2(target)))))
+def auto_batch_size(n_examples: int, mean_tokens: float | None, n_epochs: int, device_type: str = "cpu") -> int:
+    """Examples per step by tokens: the power of two nearest TOKENS_PER_STEP / mean_tokens, within
+    AUTO_BATCH_RANGE, halved while the run would take fewer than MIN_AUTO_STEPS steps (small data
+    learns from many small steps, not from a few full ones)."""
+    smallest, largest = AUTO_BATCH_RANGE
+    if not mean_tokens:
+        return smallest
+    target = TOKENS_PER_STEP.get(device_type, TOKENS_PER_STEP["cpu"]) / mean_tokens
+    batch = int(min(largest, max(smallest, 2 ** round(math.log2(max(target, 1.0))))))
+    while batch > smallest and -(-n_examples // batch) * n_epochs < MIN_AUTO_STEPS:
+        batch //= 2
+    return batch
 
 
 def load_config(path: Path | None, overrides: dict) -> TrainConfig:

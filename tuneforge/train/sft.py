@@ -167,7 +167,12 @@ def _train_sft(
                 f"{HELD_OUT_MINIMUM_TRAINING} examples with validation_split > 0."
             ),
         )
-    resolved = config.resolve(len(train_set), facts["context_length"], has_validation=bool(validation_set))
+    resolved = config.resolve(
+        len(train_set),
+        facts["context_length"],
+        has_validation=bool(validation_set),
+        mean_tokens=sum(len(e.input_ids) for e in train_set) / len(train_set) if train_set else None,
+    )
     pad_id = tokenizer.pad_id
     # The forgetting guard: general prompts scored beside the task's validation, replay mixed in.
     general = general if resolved.forgetting_guard else None
