@@ -51,6 +51,7 @@ def test_eval_compares_tuned_and_base_with_classification_metrics(classifier, ti
 
 def test_eval_is_recorded_and_linked_from_the_model_card(classifier, tiny_model_dir):
     from tuneforge.registry import store
+    from tuneforge.train.card import split_card
 
     directory, data, run = classifier
     for attempt in ("first", "second"):
@@ -59,7 +60,13 @@ def test_eval_is_recorded_and_linked_from_the_model_card(classifier, tiny_model_
     assert latest.report_dir.endswith("second") and latest.task == "classification"
     assert "exact_match" in latest.metrics["comparison"]
     card = (run.run_dir / "README.md").read_text()
-    assert card.count("## Latest evaluation") == 1 and str(directory / "second" / "report.md") in card
+    assert card.count("## Latest evaluation") == 1 and "`second/report.md`" in card
+    assert str(directory) not in card  # no local absolute path: the card travels to the Hub
+    meta, _ = split_card(card)
+    [result] = meta["model-index"][0]["results"]
+    assert meta["model-index"][0]["name"] == run.run_id and result["dataset"]["revision"] == latest.data_sha256
+    assert {m["type"] for m in result["metrics"]} >= {"exact_match", "perplexity"}
+    assert split_card((run.run_dir / "adapter" / "README.md").read_text())[0]["model-index"] == meta["model-index"]
 
 
 def test_eval_rejects_unknown_metrics(classifier):

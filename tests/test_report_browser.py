@@ -121,7 +121,7 @@ def evaluated(chromium, tmp_path_factory, tiny_model_dir):
 def test_report_renders_in_chromium_with_its_numbers_and_no_network(chromium, evaluated, tmp_path):
     directory, results, run = evaluated
     page = directory / "eval" / "report.html"
-    assert f"`{page.resolve()}`" in (run.run_dir / "README.md").read_text()  # the model card links the page
+    assert "`eval/report.html`" in (run.run_dir / "README.md").read_text()  # the model card names the page
 
     screenshot = tmp_path / "report.png"
     _, screenshot_requests = open_in_chromium(

@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 from helpers import write_jsonl
-from server_process import TINY_LORA, ServerProcess, tickets, wait_for
+from server_process import LABELS, TINY_LORA, ServerProcess, tickets, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,60 @@ def test_chat_with_the_tuned_model_plain_and_streamed(alpha, trained):
     assert job.fine_tuned_model in [m.id for m in alpha.models.list()]
 
 
+def test_dpo_on_a_tuned_model_and_a_tuned_model_trained_further(server, alpha, trained, tmp_path):
+    """The SFT -> DPO flow through the client: a DPO job on an `ft:` model, and an SFT job that
+    trains a tuned model on; both succeed, and each run records the run it continued."""
+    import json
+
+    uploaded, parent = trained
+    pairs = [  # prefer the right label over the wrong one
+        {
+            "input": {"messages": ticket["messages"][:1]},
+            "preferred_output": ticket["messages"][1:],
+            "non_preferred_output": [{"role": "assistant", "content": LABELS[i % 2 - 1]}],
+        }
+        for i, ticket in enumerate(tickets(60))  # 50 or more: a share is held out to validate on
+    ]
+    data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    pairs_file = alpha.files.create(file=data.open("rb"), purpose="fine-tune")
+    alpha.files.wait_for_processing(pairs_file.id, poll_interval=0.2, max_wait_seconds=60)
+    dpo = alpha.fine_tuning.jobs.create(
+        model=parent.fine_tuned_model,
+        training_file=pairs_file.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 2, "batch_size": 4}}},
+        extra_body={"precision": "fp32"},
+    )
+    further = alpha.fine_tuning.jobs.create(
+        model=parent.fine_tuned_model,
+        training_file=uploaded.id,
+        suffix="further",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 8}}},
+        extra_body=TINY_LORA,  # the parent's own LoRA shape: accepted
+    )
+    assert (
+        dpo.method.type == "dpo"
+        and dpo.method.dpo.hyperparameters.beta == 0.2
+        and dpo.model == parent.fine_tuned_model
+    )
+    for job in (dpo, further):
+        finished = wait_for(alpha, job.id, ("succeeded", "failed", "cancelled"))
+        assert finished.status == "succeeded", finished.error
+        assert finished.fine_tuned_model.startswith(f"ft:{parent.fine_tuned_model.split(':')[1]}:alpha:")
+        run = json.loads(server.cli("runs", "show", finished.tuneforge["run_id"]))
+        assert run["config"]["continued_from"] == parent.tuneforge["run_id"]
+    events = [e.data for e in alpha.fine_tuning.jobs.list_events(dpo.id, limit=100) if e.type == "metrics"]
+    assert any("rewards_margin" in e for e in events) and any("valid_reward_accuracy" in e for e in events)
+    run = json.loads(server.cli("runs", "show", finished.tuneforge["run_id"]))
+    assert run["config"]["objective"] == "sft"
+    dpo_run = json.loads(server.cli("runs", "show", wait_for(alpha, dpo.id, ("succeeded",)).tuneforge["run_id"]))
+    assert (dpo_run["config"]["objective"], dpo_run["config"]["dpo_beta"]) == ("dpo", 0.2)
+    with pytest.raises(openai.BadRequestError) as other_shape:  # an adapter is trained further as it is
+        alpha.fine_tuning.jobs.create(
+            model=parent.fine_tuned_model, training_file=uploaded.id, extra_body={"lora_rank": 4}
+        )
+    assert other_shape.value.body["param"] == "lora_rank"
+
+
 def test_feedback_becomes_training_data(server, alpha, trained, tmp_path):
     _, job = trained
     answer = alpha.chat.completions.create(
@@ -139,6 +193,9 @@ def test_a_second_project_sees_nothing_of_the_first(server, alpha, trained):
     ):
         with pytest.raises(openai.NotFoundError):
             call()
+    with pytest.raises(openai.BadRequestError) as continued:  # nor can it train alpha's model on
+        beta.fine_tuning.jobs.create(model=job.fine_tuned_model, training_file="file-x")
+    assert continued.value.body["param"] == "model" and continued.value.body["code"] == "model_not_available"
     anonymous = openai.OpenAI(base_url=server.base_url, api_key="tf-not-a-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as refused:
         anonymous.models.list()

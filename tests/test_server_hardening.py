@@ -515,7 +515,7 @@ def test_a_list_of_hostile_requests_gets_no_5xx(server, keys, tiny_model_dir, tr
         (
             "POST",
             "/v1/fine_tuning/jobs",
-            {"model": model, "training_file": training_file.id, "method": {"type": "dpo"}},
+            {"model": model, "training_file": training_file.id, "method": {"type": "reinforcement"}},
             alpha_key,
         ),
         (

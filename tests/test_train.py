@@ -183,6 +183,14 @@ def test_run_directory_and_registry_agree_and_are_removed_together(tmp_path, tin
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["data"]["train"]["sha256"] == run.train_dataset
     assert json.loads((result.run_dir / "config.json").read_text())["n_epochs"] == 2
+    # The model card: Hub front matter, also beside the adapter (not PEFT's empty template), no local paths.
+    from tuneforge.train.card import split_card
+
+    meta, body = split_card((result.run_dir / "README.md").read_text())
+    assert meta["library_name"] == "peft" and meta["tags"][:3] == ["tuneforge", "lora", "sft"]
+    assert meta["datasets"] == [f"sha256:{run.train_dataset}"] and "base_model" not in meta  # a local base
+    assert body.startswith(f"# {result.model_name}") and str(tmp_path) not in body and str(tiny_model_dir) not in body
+    assert split_card((result.run_dir / "adapter" / "README.md").read_text())[0] == meta
     assert store.delete_run(result.run_id)
     assert store.get_run(result.run_id) is None and not result.run_dir.exists()
     assert store.find_model(result.model_name) is None

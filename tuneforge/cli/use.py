@@ -70,11 +70,30 @@ def generate(
 def export(
     run: Annotated[str, typer.Argument(help="Run id or tuned model name.")],
     merged: Annotated[
-        Path, typer.Option("--merged", help="Directory for merged full weights that plain transformers loads.")
-    ],
+        Path | None, typer.Option("--merged", help="Directory for merged full weights that plain transformers loads.")
+    ] = None,
+    gguf: Annotated[
+        Path | None, typer.Option("--gguf", help="A GGUF file for llama.cpp, Ollama or LM Studio (merged weights).")
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="--merged: fp32 (default) or bf16; --gguf: f16 (default) or q8_0."),
+    ] = None,
 ):
-    """Write a run's model as merged full weights (adapter folded into the base) with its tokenizer."""
-    from tuneforge.runs.models import export_merged
+    """Write a run's model as merged full weights (adapter folded into the base), or as a GGUF file."""
+    from tuneforge.errors import UsageError
+    from tuneforge.runs.models import export_gguf, export_merged
 
-    export_merged(run, merged)
-    console.print(f"merged weights written to {merged} (load with AutoModelForCausalLM.from_pretrained)")
+    if (merged is None) == (gguf is None):
+        raise UsageError("give one of --merged DIR or --gguf FILE")
+    if merged is not None:
+        if dtype not in (None, "fp32", "bf16"):
+            raise UsageError(f"--dtype {dtype}: merged weights are fp32 or bf16")
+        export_merged(run, merged, dtype or "fp32")
+        console.print(f"merged weights written to {merged} (load with AutoModelForCausalLM.from_pretrained)")
+    else:
+        if dtype not in (None, "f16", "q8_0"):
+            raise UsageError(f"--dtype {dtype}: a GGUF file is f16 or q8_0")
+        export_gguf(run, gguf, dtype or "f16")
+        size = gguf.stat().st_size / 2**20
+        console.print(f"GGUF written to {gguf} ({size:,.1f} MiB; llama.cpp: llama-cli -m {gguf})")

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from tuneforge.registry import jobs, store
 from tuneforge.registry.jobs import Job
-from tuneforge.train.reporter import Reporter
+from tuneforge.train.reporter import DPO_STEP_FIELDS, DPO_VALID_FIELDS, Reporter
 
 
 class JobReporter(Reporter):
@@ -29,6 +29,7 @@ class JobReporter(Reporter):
             "n_epochs": config.n_epochs,
             "batch_size": config.batch_size,
             "learning_rate_multiplier": config.learning_rate_multiplier,
+            **({"dpo_beta": config.dpo_beta} if config.objective == "dpo" else {}),
         }
         jobs.update_job(self.job_id, resolved=hyperparameters)
         message = f"Resumed from step {first_step}" if first_step else "Fine-tuning job started"
@@ -53,6 +54,7 @@ class JobReporter(Reporter):
                 "train_mean_token_accuracy": row["train_accuracy"],
                 "learning_rate": row["learning_rate"],
                 "tokens_per_second": row["tokens_per_second"],
+                **{name: row[name] for name in DPO_STEP_FIELDS if name in row},
             },
         )
 
@@ -65,10 +67,16 @@ class JobReporter(Reporter):
             data={
                 "step": row["step"],
                 "valid_loss": row["valid_loss"],
-                "valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
                 "full_valid_loss": row["valid_loss"],
-                "full_valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
-                **({"general_loss": row["general_loss"]} if "general_loss" in row else {}),
+                **(
+                    {
+                        "valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
+                        "full_valid_mean_token_accuracy": row["valid_mean_token_accuracy"],
+                    }
+                    if "valid_mean_token_accuracy" in row
+                    else {}
+                ),
+                **{name: row[name] for name in DPO_VALID_FIELDS + ["general_loss"] if name in row},
             },
         )
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tuneforge.errors import InvalidRequest
+from tuneforge.errors import InvalidRequest, UsageError
 from tuneforge.registry import jobs, store
 from tuneforge.registry.jobs import Job
+from tuneforge.runs.continuation import continue_from
 from tuneforge.runs.naming import tuned_model_name
 
 DEFAULT_SEED = 42
@@ -29,7 +30,14 @@ RESERVED = {
     "batch_size",
     "learning_rate_multiplier",
     "method",
+    "objective",
+    "dpo_beta",
+    "continued_from",
 }
+# OpenAI's method types Tuneforge trains, as TrainConfig's objective; its hyperparameter names
+# that are not TrainConfig's own.
+OBJECTIVES = {"supervised": "sft", "dpo": "dpo"}
+RENAMED = {"beta": "dpo_beta"}
 # verb -> (statuses it applies to, the status it sets, the event it writes, other values it sets)
 STEERING = {
     "cancel": (
@@ -93,24 +101,29 @@ def submit(
     """A `validating_files` job for `project`, after every check that needs no file contents.
 
     `model` is a base model the caller may use (the server decides which: serve/model_access.py);
-    `method` is OpenAI's `{"type": ...}`, `hyperparameters` its supervised hyperparameters."""
-    if method["type"] != "supervised":
+    `method` is OpenAI's `{"type": ...}`, `hyperparameters` that method's hyperparameters."""
+    if method["type"] not in OBJECTIVES:
         raise InvalidRequest(
-            f"method '{method['type']}' is not available yet; use 'supervised'",
+            f"method '{method['type']}' is not available yet; use 'supervised' or 'dpo'",
             param="method.type",
             code="unsupported_method",
         )
-    method = {**method, "supervised": {"hyperparameters": hyperparameters}}
+    method = {**method, method["type"]: {"hyperparameters": hyperparameters}}
     training = _checked_file(project, training_file, "training_file")
     validation = _checked_file(project, validation_file, "validation_file")
     extras = _extras(extras)
     seed = seed if seed is not None else DEFAULT_SEED
     try:  # the config the worker will train with, checked as `tuneforge train` checks it, before anything is queued
-        training_config(model, training, validation, suffix, seed, hyperparameters, extras)
+        config = training_config(model, training, validation, suffix, seed, method, extras)
     except ValidationError as error:
         first = error.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise InvalidRequest(f"Invalid value for '{param}': {first['msg']}", param=param) from None
+    try:  # a tuned model to train on: the caller's own, in a shape it can continue
+        continue_from(config, project)
+    except UsageError as error:
+        param = getattr(error, "param", "model")
+        raise InvalidRequest(error.message, param="training_method" if param == "method" else param) from None
     return jobs.create_job(
         project,
         model=model,
@@ -124,30 +137,29 @@ def submit(
     )
 
 
-def training_config(
-    model: str, training, validation, suffix: str | None, seed: int, hyperparameters: dict, extras: dict
-):
-    """The TrainConfig of a job: its base model, stored files, suffix, seed, OpenAI hyperparameters and
-    our extras. `submit` checks it before the row is written; the worker trains with it."""
+def training_config(model: str, training, validation, suffix: str | None, seed: int, method: dict, extras: dict):
+    """The TrainConfig of a job: its base model, stored files, suffix, seed, OpenAI method (its type and
+    hyperparameters) and our extras. `submit` checks it before the row is written; the worker trains with it."""
     from tuneforge.train.config import TrainConfig
 
+    hyperparameters = (method.get(method["type"]) or {}).get("hyperparameters") or {}
     return TrainConfig(
         model=model,
         data=Path(training.path),
         validation_data=Path(validation.path) if validation else None,
         suffix=suffix,
         seed=seed,
-        **{k: v for k, v in hyperparameters.items() if v is not None},
+        objective=OBJECTIVES[method["type"]],
+        **{RENAMED.get(k, k): v for k, v in hyperparameters.items() if v is not None},
         **extras,
     )
 
 
 def job_config(job: Job):
     """The TrainConfig the worker trains `job` with (the one `submit` checked)."""
-    hyperparameters = job.method.get(job.method["type"], {}).get("hyperparameters") or {}
     validation = jobs.get_file(job.project, job.validation_file) if job.validation_file else None
     training = jobs.get_file(job.project, job.training_file)
-    return training_config(job.model, training, validation, job.suffix, job.seed, hyperparameters, job.extra or {})
+    return training_config(job.model, training, validation, job.suffix, job.seed, job.method, job.extra or {})
 
 
 def steer(job: Job, verb: str) -> Job:

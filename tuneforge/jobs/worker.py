@@ -38,6 +38,7 @@ class WorkerBusy(TuneforgeError):
 def validate_files(job: Job) -> None:
     """The data stage's check of the job's files, with the job's base model's tokenizer."""
     from tuneforge.data.checks import check_with_model
+    from tuneforge.runs.continuation import model_to_load
 
     for param in ("training_file", "validation_file"):
         file_id = getattr(job, param)
@@ -50,7 +51,10 @@ def validate_files(job: Job) -> None:
             return _fail(
                 job, "invalid_file", f"{param} {file_id}'s content is missing from this server's storage", param
             )
-        report = check_with_model(Path(stored.path), job.model)
+        try:
+            report = check_with_model(Path(stored.path), model_to_load(job.model, job.project))
+        except TuneforgeError as error:  # the model is gone since the job was created, say: the job fails
+            return _fail(job, "model_not_available", error.message, "model")
         if not report.ok:
             first = next(f for f in report.findings.findings() if f.severity == "error")
             where = f"line {first.line}" + (f", field {first.field}" if first.field else "")
@@ -228,7 +232,14 @@ def run_worker(poll_seconds: float = 1.0, once: bool = False, parent_pid: int | 
         job = jobs.next_job(("validating_files", "queued"))
         if job is not None:
             log.info("job %s: %s", job.id, job.status)
-            validate_files(job) if job.status == "validating_files" else run_job(job)
+            if job.status == "validating_files":
+                try:
+                    validate_files(job)
+                except Exception as error:  # noqa: BLE001 - a job that breaks the check fails; the worker goes on
+                    log.exception("job %s: the data check failed", job.id)
+                    _fail(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}", None)
+            else:
+                run_job(job)
             _release_memory()
             continue
         if once:

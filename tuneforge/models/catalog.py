@@ -200,3 +200,9 @@ def list_models() -> list[ModelRef]:
 
 def bundled_installed(name: str) -> bool:
     return name in BUNDLED and _bundled_gguf(BUNDLED[name]) is not None
+
+
+def display_name(model: str) -> str:
+    """A base model as names and cards show it: a local directory by its folder name (never a local
+    path), anything else as it is."""
+    return Path(model).name if Path(model).expanduser().is_dir() else model

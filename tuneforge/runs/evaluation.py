@@ -16,24 +16,27 @@ def run_eval(
     """`tuneforge eval`: the stage's `run_eval` on any model names (runs, tuned models, checkpoints,
     bases), recorded in the registry and linked from the model's card."""
     from tuneforge.data.split import sha256_file
-    from tuneforge.train.report import link_evaluation
+    from tuneforge.train.card import link_evaluation
 
     run = store.run_for_model(model)
     run_dir = Path(run.run_dir) if run else None
     results = evaluate_stage.run_eval(
         model, data, against, metric_names, out_dir, *args, resolve=resolve_spec, model_run_dir=run_dir, **options
     )
+    data_sha256 = sha256_file(data)
     store.record_evaluation(
         model,
         against,
         run.id if run else None,
-        sha256_file(data),
+        data_sha256,
         results["task"],
         evaluate_stage.headline(results),
         out_dir.resolve(),
     )
     if run_dir is not None and (run_dir / "README.md").exists():
-        link_evaluation(run_dir, out_dir.resolve(), evaluate_stage.markdown_report(results))
+        link_evaluation(
+            run_dir, out_dir.resolve(), evaluate_stage.markdown_report(results), model, results, data_sha256
+        )
     return results
 
 

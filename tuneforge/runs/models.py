@@ -7,7 +7,7 @@ from pathlib import Path
 from tuneforge.errors import ModelNotAvailable, UsageError
 from tuneforge.inference.engine import Engine, ModelSpec, base_spec, load_for_inference
 from tuneforge.registry import store
-from tuneforge.runs.naming import is_tuned_name, parse_checkpoint, run_id_of
+from tuneforge.runs.naming import display_name, is_tuned_name, parse_checkpoint, run_id_of
 
 
 def _checkpoint_spec(name: str, step: int) -> ModelSpec:
@@ -60,11 +60,44 @@ def engine(name: str, precision: str = "auto", device: str = "auto") -> Engine:
     return Engine(name, precision=precision, device=device, spec=resolve_spec(name))
 
 
-def export_merged(name: str, directory: Path) -> None:
-    """A run's weights with any adapter folded in, saved with its tokenizer: loads with plain transformers."""
+def export_merged(name: str, directory: Path, dtype: str = "fp32") -> None:
+    """A run's weights with any adapter folded in, saved with its tokenizer and model card: loads
+    with plain transformers. `dtype` fp32 (as trained) or bf16 (half the size)."""
+    import torch
+
+    spec = _exported_spec(name)
+    model, tokenizer = load_for_inference(spec)
+    if dtype == "bf16":
+        model = model.to(torch.bfloat16)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    card = _run_card(name)
+    if card:
+        (directory / "README.md").write_text(card)
+
+
+def export_gguf(name: str, path: Path, dtype: str = "f16") -> None:
+    """A run's model, merged, as one GGUF file (models/gguf_export.py) for llama.cpp and Ollama."""
+    from tuneforge.models.gguf_export import write_gguf
+
+    spec = _exported_spec(name)
+    model, tokenizer = load_for_inference(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_gguf(
+        model, tokenizer, path, dtype, name, description=f"Tuned by Tuneforge from {display_name(spec.base_model)}"
+    )
+
+
+def _exported_spec(name: str) -> ModelSpec:
     spec = resolve_spec(name)
     if spec.adapter is None and spec.weights is None:
         raise UsageError(f"'{name}' is a base model, not a run", fix="Export a run id or an ft: model name.")
-    model, tokenizer = load_for_inference(spec)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    return spec
+
+
+def _run_card(name: str) -> str | None:
+    """The model card of the run behind `name` (README.md in its run directory), if it has one."""
+    tuned = store.find_model(name)
+    run = store.get_run(tuned.run_id if tuned else run_id_of(name))
+    card = Path(run.run_dir) / "README.md" if run else None
+    return card.read_text() if card and card.exists() else None

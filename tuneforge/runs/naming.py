@@ -9,18 +9,14 @@ import hashlib
 import re
 import secrets
 from datetime import datetime
-from pathlib import Path
+
+from tuneforge.models.catalog import display_name
 
 CHECKPOINT_NAME = re.compile(r"^(?P<model>.+):ckpt-step-(?P<step>\d+)$")
 
 
 def new_run_id() -> str:
     return f"run-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def display_name(model: str) -> str:
-    """The base model as it appears in a tuned model's name: a local directory by its folder name."""
-    return Path(model).name if Path(model).expanduser().is_dir() else model
 
 
 def tuned_model_name(base_model: str, org: str, suffix: str | None, run_id: str) -> str:

@@ -14,6 +14,7 @@ from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.hardware import device_type, resolve_device
 from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
+from tuneforge.runs.continuation import continue_from, name_base, parent_adapter
 from tuneforge.runs.general import general_ability
 from tuneforge.runs.launch import Machines, launch, launched, payload, read_payload
 from tuneforge.runs.naming import new_run_id, tuned_model_name
@@ -116,6 +117,7 @@ def train_run(
     result is read back from the registry once they finish; None on a machine other than the first,
     which records nothing."""
     run_id = run_id or new_run_id()
+    config = config if resume else continue_from(config, project)  # a resumed run's record is already resolved
     if (config.nproc > 1 or machines.nodes > 1) and not launched():
         _check_gpus(config)
         guard = general_ability(config)
@@ -124,12 +126,13 @@ def train_run(
         fields = payload(config, run_id, resume, project, org, **(launch_extra or {}))
         status = launch(list(entry), fields, config.nproc, machines, should_stop)
         return _launched_result(run_id, status) if machines.node_rank == 0 else None
-    name = tuned_model_name(config.model, org, config.suffix, run_id)
+    name = tuned_model_name(name_base(config), org, config.suffix, run_id)
     existing = store.get_run(run_id) if resume else None
     run_dir = Path(existing.run_dir) if existing else runs_dir() / run_id  # where it was, if runs_dir moved since
     # Among several processes, rank 0 records the run (and reports); the others only train.
     recorded = RecordingReporter(reporter or Reporter(), project) if ranks().main else Reporter()
-    return train_sft(config, recorded, run_dir, resume, name, general_ability(config))
+    start = None if resume else parent_adapter(config)
+    return train_sft(config, recorded, run_dir, resume, name, general_ability(config), start)
 
 
 def train_launched(main_reporter: Callable[[dict], Reporter]) -> None:

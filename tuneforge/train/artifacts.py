@@ -136,7 +136,8 @@ def write_run(
     model.save_pretrained(target, **({"state_dict": weights} if weights is not None else {}))
     tokenizer.save_pretrained(target)  # the run's chat template travels with its weights
     from tuneforge.hardware import machine_facts
-    from tuneforge.train.report import plot_loss, write_model_card
+    from tuneforge.train.card import write_model_card
+    from tuneforge.train.report import plot_loss
 
     manifest = {
         "run_id": run_dir.name,
@@ -171,4 +172,4 @@ def write_run(
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     plot_loss(run_dir / "metrics.csv", run_dir / "loss.png")
-    write_model_card(run_dir, config, model_name, final, manifest)
+    write_model_card(run_dir, config, model_name, final, manifest, target)

@@ -34,6 +34,10 @@ MIN_AUTO_STEPS = 100  # optimiser steps a run keeps at least: warmup, validation
 # Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms"), from the
 # rate chosen at batch 4, where the auto multiplier 0.1 was tuned.
 AUTO_MULTIPLIER, AUTO_MULTIPLIER_BATCH = 0.1, 4
+# DPO's auto learning rate: a tenth of SFT's. Its loss pushes two replies apart with no floor, so
+# SFT's rate overshoots (TRL's DPO default, 1e-6 for full weights, is a hundredth of its SFT one).
+DPO_RATE_SHARE = 0.1
+AUTO_DPO_BETA = 0.1  # TRL's and OpenAI's default
 # What only LoRA uses: the adapters' shape, and the switches of how LoRA runs.
 LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
 LORA_SWITCHES = ("fused_lora", "fast_lora_dropout", "frozen_weights_bf16", "load_in_4bit")
@@ -66,6 +70,27 @@ class TrainConfig(BaseModel):
     )
     method: Literal["lora", "full"] = Field(
         "lora", description="lora: train small adapter matrices (fast, small files); full: train every weight."
+    )
+    continued_from: str | None = Field(
+        None,
+        description=(
+            "Set by Tuneforge when --model names a tuned model or run: that run's id (its weights are where this "
+            "run starts; runs/continuation.py)."
+        ),
+    )
+    objective: Literal["sft", "dpo"] = Field(
+        "sft",
+        description=(
+            "What the run learns from: sft, the replies in chat (or text) examples; dpo, preference pairs (a "
+            "preferred and a non-preferred reply to one prompt: direct preference optimisation, OpenAI's method "
+            "type dpo), with lora or full alike."
+        ),
+    )
+    dpo_beta: float | Auto = Field(
+        "auto",
+        description=(
+            "DPO only: how far the tuned model may move from the one it starts from (lower: further); auto: 0.1."
+        ),
     )
     suffix: str | None = Field(
         None,
@@ -311,6 +336,13 @@ class TrainConfig(BaseModel):
             raise ValueError("learning_rate_multiplier must be in (0, 100] or auto")
         return value
 
+    @field_validator("dpo_beta")
+    @classmethod
+    def _beta(cls, value):
+        if value != "auto" and not 0 < value <= 10:
+            raise ValueError("dpo_beta must be in (0, 10] or auto")
+        return value
+
     @field_validator("eval_every_steps", "early_stopping_patience")
     @classmethod
     def _count_or_auto(cls, value, info):
@@ -440,6 +472,7 @@ class TrainConfig(BaseModel):
                     "off, so none would be mixed in. Turn forgetting_guard on, or set replay_share to 0."
                 ),
             )
+        yield from self._preference_contradictions(chosen)
         if self.batch_size != "auto" and self.gradient_accumulation_steps > self.batch_size:
             # batch_size counts one optimiser step's examples, and accumulation splits them (unlike
             # Hugging Face's per-device batch x accumulation), so they cannot fill that many micro-batches.
@@ -453,6 +486,35 @@ class TrainConfig(BaseModel):
                     f"examples per step, set batch_size to {self.batch_size * self.gradient_accumulation_steps}; "
                     f"otherwise lower gradient_accumulation_steps to at most {self.batch_size}."
                 ),
+            )
+
+    def _preference_contradictions(self, chosen: set[str]) -> Iterator[tuple[str, str]]:
+        if self.objective != "dpo":
+            if "dpo_beta" in chosen and self.dpo_beta != "auto":
+                yield (
+                    "dpo_beta",
+                    "dpo_beta is a DPO setting, but objective is sft. Use objective dpo, or leave it out.",
+                )
+            return
+        reasons = {
+            "prompt_loss_weight": (
+                self.prompt_loss_weight > 0,
+                "DPO compares the replies' likelihoods only, so a prompt loss weight would be ignored",
+            ),
+            "replay_share": (
+                self.replay_share > 0,
+                "replay examples are chat examples for SFT; DPO keeps the model near the one it starts from "
+                "through dpo_beta instead (the forgetting guard still scores the general prompts)",
+            ),
+            "shared_prefix": (self.shared_prefix, "a batch of preference pairs is not laid out with a shared prefix"),
+        }
+        for name, (wrong, why) in reasons.items():
+            if name in chosen and wrong:
+                yield (name, f"{name} with objective dpo: {why}. Leave {name} out, or use objective sft.")
+        if self.nproc > 1:
+            yield (
+                "nproc",
+                f"objective dpo runs in one process for now (nproc is {self.nproc}). Use nproc 1, or objective sft.",
             )
 
     def __setattr__(self, name, value):
@@ -498,7 +560,12 @@ class TrainConfig(BaseModel):
         multiplier = (
             self.learning_rate_multiplier
             if self.learning_rate_multiplier != "auto"
-            else round(AUTO_MULTIPLIER * math.sqrt(batch / AUTO_MULTIPLIER_BATCH), 4)
+            else round(
+                AUTO_MULTIPLIER
+                * math.sqrt(batch / AUTO_MULTIPLIER_BATCH)
+                * (DPO_RATE_SHARE if self.objective == "dpo" else 1.0),
+                5,
+            )
         )
         values = self.model_dump()
         values.update(
@@ -513,6 +580,10 @@ class TrainConfig(BaseModel):
                 if self.eval_every_steps != "auto"
                 else (max(1, steps_per_epoch // 2) if has_validation and steps_per_epoch >= 4 else None)
             ),
+            dpo_beta=(self.dpo_beta if self.dpo_beta != "auto" else AUTO_DPO_BETA)
+            if self.objective == "dpo"
+            else "auto",
+            replay_share=0.0 if self.objective == "dpo" else self.replay_share,
             early_stopping_patience=(
                 (AUTO_PATIENCE if has_validation else None)
                 if self.early_stopping_patience == "auto"
@@ -534,6 +605,7 @@ class ResolvedConfig(TrainConfig):
     precision: Literal["fp32", "bf16"]
     eval_every_steps: int | None
     early_stopping_patience: int | None
+    dpo_beta: float | Auto
     learning_rate: float = Field(..., description="Peak learning rate: base rate x multiplier.")
 
 

@@ -96,22 +96,29 @@ def tokenize_for_sft(
     """Token ids and loss weights; fails fast where training would silently learn nothing or never stop."""
     if any(isinstance(example, Preference) for _, example in examples):
         raise TrainingDataError(
-            f"{path}: preference pairs need the DPO method, not supervised fine-tuning",
+            f"{path}: preference pairs need objective dpo, not supervised fine-tuning",
             code="wrong_method",
-            fix="Train on chat examples, or use method dpo.",
+            fix="Train on chat examples, or use objective dpo (--objective dpo).",
         )
     tokenizer.end_of_turn_ids  # raises when the template never closes a reply with a special token
     encoded = tokenizer.encode([example for _, example in examples])
     for (line, _), item in zip(examples, encoded):
-        if item.trainable_tokens == 0:
-            raise TrainingDataError(
-                f"{path}: line {line} has no trainable token after truncation to {tokenizer.max_length} tokens "
-                f"({item.full_length} tokens in all)",
-                code="too_long",
-                line=line,
-                fix="Raise max_seq_length, or shorten the example's prompt.",
-            )
+        check_trainable(item, path, line, tokenizer.max_length)
     return encoded
+
+
+def check_trainable(item: TokenizedExample, path: Path, line: int, max_length: int | None, field: str | None = None):
+    """A TrainingDataError naming the line (and field) when truncation left nothing to learn from."""
+    if item.trainable_tokens == 0:
+        what = f"line {line}'s {field}" if field else f"line {line}"
+        raise TrainingDataError(
+            f"{path}: {what} has no trainable token after truncation to {max_length} tokens "
+            f"({item.full_length} tokens in all)",
+            code="too_long",
+            line=line,
+            field=field,
+            fix="Raise max_seq_length, or shorten the example's prompt.",
+        )
 
 
 def tokenized_file(

@@ -58,9 +58,13 @@ class ConsoleReporter(Reporter):
 
     def evaluation(self, row: dict) -> None:
         # Short enough for an 80-column terminal with the forgetting guard's figure on the same line.
+        scores = (
+            f"reward accuracy {row['valid_reward_accuracy']:.3f}  margin {row['valid_rewards_margin']:.3f}"
+            if "valid_reward_accuracy" in row  # a DPO run
+            else f"ppl {row['valid_perplexity']:.2f}  accuracy {row['valid_mean_token_accuracy']:.3f}"
+        )
         self.progress.console.print(
-            f"  step {row['step']:>5}  validation loss {row['valid_loss']:.4f}  ppl {row['valid_perplexity']:.2f}  "
-            f"accuracy {row['valid_mean_token_accuracy']:.3f}"
+            f"  step {row['step']:>5}  validation loss {row['valid_loss']:.4f}  {scores}"
             + (f"  general {row['general_loss']:.4f}" if "general_loss" in row else "")
         )
 

@@ -12,6 +12,11 @@ from pathlib import Path
 from tuneforge.errors import TuneforgeError
 from tuneforge.train.config import ResolvedConfig
 
+# What a DPO run's rows add to SFT's (train_loss, train_accuracy, valid_loss; see dpo.py): its step's
+# rewards as TRL names them (rewards/chosen -> rewards_chosen), and the same at each validation.
+DPO_STEP_FIELDS = ["rewards_chosen", "rewards_rejected", "rewards_margin"]
+DPO_VALID_FIELDS = ["valid_reward_accuracy", "valid_rewards_margin", "valid_rewards_chosen", "valid_rewards_rejected"]
+
 
 class TrainingInterrupted(TuneforgeError):
     exit_code = 130

@@ -26,12 +26,13 @@ from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import UsageError
 from tuneforge.hardware import device_type, peak_memory, reset_peak_memory, resolve_device, synchronize
 from tuneforge.models.catalog import load_tokenizer, model_facts
-from tuneforge.train import artifacts, distributed
+from tuneforge.train import artifacts, distributed, dpo
 from tuneforge.train.config import ResolvedConfig, TrainConfig
 from tuneforge.train.distributed import Ranks
+from tuneforge.train.dpo import PreferenceLoss
 from tuneforge.train.general import GeneralAbility, general_probes, mix_replay
 from tuneforge.train.host_memory import HeapGrowthGuard
-from tuneforge.train.inputs import HELD_OUT_MINIMUM_TRAINING, hold_out, locate_data, tokenized_file
+from tuneforge.train.inputs import HELD_OUT_MINIMUM_TRAINING, hold_out, load_examples, locate_data, tokenized_file
 from tuneforge.train.loop import (
     Batch,
     TrainerState,
@@ -59,7 +60,14 @@ from tuneforge.train.modeling import (
     unwrapped,
     wrap,
 )
-from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
+from tuneforge.train.reporter import (
+    DPO_STEP_FIELDS,
+    DPO_VALID_FIELDS,
+    DataRecord,
+    Reporter,
+    RunResult,
+    TrainingInterrupted,
+)
 from tuneforge.train.shared_prefix import shares_prefix_on
 
 METRIC_COLUMNS = [
@@ -105,15 +113,17 @@ def train_sft(
     resume: bool = False,
     model_name: str | None = None,
     general: GeneralAbility | None = None,
+    start_adapter: Path | None = None,
 ) -> RunResult:
     """Train into `run_dir` (its name is the run id), or continue it from its newest checkpoint with
     `resume`. `model_name` is what the result is called in its card (default: the run id). What
     becomes of the run's life (rows, events, a progress bar) is the reporter's business. `general`
     is the forgetting guard's prompts (general.py; the service layer builds them): without it, or
-    with `forgetting_guard` off, nothing general is scored or replayed."""
+    with `forgetting_guard` off, nothing general is scored or replayed. `start_adapter` is a LoRA
+    adapter directory the new adapter starts from (a tuned model trained further)."""
     run_id = run_dir.name
     try:
-        return _train_sft(config, reporter, run_dir, resume, model_name or run_id, general)
+        return _train_sft(config, reporter, run_dir, resume, model_name or run_id, general, start_adapter)
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt:  # a second Ctrl-C: no new checkpoint, but the last complete one resumes
@@ -131,6 +141,7 @@ def _train_sft(
     resume: bool,
     model_name: str,
     general: GeneralAbility | None,
+    start_adapter: Path | None,
 ) -> RunResult:
     # ---- this process: its device, and its rank among the processes torchrun started (distributed.py)
     place = distributed.ranks()
@@ -147,9 +158,10 @@ def _train_sft(
     tokenizer = ChatTokenizer(
         hf_tokenizer, config.prompt_loss_weight, config.resolved_max_seq_length(facts["context_length"])
     )
-    train_set, kind = tokenized_file(train_file, tokenizer, "training", config.cache_tokens)
+    preference = config.objective == "dpo"
+    train_set, kind = read_examples(train_file, tokenizer, "training", config)
     validation_set = (
-        tokenized_file(validation_file, tokenizer, "validation", config.cache_tokens)[0][: config.max_eval_examples]
+        read_examples(validation_file, tokenizer, "validation", config)[0][: config.max_eval_examples]
         if validation_file
         else []
     )
@@ -211,7 +223,13 @@ def _train_sft(
         raise UsageError(f"run '{run_id}' has no complete checkpoint to resume from")
     if checkpoint_found is not None:  # into the plain model, before it is sharded
         artifacts.load_weights(model, checkpoint_found, resolved.method)
-    wrapped = wrap(TokenLoss(model, resolved), resolved, device, place)
+    elif start_adapter is not None:  # a tuned model trained further: its adapter is where this run starts
+        artifacts.load_weights(model, start_adapter, "lora")
+    if preference:  # the model as it starts is DPO's reference: its log-probs, once (dpo.py)
+        dpo.attach_references(
+            model, {"train": train_set, "validation": validation_set}, resolved, pad_id, device, run_dir
+        )
+    wrapped = wrap((PreferenceLoss if preference else TokenLoss)(model, resolved), resolved, device, place)
     steps_per_epoch = -(-len(train_set) // resolved.batch_size)
     total_steps = steps_per_epoch * resolved.n_epochs
     if resolved.max_steps:
@@ -226,14 +244,18 @@ def _train_sft(
             artifacts.truncate_metrics(run_dir / "metrics.csv", state.step)
         reporter.resumed(run_id)
 
-    validation_batches, fillers = _validation_batches(validation_set, resolved, pad_id, place)
+    validation_batches, fillers = (
+        ([], set()) if preference else _validation_batches(validation_set, resolved, pad_id, place)
+    )
     general_batches, general_fillers = _validation_batches(general_set, resolved, pad_id, place)
     loss_module = unwrapped(wrapped)
     # DDP's forward is for training steps (it prepares the gradient reduction); FSDP2's gathers
     # the shards, which every forward needs.
     validation_loss = wrapped if is_sharded(wrapped) else loss_module
+    token_loss = TokenLoss(model, resolved) if preference else loss_module  # the general prompts' scorer
     metrics_file = (run_dir / "metrics.csv").open("a", newline="") if place.main else None
-    writer = csv.DictWriter(metrics_file, METRIC_COLUMNS) if metrics_file else None
+    columns = METRIC_COLUMNS + (DPO_STEP_FIELDS + DPO_VALID_FIELDS if preference else [])
+    writer = csv.DictWriter(metrics_file, columns) if metrics_file else None
     if metrics_file and metrics_file.tell() == 0:
         writer.writeheader()
     reporter.start(run_id, resolved, total_steps, state.step)
@@ -253,15 +275,19 @@ def _train_sft(
 
         def scored(batches, fillers) -> dict:
             return evaluate(
-                loss_module,
+                token_loss,
                 batches,
                 device=device,
-                loss_of=validation_loss,
+                loss_of=token_loss if preference else validation_loss,
                 combine=lambda totals: distributed.sum_over_ranks(totals, device),
                 fillers=fillers,
             )
 
-        last_evaluation = scored(validation_batches, fillers)
+        last_evaluation = (
+            dpo.evaluate_preferences(loss_module, validation_set, resolved, pad_id, device)
+            if preference
+            else scored(validation_batches, fillers)
+        )
         if general_batches:
             general_scores = scored(general_batches, general_fillers)
             last_evaluation |= {
@@ -305,7 +331,7 @@ def _train_sft(
             reporter.checkpoint(state.step, path)
         distributed.barrier()
 
-    if validation_batches and state.step == 0:
+    if validation_set and state.step == 0:
         # The base model's validation loss: where the curve starts, and what tuning must beat.
         row = {"step": 0, "epoch": 0.0}
         validate(row)
@@ -320,9 +346,14 @@ def _train_sft(
                     state.epoch,
                 )
             step_started = time.perf_counter()
-            loss_sum, correct, counted, tokens, total_weight = train_step(
-                wrapped, [train_set[i] for i in batches[state.batch_in_epoch]], resolved, pad_id, device, place
-            )
+            step_examples = [train_set[i] for i in batches[state.batch_in_epoch]]
+            if preference:
+                sums, total_weight, trained = dpo.preference_step(
+                    wrapped, step_examples, resolved, pad_id, device, place
+                )
+            else:
+                *summed, total_weight = train_step(wrapped, step_examples, resolved, pad_id, device, place)
+                sums, trained = dict(zip(("loss", "correct", "counted", "tokens"), summed)), total_weight
             torch.nn.utils.clip_grad_norm_(trained_parameters, resolved.max_grad_norm)
             learning_rate = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -332,13 +363,12 @@ def _train_sft(
                 heap_guard.after_step()
             synchronize(device)  # a GPU runs behind the host: time the step's work, not its queueing
             stop_here = stop["stop"] or (place.main and reporter.should_stop())
-            loss_sum, correct, counted, tokens, stops = distributed.sum_over_ranks(
-                [loss_sum, correct, counted, tokens, float(stop_here)], device
-            )
+            *summed, stops = distributed.sum_over_ranks([*sums.values(), float(stop_here)], device)
+            sums = dict(zip(sums, summed))
             state.step, state.batch_in_epoch, state.trained_tokens = (
                 state.step + 1,
                 state.batch_in_epoch + 1,
-                state.trained_tokens + total_weight,
+                state.trained_tokens + trained,
             )
             epoch_progress = state.epoch + state.batch_in_epoch / len(batches)
             epoch_end = state.batch_in_epoch == len(batches)
@@ -346,16 +376,22 @@ def _train_sft(
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             row = {
                 "step": state.step,
-                "train_loss": round(loss_sum / total_weight, 6),
-                "train_accuracy": round(correct / max(counted, 1), 6),
+                **(
+                    dpo.train_row(sums)
+                    if preference
+                    else {
+                        "train_loss": round(sums["loss"] / total_weight, 6),
+                        "train_accuracy": round(sums["correct"] / max(sums["counted"], 1), 6),
+                    }
+                ),
                 "epoch": round(epoch_progress, 4),
                 "learning_rate": learning_rate,
-                "tokens": int(tokens),
-                "tokens_per_second": round(tokens / (time.perf_counter() - step_started), 1),
+                "tokens": int(sums["tokens"]),
+                "tokens_per_second": round(sums["tokens"] / (time.perf_counter() - step_started), 1),
                 "trained_tokens": int(state.trained_tokens),
             }
             due = epoch_end or (resolved.eval_every_steps and state.step % resolved.eval_every_steps == 0)
-            improved = validate(row) if validation_batches and due else False
+            improved = validate(row) if validation_set and due else False
             write(row)
             reporter.step(row)
             if epoch_end or improved:
@@ -464,6 +500,14 @@ def _guard_summary(state: TrainerState, replayed, evaluation: dict) -> dict:
         summary["base_general_loss"] = state.base_general_loss
         summary["general_perplexity_change"] = math.exp(evaluation["general_loss"] - state.base_general_loss) - 1
     return summary
+
+
+def read_examples(file, tokenizer: ChatTokenizer, purpose: str, config: TrainConfig) -> tuple[list, str]:
+    """A data file's examples for the run's objective, and their kind: token ids with loss weights
+    for SFT (from the token cache when it has them), preference pairs for DPO."""
+    if config.objective == "dpo":
+        return dpo.tokenize_pairs(load_examples(file.path, purpose), tokenizer, file.path), "preference"
+    return tokenized_file(file, tokenizer, purpose, config.cache_tokens)
 
 
 def make_batch(examples, pad_id: int, padding_free: bool, share_prefix: bool = False) -> Batch:

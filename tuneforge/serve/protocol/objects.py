@@ -87,11 +87,19 @@ class SupervisedMethod(BaseModel):
     hyperparameters: FineTuningJobHyperparameters
 
 
+class DpoHyperparameters(FineTuningJobHyperparameters):
+    beta: float | Literal["auto"]
+
+
+class DpoMethod(BaseModel):
+    hyperparameters: DpoHyperparameters
+
+
 class FineTuningJobMethod(BaseModel):
     type: Literal["supervised", "dpo", "reinforcement"]
-    # Only the method the job uses is present, as the request gave it (OpenAI's other methods are refused today).
+    # Only the method the job uses is present (OpenAI's reinforcement method is refused today).
     supervised: SupervisedMethod | None = omitted_when_none()
-    dpo: dict[str, Any] | None = omitted_when_none()
+    dpo: DpoMethod | None = omitted_when_none()
     reinforcement: dict[str, Any] | None = omitted_when_none()
 
 
@@ -144,6 +152,10 @@ class FineTuningJob(BaseModel):
             name: (job.resolved or {}).get(name) or requested.get(name) or "auto"
             for name in ("n_epochs", "batch_size", "learning_rate_multiplier")
         }
+        method_hyperparameters = hyperparameters
+        if job.method["type"] == "dpo":
+            beta = (job.resolved or {}).get("dpo_beta") or requested.get("beta") or "auto"
+            method_hyperparameters = {**hyperparameters, "beta": beta}
         return cls(
             id=job.id,
             model=job.model,
@@ -162,7 +174,7 @@ class FineTuningJob(BaseModel):
             estimated_finish=unix(job.estimated_finish),
             metadata=job.meta,
             user_provided_suffix=job.suffix,
-            method={**job.method, job.method["type"]: {"hyperparameters": hyperparameters}},
+            method={**job.method, job.method["type"]: {"hyperparameters": method_hyperparameters}},
             tuneforge={"run_id": job.run_id, **(job.extra or {})},
         )
 

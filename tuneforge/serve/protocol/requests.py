@@ -19,10 +19,18 @@ class MethodHyperparameters(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class DpoHyperparameters(Hyperparameters):
+    beta: float | Literal["auto"] | None = None
+
+
+class DpoMethod(BaseModel):
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class Method(BaseModel):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: MethodHyperparameters | None = None
-    dpo: dict | None = None
+    dpo: DpoMethod | None = None
     reinforcement: dict | None = None
 
 

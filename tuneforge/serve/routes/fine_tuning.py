@@ -8,10 +8,12 @@ stops at the end of the current step, saving a checkpoint (a paused job resumes 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
 
 from tuneforge.jobs import submit
 from tuneforge.registry import jobs
 from tuneforge.registry.jobs import Job
+from tuneforge.runs import ownership
 from tuneforge.runs.naming import is_tuned_name
 from tuneforge.serve.deps import project
 from tuneforge.serve.model_access import base_model_for_request
@@ -31,15 +33,11 @@ router = APIRouter(tags=["fine-tuning"], responses={"4XX": {"model": ErrorRespon
 
 @router.post("/fine_tuning/jobs")
 def create(body: JobCreate, request: Request, owner: str = Depends(project)) -> FineTuningJob:
-    if is_tuned_name(body.model):
-        raise APIError(
-            400,
-            "continuing from a tuned model is not available yet; use a base model",
-            param="model",
-            code="model_not_available",
-        )
-    base = base_model_for_request(body.model, request.app.state.allowed_model_dirs)
-    if base is None:  # the same answer whatever exists on the server's disk
+    if is_tuned_name(body.model):  # train on from the caller's own tuned model (runs/continuation.py)
+        base = (body.model, "tuned") if _owns_tuned_model(owner, body.model) else None
+    else:
+        base = base_model_for_request(body.model, request.app.state.allowed_model_dirs)
+    if base is None:  # the same answer whatever exists on the server's disk, or in other projects
         raise APIError(
             400,
             f"The model '{body.model}' does not exist or you do not have access to it. Use a model "
@@ -48,9 +46,8 @@ def create(body: JobCreate, request: Request, owner: str = Depends(project)) -> 
             code="model_not_available",
         )
     method = body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
-    hyperparameters = (
-        body.method.supervised.hyperparameters if body.method and body.method.supervised else None
-    ) or body.hyperparameters
+    chosen = getattr(body.method, method["type"], None) if body.method else None  # {"hyperparameters": ...}
+    hyperparameters = (chosen.hyperparameters if isinstance(chosen, BaseModel) else None) or body.hyperparameters
     job = submit.submit(
         owner,
         model=base[0],
@@ -134,3 +131,10 @@ def checkpoints(
         ids = [c.id for c in data]
         data = data[ids.index(after) + 1 :] if after in ids else data
     return ListPage[FineTuningJobCheckpoint](data=data[:limit], has_more=len(data) > limit)
+
+
+def _owns_tuned_model(owner: str, name: str) -> bool:
+    try:
+        return ownership.owned_tuned_model(owner, name) is not None
+    except ownership.NotOwned:
+        return False
