@@ -82,3 +82,33 @@ def recipe_lora_model(model_dir: Path, gradient_checkpointing: bool):
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.02)
     return model
+
+
+def decoded(items) -> dict:
+    """A W&B record's items (history or config) as a dict."""
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+
+def wandb_records(path):
+    """The protobuf records of a W&B run's `.wandb` file (offline mode writes nothing else; wandb
+    0.31 has no Python reader for it): a LevelDB-style log after a 7-byte header, in 32 KiB blocks,
+    each record a 7-byte header (checksum, length, type: 1 whole, 2 first, 3 middle, 4 last part)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    raw, block = path.read_bytes(), 32768
+    assert raw[:4] == b":W&B"
+    position, pending = 7, b""
+    while position + 7 <= len(raw):
+        left = block - position % block
+        _, length, kind = struct.unpack("<IHB", raw[position : position + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:  # the rest of a block is padding
+            position += left
+            continue
+        data, position = raw[position + 7 : position + 7 + length], position + 7 + length
+        pending = data if kind in (1, 2) else pending + data
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record

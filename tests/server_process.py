@@ -44,7 +44,8 @@ class ServerProcess:
     def __init__(self, home: Path, *args: str):
         self.home, self.args = home, args
         self.port = free_port()
-        self.env = {**os.environ, "TUNEFORGE_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+        # W&B offline: a job's `integrations` log to its run directory, never to the network.
+        self.env = {**os.environ, "TUNEFORGE_HOME": str(home), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
         self.log = home / f"server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 

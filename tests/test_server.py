@@ -7,7 +7,7 @@ import time
 
 import openai
 import pytest
-from helpers import write_jsonl
+from helpers import decoded, wandb_records, write_jsonl
 from server_process import LABELS, TINY_LORA, ServerProcess, tickets, wait_for
 
 
@@ -42,6 +42,7 @@ def trained(alpha, tiny_model_dir, tmp_path_factory):
             "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 5}},
         },
         extra_body=TINY_LORA,
+        integrations=[{"type": "wandb", "wandb": {"project": "tickets", "tags": ["nightly"]}}],
     )
     assert job.id.startswith("ftjob-") and job.status == "validating_files" and job.metadata == {"team": "support"}
     finished = wait_for(alpha, job.id, ("succeeded", "failed", "cancelled"))
@@ -69,6 +70,19 @@ def test_a_job_trains_and_reports_like_openai(alpha, trained):
     rows = list(csv.DictReader(io.StringIO(alpha.files.content(results_file).text)))
     assert [int(r["step"]) for r in rows if r["train_loss"]] == list(range(1, 16))
     assert float(rows[-1]["train_loss"]) < float(rows[0 if rows[0]["train_loss"] else 1]["train_loss"])
+
+
+def test_a_jobs_wandb_integration_receives_its_metrics(server, trained):
+    import json
+    from pathlib import Path
+
+    _, job = trained
+    assert job.integrations[0].type == "wandb" and job.integrations[0].wandb.project == "tickets"
+    run = json.loads(server.cli("runs", "show", job.tuneforge["run_id"]))
+    [log] = Path(run["run_dir"]).glob(f"wandb/offline-run-*-{job.tuneforge['run_id']}/*.wandb")
+    steps = {r.history.step.num: decoded(r.history.item) for r in wandb_records(log) if r.HasField("history")}
+    assert sorted(s for s, row in steps.items() if "train_loss" in row) == list(range(1, 16))
+    assert run["metrics"]["tracking"]["wandb"]["project"] == "tickets"
 
 
 def test_chat_with_the_tuned_model_plain_and_streamed(alpha, trained):

@@ -33,6 +33,10 @@ RESERVED = {
     "objective",
     "dpo_beta",
     "continued_from",
+    "tracking_project",
+    "tracking_name",
+    "tracking_tags",
+    "wandb_entity",
 }
 # OpenAI's method types Tuneforge trains, as TrainConfig's objective; its hyperparameter names
 # that are not TrainConfig's own.
@@ -71,6 +75,33 @@ def _extras(extras: dict) -> dict:
     return extras
 
 
+def _integration_extras(integrations: list[dict]) -> dict:
+    """OpenAI's `integrations` (a W&B entry: project, name, entity, tags) as the TrainConfig fields of
+    the trackers (runs/tracking.py)."""
+    for entry in integrations:
+        wandb = entry["wandb"]
+        return {
+            "report_to": "wandb",
+            "tracking_project": wandb["project"],
+            "tracking_name": wandb.get("name"),
+            "wandb_entity": wandb.get("entity"),
+            "tracking_tags": ",".join(wandb.get("tags") or []),
+        }
+    return {}
+
+
+def job_integrations(job: Job) -> list[dict]:
+    """A job's `integrations` as OpenAI shows them, from the tracker fields it trains with."""
+    extra = job.extra or {}
+    if "wandb" not in (extra.get("report_to") or "").split(","):
+        return []
+    wandb = {"project": extra.get("tracking_project") or "tuneforge"}
+    wandb |= {k: extra[f] for k, f in (("name", "tracking_name"), ("entity", "wandb_entity")) if extra.get(f)}
+    if extra.get("tracking_tags"):
+        wandb["tags"] = extra["tracking_tags"].split(",")
+    return [{"type": "wandb", "wandb": wandb}]
+
+
 def _checked_file(project: str, file_id: str | None, param: str):
     if file_id is None:
         return None
@@ -97,6 +128,7 @@ def submit(
     method: dict,
     hyperparameters: dict,
     extras: dict,
+    integrations: list[dict] = (),
 ) -> Job:
     """A `validating_files` job for `project`, after every check that needs no file contents.
 
@@ -111,7 +143,7 @@ def submit(
     method = {**method, method["type"]: {"hyperparameters": hyperparameters}}
     training = _checked_file(project, training_file, "training_file")
     validation = _checked_file(project, validation_file, "validation_file")
-    extras = _extras(extras)
+    extras = {**_extras(extras), **_integration_extras(integrations)}
     seed = seed if seed is not None else DEFAULT_SEED
     try:  # the config the worker will train with, checked as `tuneforge train` checks it, before anything is queued
         config = training_config(model, training, validation, suffix, seed, method, extras)

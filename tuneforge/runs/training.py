@@ -18,6 +18,7 @@ from tuneforge.runs.continuation import continue_from, name_base, parent_adapter
 from tuneforge.runs.general import general_ability
 from tuneforge.runs.launch import Machines, launch, launched, payload, read_payload
 from tuneforge.runs.naming import new_run_id, tuned_model_name
+from tuneforge.runs.tracking import with_trackers
 from tuneforge.settings import runs_dir
 from tuneforge.train import distributed
 from tuneforge.train.config import RECORDED, ResolvedConfig, TrainConfig
@@ -131,6 +132,8 @@ def train_run(
     run_dir = Path(existing.run_dir) if existing else runs_dir() / run_id  # where it was, if runs_dir moved since
     # Among several processes, rank 0 records the run (and reports); the others only train.
     recorded = RecordingReporter(reporter or Reporter(), project) if ranks().main else Reporter()
+    if ranks().main:
+        recorded = with_trackers(recorded, config, run_dir, run_id)
     start = None if resume else parent_adapter(config)
     return train_sft(config, recorded, run_dir, resume, name, general_ability(config), start)
 

@@ -37,6 +37,7 @@ AUTO_MULTIPLIER, AUTO_MULTIPLIER_BATCH = 0.1, 4
 # DPO's auto learning rate: a tenth of SFT's. Its loss pushes two replies apart with no floor, so
 # SFT's rate overshoots (TRL's DPO default, 1e-6 for full weights, is a hundredth of its SFT one).
 DPO_RATE_SHARE = 0.1
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 AUTO_DPO_BETA = 0.1  # TRL's and OpenAI's default
 # What only LoRA uses: the adapters' shape, and the switches of how LoRA runs.
 LORA_SETTINGS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target_modules")
@@ -292,6 +293,24 @@ class TrainConfig(BaseModel):
         None, ge=1, description="Stop after this many optimiser steps (for smoke tests and benchmarks)."
     )
 
+    # Experiment trackers (runs/tracking.py): where else the run's metrics go.
+    report_to: str = Field(
+        "",
+        description=(
+            "Trackers that also receive the run's config and metrics, comma-separated: tensorboard (into the run "
+            "directory), wandb (W&B's own settings: WANDB_MODE=offline, WANDB_API_KEY, ...), mlflow "
+            "(MLFLOW_TRACKING_URI); none by default."
+        ),
+    )
+    tracking_project: str | None = Field(
+        None, max_length=128, description="The W&B project or MLflow experiment of the run (default: tuneforge)."
+    )
+    tracking_name: str | None = Field(
+        None, max_length=128, description="The run's name in the trackers (default: its run id)."
+    )
+    tracking_tags: str = Field("", max_length=1024, description="Comma-separated tags for the trackers' run.")
+    wandb_entity: str | None = Field(None, max_length=128, description="The W&B team or user the run goes to.")
+
     # The forgetting guard (general.py).
     forgetting_guard: bool = Field(
         True,
@@ -335,6 +354,15 @@ class TrainConfig(BaseModel):
         if value != "auto" and not 0 < value <= 100:
             raise ValueError("learning_rate_multiplier must be in (0, 100] or auto")
         return value
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip() and name.strip().lower() != "none"]
+        unknown = [name for name in names if name not in TRACKERS]
+        if unknown:
+            raise ValueError(f"unknown tracker '{unknown[0]}': report_to takes {', '.join(TRACKERS)}, comma-separated")
+        return ",".join(dict.fromkeys(names))
 
     @field_validator("dpo_beta")
     @classmethod

@@ -5,6 +5,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneforge.jobs.submit import job_integrations
 from tuneforge.registry.access import Completion as StoredCompletion
 from tuneforge.registry.jobs import Job, JobEvent, StoredFile, unix
 from tuneforge.registry.store import Checkpoint
@@ -176,6 +177,7 @@ class FineTuningJob(BaseModel):
             user_provided_suffix=job.suffix,
             method={**job.method, job.method["type"]: {"hyperparameters": method_hyperparameters}},
             tuneforge={"run_id": job.run_id, **(job.extra or {})},
+            integrations=job_integrations(job),
         )
 
 

@@ -34,6 +34,18 @@ class Method(BaseModel):
     reinforcement: dict | None = None
 
 
+class WandbIntegration(BaseModel):
+    project: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Annotated[str, Field(max_length=128)] | None = None
+    entity: Annotated[str, Field(max_length=128)] | None = None
+    tags: list[Annotated[str, Field(max_length=64)]] | None = None
+
+
+class Integration(BaseModel):
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
 # OpenAI's bounds on an object's metadata.
 METADATA_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
 Seed64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]  # what a 64-bit seed column and torch take
@@ -64,7 +76,7 @@ class JobCreate(BaseModel):
     metadata: dict[str, str] | None = None
     method: Method | None = None
     hyperparameters: Hyperparameters | None = None  # deprecated by OpenAI in favour of method, still sent by old code
-    integrations: list | None = None
+    integrations: Annotated[list[Integration], Field(max_length=5)] | None = None
 
     @field_validator("metadata")
     @classmethod

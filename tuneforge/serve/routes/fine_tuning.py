@@ -59,6 +59,7 @@ def create(body: JobCreate, request: Request, owner: str = Depends(project)) -> 
         method={"type": method["type"]},
         hyperparameters=hyperparameters.model_dump(exclude_none=True) if hyperparameters else {},
         extras=dict(body.model_extra or {}),
+        integrations=[i.model_dump(exclude_none=True) for i in body.integrations or []],
     )
     return FineTuningJob.from_row(job)
 
