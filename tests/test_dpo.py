@@ -139,6 +139,15 @@ def test_dpo_learns_a_tiny_preference_and_records_the_run(tmp_path, tiny_model_d
     assert (recorded["objective"], recorded["dpo_beta"]) == ("dpo", 0.1)
     assert (run.run_dir / "adapter" / "adapter_model.safetensors").exists()
     assert run.metrics["valid_reward_accuracy"] == 1.0
+    # `tuneforge eval` on held-out pairs: the preference accuracy beside the usual A/B against the base.
+    from tuneforge.runs.evaluation import run_eval
+
+    results = run_eval(
+        run.run_id, validation, str(tiny_model_dir), None, tmp_path / "eval", max_new_tokens=4, probes=False
+    )
+    assert results["task"] == "preference" and results["metrics"] == ["rouge_l", "bleu", "preference_accuracy"]
+    assert results["scores"]["model"]["means"]["preference_accuracy"] == 1.0
+    assert "preference_accuracy" in results["comparison"]
 
 
 def test_dpo_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir):

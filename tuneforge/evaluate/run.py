@@ -6,7 +6,10 @@ and measure the teacher-forced loss, perplexity and token accuracy on the refere
 the two per metric: means, delta, paired-bootstrap 95 % interval, wins/ties/losses.
 
 Default metrics follow the data: classification-like references -> accuracy and macro-F1; JSON
-references -> JSON validity and exact match; free text -> ROUGE-L, BLEU and exact match.
+references -> JSON validity and exact match; free text -> ROUGE-L, BLEU and exact match. Preference
+pairs (a DPO run's held-out data) are scored like free text against the preferred reply, plus the
+preference accuracy: the share of pairs whose preferred reply the model gives the higher
+log-probability (summed over the reply's tokens, as DPO scores them).
 Writes `results.json` (everything), `examples.jsonl` (per example, both models), `report.md` and
 `report.html` (the page for people: `evaluate/report.py`).
 """
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.data.examples import Conversation, Message
+from tuneforge.data.examples import Conversation, Message, Preference
 from tuneforge.data.tokenize import ChatTokenizer
 from tuneforge.errors import UsageError
 from tuneforge.evaluate import metrics
@@ -41,7 +44,9 @@ DEFAULT_METRICS = {
     "classification": ["accuracy", "exact_match"],
     "json": ["json_valid", "exact_match"],
     "text": ["rouge_l", "bleu", "exact_match"],
+    "preference": ["rouge_l", "bleu"],
 }
+PREFERENCE_ACCURACY = "preference_accuracy"  # scored from log-probabilities, not from the generated answer
 
 
 @dataclass
@@ -50,6 +55,7 @@ class Case:
     prompt: list[Message]
     reference: str
     conversation: Conversation  # prompt + reference, for the teacher-forced loss
+    rejected: Conversation | None = None  # a preference pair's prompt + non-preferred reply
 
 
 def load_cases(path: Path, max_examples: int | None) -> list[Case]:
@@ -61,8 +67,20 @@ def load_cases_and_labels(path: Path, max_examples: int | None) -> tuple[list[Ca
     examples, report = load_examples_and_report(path, "evaluation")
     cases = []
     for line, example in examples:
+        if isinstance(example, Preference):
+            reference = " ".join(m.content or "" for m in example.chosen if m.role == "assistant")
+            cases.append(
+                Case(
+                    line,
+                    example.prompt,
+                    reference,
+                    Conversation(example.prompt + example.chosen, example.tools),
+                    Conversation(example.prompt + example.rejected, example.tools),
+                )
+            )
+            continue
         if not isinstance(example, Conversation):
-            raise UsageError(f"{path}: evaluation needs chat examples (line {line} is not one)")
+            raise UsageError(f"{path}: evaluation needs chat examples or preference pairs (line {line} is neither)")
         prompt, reference = example.split_at_last_reply()
         cases.append(
             Case(
@@ -119,7 +137,9 @@ def looks_like_labels(references: list[str]) -> bool:
     )
 
 
-def task_kind(references: list[str], classification_like: bool) -> str:
+def task_kind(references: list[str], classification_like: bool, preference: bool = False) -> str:
+    if preference:
+        return "preference"
     if classification_like or looks_like_labels(references):
         return "classification"
     if references and all(metrics.json_valid(r) for r in references):
@@ -149,6 +169,8 @@ def score_model(
         [collate(encoded[i : i + batch_size], pad) for i in range(0, len(encoded), batch_size)],
         device=engine.device,
     )
+    if any(c.rejected is not None for c in cases):
+        per_example[PREFERENCE_ACCURACY] = _preference_accuracy(engine, cases, batch_size)
     completion_tokens = sum(g.completion_tokens for g in generations)
     return {
         "model": name,
@@ -165,6 +187,17 @@ def score_model(
         "tokens_per_second": completion_tokens / seconds if seconds else 0.0,
         "mean_output_tokens": completion_tokens / len(cases),
     }
+
+
+def _preference_accuracy(engine, cases: list[Case], batch_size: int) -> list[float]:
+    """Per pair: 1.0 when the model gives the preferred reply the higher log-probability, else 0."""
+    from tuneforge.train.dpo import TokenizedPair, pair_log_probs
+
+    tokenizer = ChatTokenizer(engine.tokenizer)
+    chosen, rejected = tokenizer.encode([c.conversation for c in cases]), tokenizer.encode([c.rejected for c in cases])
+    pairs = [TokenizedPair(a, b) for a, b in zip(chosen, rejected)]
+    scores = pair_log_probs(engine.model, pairs, batch_size, engine.pad_id, engine.device)
+    return [float(better > worse) for better, worse in scores.tolist()]
 
 
 def _score_side(
@@ -218,7 +251,8 @@ def run_eval(
     device = resolve_device(device)  # a missing device fails before anything is loaded
     cases, classification_like = load_cases_and_labels(data, max_examples)
     references = [c.reference for c in cases]
-    kind = task_kind(references, classification_like)
+    preference = bool(cases) and all(c.rejected is not None for c in cases)
+    kind = task_kind(references, classification_like, preference)
     chosen = metric_names or DEFAULT_METRICS[kind]
     unknown = [m for m in chosen if m not in PER_EXAMPLE]
     if unknown:
@@ -244,6 +278,7 @@ def run_eval(
                 precision,
                 device,
             )
+    chosen = chosen + ([PREFERENCE_ACCURACY] if preference else [])  # scored by score_model from log-probs
     results = {
         "model": model,
         "against": against,

@@ -219,18 +219,26 @@ def evaluate_preferences(loss_module: PreferenceLoss, pairs: list[TokenizedPair]
 
 
 @torch.no_grad()
-def reference_log_probs(model, pairs: list[TokenizedPair], config, pad_id: int, device) -> torch.Tensor:
-    """(pairs, 2) the model's (chosen, rejected) log-probabilities, in eval mode (no dropout)."""
+def pair_log_probs(
+    model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device, dtype=None, padding_free: bool = False
+) -> torch.Tensor:
+    """(pairs, 2) the model's (chosen, rejected) reply log-probabilities, in eval mode (no dropout):
+    a run's reference, and the evaluation's preference accuracy."""
     was_training = model.training
     model.eval()
-    dtype = torch.bfloat16 if config.precision == "bf16" else None
     out = []
-    for start in range(0, len(pairs), config.batch_size):
-        chunk = pairs[start : start + config.batch_size]
-        logps = sequence_log_probs(model, pair_batch(chunk, pad_id, config.padding_free).to(device), dtype)
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        logps = sequence_log_probs(model, pair_batch(chunk, pad_id, padding_free).to(device), dtype)
         out.append(torch.stack(logps.float().cpu().chunk(2), dim=1))
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 2)
+
+
+def reference_log_probs(model, pairs: list[TokenizedPair], config, pad_id: int, device) -> torch.Tensor:
+    """The run's reference: `pair_log_probs` of the model as the run starts, as the run computes."""
+    dtype = torch.bfloat16 if config.precision == "bf16" else None
+    return pair_log_probs(model, pairs, config.batch_size, pad_id, device, dtype, config.padding_free)
 
 
 def attach_references(model, sets: dict[str, list[TokenizedPair]], config, pad_id: int, device, run_dir: Path) -> None:
