@@ -30,8 +30,9 @@ ALLOWED = {
     "runs": STAGES | {"registry"},
     "jobs": SERVICES,
     "serve": SERVICES | {"jobs"},
+    "web": SERVICES | {"jobs", "serve"},  # the dashboard: pages on the API's dependencies and data
     "quickstart": SERVICES,
-    "cli": SERVICES | {"jobs", "serve", "quickstart"},
+    "cli": SERVICES | {"jobs", "serve", "web", "quickstart"},
     "__init__": set(),  # the version only: importing tuneforge changes nothing in the process
     "__main__": {"cli"},
 }

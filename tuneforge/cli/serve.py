@@ -69,6 +69,7 @@ def serve(
 
     from tuneforge.serve.app import ServerOptions, create_app
     from tuneforge.settings import protect_home
+    from tuneforge.web import install_dashboard
 
     if device != "cpu" and (device != "auto" or precision == "int8"):
         # A device named but not there, or int8 off the CPU, fails now rather than at every request
@@ -92,8 +93,10 @@ def serve(
         allowed_hosts=tuple(allowed_host or ()),
     )
     app_ = create_app(options)
+    install_dashboard(app_)
     console.print(
-        f"Tuneforge API on http://{host}:{port}/v1 ({'no auth' if no_auth else 'API keys required'}"
+        f"Tuneforge API on http://{host}:{port}/v1, dashboard on http://{host}:{port}/ "
+        f"({'no auth' if no_auth else 'API keys required'}"
         f"{', worker started' if not no_worker else ''})"
     )
     uvicorn.run(app_, host=host, port=port, log_level="warning")

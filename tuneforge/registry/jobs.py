@@ -254,3 +254,28 @@ def list_events(job_id: str, after: str | None, limit: int):
 def job_for_run(run_id: str) -> Job | None:
     with session() as db:
         return db.scalar(select(Job).where(Job.run_id == run_id))
+
+
+def metric_events(job_id: str, after_seq: int = 0) -> list[tuple[int, dict]]:
+    """(sequence number, data) of a job's metrics events in the order they were written, after
+    `after_seq`: what a live curve needs, in one indexed query (a dashboard polls it)."""
+    with session() as db:
+        rows = db.execute(
+            select(JobEvent.seq, JobEvent.data)
+            .where(JobEvent.job_id == job_id, JobEvent.type == "metrics", JobEvent.seq > after_seq)
+            .order_by(JobEvent.seq)
+        )
+        return [(seq, data or {}) for seq, data in rows]
+
+
+def recent_messages(job_id: str, limit: int) -> list[JobEvent]:
+    """A job's newest `limit` message events (not its step reports), newest first."""
+    with session() as db:
+        return list(
+            db.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.type == "message")
+                .order_by(JobEvent.seq.desc())
+                .limit(limit)
+            )
+        )

@@ -1,0 +1,110 @@
+"""The dashboard in real headless Chromium (Debian's, driven by Playwright) against a real `tuneforge
+serve` on loopback with the tiny model: the key prompt, the jobs list, a job page whose curve gains
+points while the worker trains and whose status reaches succeeded. Every request the page makes must
+go to the server itself. Screenshots at 1280 and 390 px wide go to TUNEFORGE_SCREENSHOT_DIR (or the
+test's directory)."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import openai
+import pytest
+from helpers import write_jsonl
+from server_process import TINY_LORA, ServerProcess, tickets
+
+WIDTHS = {"desktop": 1280, "phone": 390}
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("TUNEFORGE_REQUIRE_BROWSER") == "1" or os.environ.get("CI"):
+            pytest.fail("no chromium on PATH, and this run must test the dashboard in a browser")
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir, chromium_path):
+    process = ServerProcess(tmp_path_factory.mktemp("dash-home"), "--allow-model-dir", str(tiny_model_dir)).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    directory = Path(os.environ.get("TUNEFORGE_SCREENSHOT_DIR", tmp_path))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def test_a_job_page_shows_its_curve_growing_until_it_succeeds(server, browser, tiny_model_dir, tmp_path):
+    key = server.new_key("alpha")
+    client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=60)
+    origin = server.base_url.removesuffix("/v1")
+    page = browser.new_page(viewport={"width": WIDTHS["desktop"], "height": 900})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+
+    page.goto(f"{origin}/")  # -> /ui/jobs, which asks for the key first
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("text=No jobs yet")
+
+    data = write_jsonl(tmp_path / "tickets.jsonl", tickets(200))  # 75 steps: long enough to watch
+    uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
+    client.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model_dir),
+        training_file=uploaded.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 8}}},
+        extra_body={**TINY_LORA, "validation_split": 0, "forgetting_guard": False},  # 200 / 8 x 3 = 75 steps
+    )
+    page.wait_for_selector(f"a[href='/ui/jobs/{job.id}']")  # the list refreshes itself while a job is active
+    page.click(f"a[href='/ui/jobs/{job.id}']")
+    page.wait_for_selector("#loss-chart canvas")
+
+    def points() -> int:
+        return int(re.match(r"(\d+)", page.inner_text("#curve-points")).group(1))
+
+    seen = []  # the point counts the page showed while the worker trained
+    while page.inner_text("#job-status").strip() != "succeeded":
+        assert page.inner_text("#job-status").strip() in ("validating_files", "queued", "running")
+        seen.append(points())
+        page.wait_for_timeout(500)
+        assert len(seen) < 480, "the job did not succeed within 4 minutes"
+    page.wait_for_function("document.getElementById('curve-points').textContent.startsWith('75 ')", timeout=30_000)
+    grew = sorted(set(seen) - {0, 75})
+    assert grew, f"the curve never showed a partial run: {sorted(set(seen))}"  # it gained points live
+    assert seen == sorted(seen)  # and never lost any
+    assert page.locator(".job-action").count() == 0  # nothing to cancel or pause once it succeeded
+    page.wait_for_selector("#job-events >> text=The job has successfully completed")  # the events kept up
+    shots = shots_dir(tmp_path)
+    for name, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / f"job-{name}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing wider than the screen
+    page.goto(f"{origin}/ui/jobs")  # the key is kept for the tab: no prompt this time
+    page.wait_for_selector(f"a[href='/ui/jobs/{job.id}']")
+    for name, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / f"jobs-{name}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert requested and all(url.startswith(origin + "/") for url in requested), [
+        u for u in requested if not u.startswith(origin)
+    ]

@@ -1,0 +1,83 @@
+"""The dashboard's routes: page shells (no data, no key needed), fragments and data (the caller's
+project, from its key, as the API's routes take it)."""
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from tuneforge.registry import jobs
+from tuneforge.serve.deps import project
+from tuneforge.serve.protocol import APIError
+from tuneforge.web import views
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+# Nothing but this server: scripts, styles, images and requests alike (the vendored assets included).
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+PAGES = {"jobs": "Jobs"}  # the pages built so far, in the navigation's order
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(request: Request, name: str, fragment: str, title: str) -> HTMLResponse:
+    response = templates.TemplateResponse(
+        request,
+        "base.html",
+        {"pages": PAGES, "current": name, "fragment": fragment, "title": title, "auth": _needs_key(request)},
+    )
+    response.headers["Content-Security-Policy"] = CSP
+    return response
+
+
+def _needs_key(request: Request) -> bool:
+    return request.app.state.options.auth
+
+
+def _fragment(request: Request, template: str, **context) -> HTMLResponse:
+    response = templates.TemplateResponse(request, template, context)
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _job(owner: str, job_id: str):
+    job = jobs.get_job(owner, job_id)
+    if job is None:
+        raise APIError(404, f"No fine-tuning job found with id '{job_id}'.", code="not_found")
+    return job
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/ui/jobs")
+
+
+@router.get("/ui/jobs")
+def jobs_page(request: Request) -> HTMLResponse:
+    return _page(request, "jobs", "/ui/fragments/jobs", "Jobs")
+
+
+@router.get("/ui/jobs/{job_id}")
+def job_page(request: Request, job_id: str) -> HTMLResponse:
+    return _page(request, "jobs", f"/ui/fragments/jobs/{job_id}", f"Job {job_id}")
+
+
+@router.get("/ui/fragments/jobs")
+def jobs_fragment(request: Request, owner: str = Depends(project)) -> HTMLResponse:
+    return _fragment(request, "jobs.html", jobs=views.job_list(owner))
+
+
+@router.get("/ui/fragments/jobs/{job_id}")
+def job_fragment(request: Request, job_id: str, owner: str = Depends(project)) -> HTMLResponse:
+    return _fragment(request, "job.html", job=views.job_page(_job(owner, job_id)))
+
+
+@router.get("/ui/data/jobs/{job_id}/curves")
+def job_curves(job_id: str, after: int = 0, owner: str = Depends(project)) -> JSONResponse:
+    return JSONResponse(views.curves(_job(owner, job_id), after), headers={"Cache-Control": "no-store"})

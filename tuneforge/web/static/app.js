@@ -1,0 +1,152 @@
+// The dashboard's behaviour: the API key (kept in this tab's session storage, sent to this server
+// only), the page's fragment, job actions, and the live curves. No framework: htmx swaps the
+// server's fragments, uPlot draws the charts; both are vendored beside this file.
+"use strict";
+
+const KEY = "tuneforge.key";
+const needsKey = () => document.body.dataset.auth === "required";
+const key = () => sessionStorage.getItem(KEY);
+
+function authHeaders() {
+  return needsKey() && key() ? { Authorization: `Bearer ${key()}` } : {};
+}
+
+function askForKey() {
+  const dialog = document.getElementById("key-dialog");
+  if (!dialog.open) dialog.showModal();
+}
+
+function loadFragment() {
+  const main = document.getElementById("content");
+  if (needsKey() && !key()) return askForKey();
+  htmx.ajax("GET", main.dataset.fragment, { target: main, swap: "innerHTML" });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const forget = document.getElementById("forget-key");
+  forget.hidden = !needsKey();
+  forget.addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    askForKey();
+  });
+  document.getElementById("key-form").addEventListener("submit", () => {
+    sessionStorage.setItem(KEY, document.getElementById("key-input").value.trim());
+    loadFragment();
+  });
+  document.body.addEventListener("htmx:configRequest", (event) => {
+    Object.assign(event.detail.headers, authHeaders());
+  });
+  document.body.addEventListener("htmx:responseError", (event) => {
+    if (event.detail.xhr.status === 401) {
+      sessionStorage.removeItem(KEY);
+      askForKey();
+    } else {
+      showError(event.detail.xhr);
+    }
+  });
+  document.body.addEventListener("htmx:afterSwap", () => startCurves());
+  document.body.addEventListener("click", onAction);
+  loadFragment();
+});
+
+function showError(xhr) {
+  let message = `${xhr.status}`;
+  try {
+    message = JSON.parse(xhr.responseText).error.message;
+  } catch (_) {}
+  const main = document.getElementById("content");
+  const box = document.createElement("p");
+  box.className = "error";
+  box.textContent = message;
+  main.prepend(box);
+}
+
+async function onAction(event) {
+  const button = event.target.closest(".job-action");
+  if (!button) return;
+  button.disabled = true;
+  const response = await fetch(`/v1/fine_tuning/jobs/${button.dataset.job}/${button.dataset.verb}`, {
+    method: "POST",
+    headers: authHeaders(),
+  });
+  if (!response.ok) showError({ status: response.status, responseText: await response.text() });
+  loadFragment();
+}
+
+// ---------------------------------------------------------------------------------------- curves
+const SERIES = {
+  loss: [
+    ["train_loss", "training loss", "#4c72b0"],
+    ["valid_loss", "validation loss", "#dd8452"],
+  ],
+  accuracy: [
+    ["train_accuracy", "training token accuracy", "#4c72b0"],
+    ["valid_accuracy", "validation token accuracy", "#dd8452"],
+  ],
+};
+let curveState = null;
+
+function startCurves() {
+  const section = document.getElementById("job");
+  if (!section) return;
+  if (curveState && curveState.job === section.dataset.job && document.getElementById("loss-chart").firstChild) return;
+  if (curveState) clearTimeout(curveState.timer);
+  curveState = { job: section.dataset.job, last: 0, rows: new Map(), charts: {}, timer: null };
+  pollCurves();
+}
+
+async function pollCurves() {
+  const state = curveState;
+  const response = await fetch(`/ui/data/jobs/${state.job}/curves?after=${state.last}`, { headers: authHeaders() });
+  if (state !== curveState) return; // another job's page replaced this one
+  if (response.ok) {
+    const data = await response.json();
+    data.step.forEach((step, i) => {
+      const row = state.rows.get(step) || {};
+      for (const name of Object.keys(SERIES).flatMap((axis) => SERIES[axis].map((s) => s[0]))) {
+        if (data[name][i] !== null && data[name][i] !== undefined) row[name] = data[name][i];
+      }
+      state.rows.set(step, row);
+    });
+    state.last = data.last;
+    draw(state);
+    if (!["succeeded", "failed", "cancelled"].includes(data.status)) {
+      state.timer = setTimeout(pollCurves, 2000);
+    }
+  }
+}
+
+function draw(state) {
+  const steps = [...state.rows.keys()].sort((a, b) => a - b);
+  document.getElementById("curve-points").textContent = `${steps.length} points`;
+  for (const [axis, series] of Object.entries(SERIES)) {
+    const element = document.getElementById(`${axis}-chart`);
+    if (!element) continue;
+    const columns = [steps, ...series.map(([name]) => steps.map((s) => state.rows.get(s)[name] ?? null))];
+    const chart = state.charts[axis];
+    if (chart && chart.root.isConnected) {
+      chart.setData(columns);
+      continue;
+    }
+    element.replaceChildren();
+    state.charts[axis] = new uPlot(
+      {
+        width: Math.max(280, element.clientWidth),
+        height: 240,
+        scales: { x: { time: false } },
+        axes: [{ label: "step" }, { label: axis }],
+        series: [{ label: "step" }, ...series.map(([, label, colour]) => ({ label, stroke: colour, width: 2, spanGaps: true }))],
+      },
+      columns,
+      element,
+    );
+  }
+}
+
+window.addEventListener("resize", () => {
+  if (!curveState) return;
+  for (const [axis, chart] of Object.entries(curveState.charts)) {
+    const element = document.getElementById(`${axis}-chart`);
+    if (element) chart.setSize({ width: Math.max(280, element.clientWidth), height: 240 });
+  }
+});
