@@ -223,34 +223,40 @@ def test_export_merged_loads_with_plain_transformers(trained, tmp_path):
         assert not torch.allclose(model(ids).logits, base_logits, atol=1e-2)
 
 
-@pytest.mark.parametrize("dtype", ["f16", "q8_0"])
-def test_export_gguf_reloads_and_answers_as_the_merged_model(trained, tmp_path, dtype):
+def test_export_gguf_reloads_and_answers_as_the_merged_model(trained, tmp_path):
     import gguf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     home, run, _ = trained
-    target = tmp_path / f"model-{dtype}.gguf"
-    result = tuneforge(home, "export", run["id"], "--gguf", str(target), "--dtype", dtype)
-    assert result.returncode == 0, result.stderr
     assert tuneforge(home, "export", run["id"], "--merged", str(tmp_path / "merged")).returncode == 0
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=target.name, dtype=torch.float32).eval()
-    gguf_tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file=target.name)
-    assert gguf_tokenizer.chat_template == tokenizer.chat_template
-    fields = gguf.GGUFReader(target).fields
-    assert fields["tokenizer.ggml.eos_token_id"].contents() == tokenizer.eos_token_id
-    assert fields["general.architecture"].contents() == "llama"
-    for animal in ANIMALS[:10]:
-        prompt = tokenizer.apply_chat_template(
+    prompts = [
+        tokenizer.apply_chat_template(
             [{"role": "user", "content": f"Say hi as the {animal}"}], add_generation_prompt=True, tokenize=False
         )
-        ids = tokenizer(prompt, return_tensors="pt").input_ids
-        assert gguf_tokenizer(prompt, return_tensors="pt").input_ids.tolist() == ids.tolist()
-        with torch.no_grad():
-            expected = merged.generate(ids, max_new_tokens=6, do_sample=False)
-            got = reloaded.generate(ids, max_new_tokens=6, do_sample=False)
-        assert got.tolist() == expected.tolist(), animal
+        for animal in ANIMALS[:10]
+    ]
+    with torch.no_grad():
+        expected = [
+            merged.generate(tokenizer(p, return_tensors="pt").input_ids, max_new_tokens=6, do_sample=False)
+            for p in prompts
+        ]
+    for dtype in ("f16", "q8_0"):
+        target = tmp_path / f"model-{dtype}.gguf"
+        result = tuneforge(home, "export", run["id"], "--gguf", str(target), "--dtype", dtype)
+        assert result.returncode == 0, result.stderr
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=target.name, dtype=torch.float32).eval()
+        gguf_tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file=target.name)
+        assert gguf_tokenizer.chat_template == tokenizer.chat_template
+        fields = gguf.GGUFReader(target).fields
+        assert fields["tokenizer.ggml.eos_token_id"].contents() == tokenizer.eos_token_id
+        assert fields["general.architecture"].contents() == "llama"
+        for prompt, answer in zip(prompts, expected):
+            ids = gguf_tokenizer(prompt, return_tensors="pt").input_ids
+            assert ids.tolist() == tokenizer(prompt, return_tensors="pt").input_ids.tolist()
+            with torch.no_grad():  # the merged model's greedy answer, from the GGUF weights
+                assert reloaded.generate(ids, max_new_tokens=6, do_sample=False).tolist() == answer.tolist(), dtype
 
 
 @pytest.mark.parametrize(

@@ -153,6 +153,11 @@ def _print_run_summary(run_id: str) -> None:
     console.print(f"\n[bold green]{run.id} {run.status}[/bold green]: {run.models[0].name if run.models else ''}")
     if valid:
         console.print("  validation loss by step: " + ", ".join(f"{step}: {loss:.3f}" for step, loss in valid))
+    if "valid_reward_accuracy" in metrics:  # a DPO run
+        console.print(
+            f"  validation reward accuracy {metrics['valid_reward_accuracy']:.3f} (pairs whose preferred reply "
+            f"ranks higher), reward margin {metrics['valid_rewards_margin']:.3f}"
+        )
     if guard := forgetting_summary(metrics):  # runs recorded before the forgetting guard have none
         console.print(f"  {guard}", markup=False, highlight=False)
     memory = (
