@@ -29,6 +29,10 @@ def test_check_clean_file_exits_zero_with_token_statistics():
     assert set(report) >= {"ok", "format", "examples", "findings", "stats"}
     assert report["stats"]["tokens_per_example"]["max"] >= report["stats"]["tokens_per_example"]["p95"]
     assert 0 < report["stats"]["trainable_tokens"] < report["stats"]["total_tokens"]
+    histogram = report["stats"]["token_histogram"]  # what the dashboard draws: every example in one bin
+    assert sum(b["count"] for b in histogram) == 320 and len(histogram) <= 20
+    assert histogram[0]["from"] == report["stats"]["tokens_per_example"]["min"]
+    assert histogram[-1]["to"] == report["stats"]["tokens_per_example"]["max"] + 1
 
 
 def test_check_file_with_errors_exits_one_and_names_line_and_field(tmp_path):

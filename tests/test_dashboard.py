@@ -1,8 +1,10 @@
 """The dashboard in real headless Chromium (Debian's, driven by Playwright) against a real `tuneforge
-serve` on loopback with the tiny model: the key prompt, the jobs list, a job page whose curve gains
-points while the worker trains and whose status reaches succeeded. Every request the page makes must
-go to the server itself. Screenshots at 1280 and 390 px wide go to TUNEFORGE_SCREENSHOT_DIR (or the
-test's directory)."""
+serve` on loopback with the tiny model: the key prompt; the data page's upload and its findings with
+their lines, and token statistics; the jobs list; a job page whose curve gains points while the
+worker trains and whose status reaches succeeded. Every request a page makes must go to the server
+itself. Screenshots at 1280 and 390 px wide go to TUNEFORGE_SCREENSHOT_DIR (or the test's
+directory). Waits are locator based: the pages' Content-Security-Policy refuses the eval that
+`wait_for_function` needs."""
 
 import os
 import re
@@ -12,6 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 from helpers import write_jsonl
+from playwright.sync_api import expect
 from server_process import TINY_LORA, ServerProcess, tickets
 
 WIDTHS = {"desktop": 1280, "phone": 390}
@@ -86,7 +89,7 @@ def test_a_job_page_shows_its_curve_growing_until_it_succeeds(server, browser, t
         seen.append(points())
         page.wait_for_timeout(500)
         assert len(seen) < 480, "the job did not succeed within 4 minutes"
-    page.wait_for_function("document.getElementById('curve-points').textContent.startsWith('75 ')", timeout=30_000)
+    expect(page.locator("#curve-points")).to_have_text("75 points", timeout=30_000)
     grew = sorted(set(seen) - {0, 75})
     assert grew, f"the curve never showed a partial run: {sorted(set(seen))}"  # it gained points live
     assert seen == sorted(seen)  # and never lost any
@@ -108,3 +111,39 @@ def test_a_job_page_shows_its_curve_growing_until_it_succeeds(server, browser, t
     assert requested and all(url.startswith(origin + "/") for url in requested), [
         u for u in requested if not u.startswith(origin)
     ]
+
+
+def test_an_uploaded_file_with_a_mistake_shows_its_finding_with_the_line(server, browser, tmp_path):
+    key = server.new_key("alpha")
+    origin = server.base_url.removesuffix("/v1")
+    page = browser.new_page(viewport={"width": WIDTHS["desktop"], "height": 900})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{origin}/ui/data")
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#dropzone")
+    records = tickets(12)
+    records[2] = {"messages": [{"role": "robot", "content": "beep"}, {"role": "assistant", "content": "bug"}]}
+    data = write_jsonl(tmp_path / "tickets-with-a-mistake.jsonl", records)
+    page.set_input_files("#upload-input", str(data))  # the drop zone's own input: the upload a drop makes
+    page.wait_for_url(re.compile(r".*/ui/data/file-.*"))
+    expect(page.locator("#file-status")).to_have_text("error", timeout=60_000)
+    row = page.locator(".findings tbody tr.severity-error").first
+    cells = [row.locator("td").nth(i).inner_text() for i in range(4)]
+    assert cells[0] == "3" and cells[1] == "messages[0].role" and "robot" in cells[3]
+    page.click("#tokens button")
+    page.wait_for_selector(".histogram rect.bar")
+    assert page.locator(".histogram rect.bar").count() >= 1
+    assert "Tokens per example" in page.inner_text("#tokens")
+    shots = shots_dir(tmp_path)
+    for name, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / f"data-check-{name}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.goto(f"{origin}/ui/data")
+    page.wait_for_selector("text=tickets-with-a-mistake.jsonl")
+    page.screenshot(path=str(shots / "data-desktop.png"), full_page=True)
+    assert all(url.startswith(origin + "/") for url in requested), [u for u in requested if not u.startswith(origin)]

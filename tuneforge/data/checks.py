@@ -51,6 +51,19 @@ class Histogram:
         mean = sum(v * c for v, c in self.counts.items()) / total
         return {"min": values[0], "mean": round(mean, 1), "p95": p95, "max": values[-1]}
 
+    def bins(self, count: int = 20) -> list[dict]:
+        """Equal-width bins from the smallest value to the largest: [{"from", "to", "count"}], `to`
+        exclusive but for the last bin. Empty when nothing was added."""
+        if not self.counts:
+            return []
+        low, high = min(self.counts), max(self.counts)
+        width = max(1, -(-(high - low + 1) // count))
+        edges = list(range(low, high + 1, width))
+        totals = [0] * len(edges)
+        for value, seen in self.counts.items():
+            totals[(value - low) // width] += seen
+        return [{"from": edge, "to": min(edge + width, high + 1), "count": n} for edge, n in zip(edges, totals)]
+
 
 @dataclass
 class CheckReport:
@@ -333,6 +346,7 @@ class DatasetChecker:
             stats.update(
                 {
                     "tokens_per_example": self.tokens.summary(),
+                    "token_histogram": self.tokens.bins(),
                     "total_tokens": int(self.total_tokens),
                     "trainable_tokens": int(self.trainable_tokens),
                     "truncated_examples": self.truncated,

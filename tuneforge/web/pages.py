@@ -20,7 +20,8 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-PAGES = {"jobs": "Jobs"}  # the pages built so far, in the navigation's order
+PAGES = {"data": "Data", "jobs": "Jobs"}  # the pages built so far, in the navigation's order
+TOKEN_MODEL = "smollm2-135m-instruct"  # whose tokenizer counts a file's tokens on the data page
 
 router = APIRouter(include_in_schema=False)
 
@@ -81,3 +82,46 @@ def job_fragment(request: Request, job_id: str, owner: str = Depends(project)) -
 @router.get("/ui/data/jobs/{job_id}/curves")
 def job_curves(job_id: str, after: int = 0, owner: str = Depends(project)) -> JSONResponse:
     return JSONResponse(views.curves(_job(owner, job_id), after), headers={"Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------------------------------ data
+def _file(owner: str, file_id: str):
+    row = jobs.get_file(owner, file_id)
+    if row is None:
+        raise APIError(404, f"No such File object: {file_id}", code="not_found")
+    return row
+
+
+@router.get("/ui/data")
+def data_page(request: Request) -> HTMLResponse:
+    return _page(request, "data", "/ui/fragments/data", "Data")
+
+
+@router.get("/ui/data/{file_id}")
+def file_page(request: Request, file_id: str) -> HTMLResponse:
+    return _page(request, "data", f"/ui/fragments/data/{file_id}", "Data check")
+
+
+@router.get("/ui/fragments/data")
+def data_fragment(request: Request, owner: str = Depends(project)) -> HTMLResponse:
+    return _fragment(request, "data.html", files=views.file_list(owner))
+
+
+@router.get("/ui/fragments/data/{file_id}")
+def file_fragment(request: Request, file_id: str, owner: str = Depends(project)) -> HTMLResponse:
+    return _fragment(request, "file.html", file=views.file_page(_file(owner, file_id)))
+
+
+@router.get("/ui/fragments/data/{file_id}/tokens")
+def tokens_fragment(request: Request, file_id: str, owner: str = Depends(project)) -> HTMLResponse:
+    """The data check again, with the bundled model's tokenizer: token lengths, the histogram, the
+    truncated examples and the time estimate (the stored check ran without a model)."""
+    from tuneforge.data.checks import check_with_model
+    from tuneforge.jobs.files import ContentMissing, readable_file
+
+    try:
+        row = readable_file(owner, file_id) or _file(owner, file_id)
+    except ContentMissing as missing:
+        raise APIError(410, f"{missing.message}. {missing.fix}", code="file_content_missing") from None
+    report = check_with_model(Path(row.path), TOKEN_MODEL).as_json()
+    return _fragment(request, "tokens.html", file=views.file_page(row, report), model=TOKEN_MODEL)

@@ -71,3 +71,59 @@ def curves(job: Job, after_seq: int = 0) -> dict:
         "step": steps,
         **{name: [by_step[s].get(field) for s in steps] for name, (field, _) in CURVES.items()},
     }
+
+
+# ------------------------------------------------------------------------------------------ data
+def file_row(row) -> dict:
+    report = row.report or {}
+    return {
+        "id": row.id,
+        "filename": row.filename,
+        "purpose": row.purpose,
+        "bytes": row.bytes,
+        "status": row.status,
+        "created": when(row.created_at),
+        "examples": report.get("examples"),
+        "errors": report.get("errors"),
+        "warnings": report.get("warnings"),
+    }
+
+
+def file_list(project: str, limit: int = 100) -> list[dict]:
+    rows, _ = jobs.list_files(project, "fine-tune", None, limit, True)
+    return [file_row(row) for row in rows]
+
+
+def file_page(row, token_report: dict | None = None) -> dict:
+    """The stored data check (findings with line, field and fix; statistics; personal data) and,
+    with `token_report` (the same check with a model's tokenizer), the token statistics."""
+    report = row.report or {}
+    stats = (token_report or report).get("stats") or {}
+    return {
+        **file_row(row),
+        "details": row.status_details,
+        "checked": row.status != "uploaded",
+        "format": report.get("format"),
+        "kind": report.get("kind"),
+        # The stored check ran without a tokenizer; this page counts tokens itself (the button).
+        "findings": [f for f in report.get("findings", []) if f.get("code") != "no_tokenizer"],
+        "finding_counts": report.get("finding_counts", {}),
+        "labels": report.get("labels"),
+        "stats": stats,
+        "histogram": _histogram_bars(stats.get("token_histogram") or []),
+    }
+
+
+def _histogram_bars(bins: list[dict], width: int = 600, height: int = 160) -> list[dict]:
+    """SVG rectangles for the token-length histogram (attributes, not inline styles: the page's CSP)."""
+    if not bins:
+        return []
+    tallest = max(b["count"] for b in bins) or 1
+    step = width / len(bins)
+    bars = []
+    for index, b in enumerate(bins):
+        h = round(b["count"] / tallest * (height - 20), 1)
+        bars.append(
+            {**b, "x": round(index * step + 1, 1), "w": round(step - 2, 1), "y": round(height - 20 - h, 1), "h": h}
+        )
+    return bars

@@ -46,6 +46,26 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.body.addEventListener("htmx:afterSwap", () => startCurves());
   document.body.addEventListener("click", onAction);
+  document.body.addEventListener("change", (event) => {
+    if (event.target.id === "upload-input" && event.target.files.length) upload(event.target.files[0]);
+  });
+  document.body.addEventListener("dragover", (event) => {
+    const zone = event.target.closest("#dropzone");
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  document.body.addEventListener("dragleave", (event) => {
+    const zone = event.target.closest("#dropzone");
+    if (zone) zone.classList.remove("over");
+  });
+  document.body.addEventListener("drop", (event) => {
+    const zone = event.target.closest("#dropzone");
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.remove("over");
+    if (event.dataTransfer.files.length) upload(event.dataTransfer.files[0]);
+  });
   loadFragment();
 });
 
@@ -59,6 +79,23 @@ function showError(xhr) {
   box.className = "error";
   box.textContent = message;
   main.prepend(box);
+}
+
+// A dropped or chosen file goes to the API's own upload (purpose fine-tune); its check page follows.
+async function upload(file) {
+  const status = document.getElementById("upload-status");
+  status.textContent = `Uploading ${file.name}…`;
+  const form = new FormData();
+  form.append("purpose", "fine-tune");
+  form.append("file", file, file.name);
+  const response = await fetch("/v1/files", { method: "POST", headers: authHeaders(), body: form });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    status.textContent = "";
+    showError({ status: response.status, responseText: JSON.stringify(body) });
+    return;
+  }
+  window.location.assign(`/ui/data/${body.id}`);
 }
 
 async function onAction(event) {
