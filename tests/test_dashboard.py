@@ -15,7 +15,7 @@ import openai
 import pytest
 from helpers import write_jsonl
 from playwright.sync_api import expect
-from server_process import TINY_LORA, ServerProcess, tickets
+from server_process import ServerProcess, tickets
 
 WIDTHS = {"desktop": 1280, "phone": 390}
 
@@ -67,17 +67,26 @@ def test_a_job_page_shows_its_curve_growing_until_it_succeeds(server, browser, t
     page.click("#key-form button[type=submit]")
     page.wait_for_selector("text=No jobs yet")
 
-    data = write_jsonl(tmp_path / "tickets.jsonl", tickets(200))  # 75 steps: long enough to watch
+    data = write_jsonl(tmp_path / "tickets.jsonl", tickets(200))  # ~70 steps: long enough to watch
     uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
     client.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
-    job = client.fine_tuning.jobs.create(
-        model=str(tiny_model_dir),
-        training_file=uploaded.id,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 8}}},
-        extra_body={**TINY_LORA, "validation_split": 0, "forgetting_guard": False},  # 200 / 8 x 3 = 75 steps
-    )
-    page.wait_for_selector(f"a[href='/ui/jobs/{job.id}']")  # the list refreshes itself while a job is active
-    page.click(f"a[href='/ui/jobs/{job.id}']")
+    page.click("text=New job")  # the form, with the data check's estimate for the chosen file
+    page.wait_for_selector("#job-form")
+    page.select_option("#job-model", str(tiny_model_dir))
+    page.select_option("#job-training-file", uploaded.id)
+    expect(page.locator("#estimate")).to_contain_text("min of LoRA training", timeout=30_000)
+    page.fill("#job-epochs", "3")
+    page.fill("#job-batch", "8")
+    page.fill("#job-suffix", "from-the-page")
+    for name, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(shots_dir(tmp_path) / f"new-job-{name}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.set_viewport_size({"width": WIDTHS["desktop"], "height": 900})
+    page.click("#job-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/ui/jobs/ftjob-.*"))
+    job = client.fine_tuning.jobs.retrieve(page.url.rsplit("/", 1)[1])
+    assert job.user_provided_suffix == "from-the-page" and job.hyperparameters.batch_size == 8
     page.wait_for_selector("#loss-chart canvas")
 
     def points() -> int:
@@ -89,8 +98,10 @@ def test_a_job_page_shows_its_curve_growing_until_it_succeeds(server, browser, t
         seen.append(points())
         page.wait_for_timeout(500)
         assert len(seen) < 480, "the job did not succeed within 4 minutes"
-    expect(page.locator("#curve-points")).to_have_text("75 points", timeout=30_000)
-    grew = sorted(set(seen) - {0, 75})
+    events = client.fine_tuning.jobs.list_events(job.id, limit=1000).data
+    steps = {e.data["step"] for e in events if e.type == "metrics"}  # every step and validation reported
+    expect(page.locator("#curve-points")).to_have_text(f"{len(steps)} points", timeout=30_000)
+    grew = sorted(set(seen) - {0, len(steps)})
     assert grew, f"the curve never showed a partial run: {sorted(set(seen))}"  # it gained points live
     assert seen == sorted(seen)  # and never lost any
     assert page.locator(".job-action").count() == 0  # nothing to cancel or pause once it succeeded

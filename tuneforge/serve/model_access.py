@@ -100,3 +100,15 @@ def owned_tuned_model(owner: str, name: str) -> store.Model | None:
         return ownership.owned_tuned_model(owner, name)
     except ownership.NotOwned:
         raise model_not_found(name) from None
+
+
+def model_choices(owner: str, allowed_dirs: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, source) of every model `owner` may name: installed catalog models, the operator's
+    allowed directories, the project's tuned models (source "tuned")."""
+    from tuneforge.models.catalog import bundled_installed
+    from tuneforge.models.catalog import list_models as base_models
+
+    refs = [ref for ref in base_models() if ref.source != "bundled" or bundled_installed(ref.name)]
+    choices = [(ref.name, ref.source) for ref in refs]
+    choices += [(path, "local") for path in sorted(set(allowed_dirs.values()))]
+    return choices + [(m.name, "tuned") for m in ownership.tuned_models_of(owner)]

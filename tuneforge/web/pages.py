@@ -64,6 +64,31 @@ def jobs_page(request: Request) -> HTMLResponse:
     return _page(request, "jobs", "/ui/fragments/jobs", "Jobs")
 
 
+@router.get("/ui/jobs/new")
+def new_job_page(request: Request) -> HTMLResponse:
+    return _page(request, "jobs", "/ui/fragments/jobs/new", "New job")
+
+
+@router.get("/ui/fragments/jobs/new")
+def new_job_fragment(request: Request, owner: str = Depends(project)) -> HTMLResponse:
+    from tuneforge.serve.model_access import model_choices
+
+    checked = [f for f in views.file_list(owner) if f["status"] == "processed"]
+    models = model_choices(owner, request.app.state.allowed_model_dirs)
+    return _fragment(request, "new_job.html", files=checked, models=models)
+
+
+@router.get("/ui/fragments/estimate")
+def estimate_fragment(request: Request, training_file: str = "", owner: str = Depends(project)) -> HTMLResponse:
+    """The data check's time estimate for a training file (tokens with the bundled model's tokenizer,
+    LoRA on this server's device, the default epochs): a line under the form's file choice."""
+    from tuneforge.data.checks import check_with_model
+
+    row = jobs.get_file(owner, training_file) if training_file else None
+    stats = check_with_model(Path(row.path), TOKEN_MODEL).stats if row and Path(row.path).is_file() else {}
+    return _fragment(request, "estimate.html", stats=stats)
+
+
 @router.get("/ui/jobs/{job_id}")
 def job_page(request: Request, job_id: str) -> HTMLResponse:
     return _page(request, "jobs", f"/ui/fragments/jobs/{job_id}", f"Job {job_id}")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from tuneforge.registry import store
 from tuneforge.runs.ownership import NotOwned, delete_tuned_model, owner_of, tuned_models_of
 from tuneforge.serve.deps import project
-from tuneforge.serve.model_access import base_model_for_request, model_not_found, owned_tuned_model
+from tuneforge.serve.model_access import base_model_for_request, model_choices, model_not_found, owned_tuned_model
 from tuneforge.serve.protocol import APIError, ErrorResponse, Model, ModelDeleted, ObjectList
 
 router = APIRouter(tags=["models"], responses={"4XX": {"model": ErrorResponse}})
@@ -27,16 +27,11 @@ def _allowed_dirs(request: Request) -> dict[str, str]:
 
 @router.get("/models")
 def list_models(request: Request, owner: str = Depends(project)) -> ObjectList[Model]:
-    from tuneforge.models.catalog import bundled_installed
-    from tuneforge.models.catalog import list_models as base_models
-
+    tuned = {m.name: m for m in tuned_models_of(owner)}
     data = [
-        Model.base(ref.name, ref.source)
-        for ref in base_models()
-        if ref.source != "bundled" or bundled_installed(ref.name)
+        _tuned_object(tuned[name]) if source == "tuned" else Model.base(name, source)
+        for name, source in model_choices(owner, _allowed_dirs(request))
     ]
-    data += [Model.base(path, "local") for path in sorted(set(_allowed_dirs(request).values()))]
-    data += [_tuned_object(m) for m in tuned_models_of(owner)]
     return ObjectList[Model](data=data)
 
 

@@ -46,6 +46,11 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.body.addEventListener("htmx:afterSwap", () => startCurves());
   document.body.addEventListener("click", onAction);
+  document.body.addEventListener("submit", (event) => {
+    if (event.target.id !== "job-form") return;
+    event.preventDefault();
+    createJob(event.target);
+  });
   document.body.addEventListener("change", (event) => {
     if (event.target.id === "upload-input" && event.target.files.length) upload(event.target.files[0]);
   });
@@ -96,6 +101,37 @@ async function upload(file) {
     return;
   }
   window.location.assign(`/ui/data/${body.id}`);
+}
+
+// The form's fields as OpenAI's job request: numbers where given, "auto" where not, our extras beside.
+async function createJob(form) {
+  const fields = Object.fromEntries(new FormData(form).entries());
+  const value = (text) => (text.trim() === "" || text.trim() === "auto" ? "auto" : Number(text));
+  const hyperparameters = {
+    n_epochs: value(fields.n_epochs),
+    batch_size: value(fields.batch_size),
+    learning_rate_multiplier: value(fields.learning_rate_multiplier),
+  };
+  if (fields.method === "dpo") hyperparameters.beta = value(fields.beta);
+  const body = {
+    model: fields.model,
+    training_file: fields.training_file,
+    method: { type: fields.method, [fields.method]: { hyperparameters } },
+    training_method: fields.training_method,
+  };
+  if (fields.validation_file) body.validation_file = fields.validation_file;
+  if (fields.suffix) body.suffix = fields.suffix;
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  const response = await fetch("/v1/fine_tuning/jobs", {
+    method: "POST",
+    headers: { ...authHeaders(), "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  button.disabled = false;
+  if (!response.ok) return showError({ status: response.status, responseText: JSON.stringify(answer) });
+  window.location.assign(`/ui/jobs/${answer.id}`);
 }
 
 async function onAction(event) {
