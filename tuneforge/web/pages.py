@@ -9,7 +9,7 @@ from fastapi.templating import Jinja2Templates
 
 from tuneforge.registry import jobs
 from tuneforge.serve.deps import project
-from tuneforge.serve.protocol import APIError
+from tuneforge.serve.protocol import APIError, not_found
 from tuneforge.web import views
 
 HERE = Path(__file__).parent
@@ -50,7 +50,7 @@ def _fragment(request: Request, template: str, **context) -> HTMLResponse:
 def _job(owner: str, job_id: str):
     job = jobs.get_job(owner, job_id)
     if job is None:
-        raise APIError(404, f"No fine-tuning job found with id '{job_id}'.", code="not_found")
+        raise not_found("fine-tuning job", job_id, "fine_tuning_job_id")  # the API's own 404
     return job
 
 
@@ -113,7 +113,7 @@ def job_curves(job_id: str, after: int = 0, owner: str = Depends(project)) -> JS
 def _file(owner: str, file_id: str):
     row = jobs.get_file(owner, file_id)
     if row is None:
-        raise APIError(404, f"No such File object: {file_id}", code="not_found")
+        raise not_found("file", file_id, "file_id")
     return row
 
 
