@@ -15,7 +15,7 @@ import openai
 import pytest
 from helpers import write_jsonl
 from playwright.sync_api import expect
-from server_process import ServerProcess, tickets
+from server_process import TINY_LORA, ServerProcess, tickets, wait_for
 
 WIDTHS = {"desktop": 1280, "phone": 390}
 
@@ -45,6 +45,28 @@ def browser(chromium_path):
         launched = playwright.chromium.launch(executable_path=chromium_path, args=["--no-sandbox"])
         yield launched
         launched.close()
+
+
+def open_with_key(browser, origin: str, path: str, key: str):
+    """A desktop-sized page on `path`, the key entered at its prompt; every URL it requests is kept."""
+    page = browser.new_page(viewport={"width": WIDTHS["desktop"], "height": 900})
+    page.requested = []
+    page.on("request", lambda request: page.requested.append(request.url))
+    page.goto(f"{origin}{path}")
+    page.wait_for_selector("#key-dialog[open]")
+    page.fill("#key-input", key)
+    page.click("#key-form button[type=submit]")
+    return page
+
+
+def screenshots(page, tmp_path: Path, name: str) -> None:
+    """The page at both widths, saved; nothing on it wider than the screen."""
+    for label, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots_dir(tmp_path) / f"{name}-{label}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{name} at {width} px"
+    page.set_viewport_size({"width": WIDTHS["desktop"], "height": 900})
 
 
 def shots_dir(tmp_path: Path) -> Path:
@@ -158,3 +180,102 @@ def test_an_uploaded_file_with_a_mistake_shows_its_finding_with_the_line(server,
     page.wait_for_selector("text=tickets-with-a-mistake.jsonl")
     page.screenshot(path=str(shots / "data-desktop.png"), full_page=True)
     assert all(url.startswith(origin + "/") for url in requested), [u for u in requested if not u.startswith(origin)]
+
+
+def test_a_tuned_model_shows_its_lineage_and_downloads_and_plays_against_its_base(
+    server, browser, tiny_model_dir, tmp_path
+):
+    key = server.new_key("models")
+    client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=60)
+    origin = server.base_url.removesuffix("/v1")
+    data = write_jsonl(tmp_path / "lineage-tickets.jsonl", tickets(16))
+    uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
+    client.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model_dir),
+        training_file=uploaded.id,
+        hyperparameters={"n_epochs": 1, "batch_size": 8},
+        suffix="lineage",
+        extra_body=TINY_LORA,
+    )
+    job = wait_for(client, job.id, ("succeeded", "failed"))
+    assert job.status == "succeeded", job.error
+    tuned = job.fine_tuned_model
+    test_file = write_jsonl(tmp_path / "test.jsonl", tickets(4))
+    server.cli(  # an evaluation against the base, for the model page to link its report
+        "eval",
+        tuned,
+        "--data",
+        str(test_file),
+        "--against",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path / "eval"),
+        "--max-tokens",
+        "4",
+        "--no-probes",
+    )
+
+    page = open_with_key(browser, origin, "/ui/models", key)
+    page.click(f"#tuned-models a:text-is('{tuned}')")
+    page.wait_for_selector("#lineage")
+    lineage = page.inner_text("#lineage")
+    for shown in (uploaded.id, "lineage-tickets.jsonl", job.id, "sha256", "16 examples", "report"):
+        assert shown in lineage, (shown, lineage)
+    expect(page.locator("#model-card")).to_contain_text("Fine-tuned by Tuneforge")
+    screenshots(page, tmp_path, "model")
+
+    # Downloads are links the browser follows without the key: signed for this key, refused unsigned.
+    links = {a.inner_text(): a.get_attribute("href") for a in page.locator("#downloads a").all()}
+    weights = page.request.get(origin + links["weights.zip"])
+    assert weights.status == 200 and weights.body()[:2] == b"PK"
+    gguf = page.request.get(origin + links["model-q8_0.gguf"])  # made on this first request
+    assert gguf.status == 200 and gguf.body()[:4] == b"GGUF"
+    card = page.request.get(origin + links["README.md"])
+    assert card.status == 200 and card.text().startswith("---\nlibrary_name: peft")
+    unsigned = page.request.get(origin + links["README.md"].split("?")[0])
+    assert unsigned.status == 401 and unsigned.json()["error"]["code"] == "invalid_link"
+    tampered = page.request.get(origin + links["README.md"].replace("README.md", "metrics.csv", 1))
+    assert tampered.status == 401
+
+    with page.context.expect_page() as report_tab:  # the evaluation's report, in a tab of its own
+        page.click("#lineage a.evaluation-report")
+    report = report_tab.value
+    report.wait_for_load_state()
+    assert "Evaluation" in report.title() or "evaluation" in report.content().lower()
+    assert tuned in report.content()
+
+    # The playground: the tuned model against its base, streamed side by side.
+    page.click("text=Try it against its base")
+    page.wait_for_selector("#playground-form")
+    assert page.input_value("#model-a") == str(tiny_model_dir) and page.input_value("#model-b") == tuned
+    page.fill("#play-prompt", "Ticket 99: my invoice problem")
+    page.fill("#play-max-tokens", "12")
+    page.click("#playground-form button[type=submit]")
+    for side in ("a", "b"):
+        expect(page.locator(f"#meta-{side}")).to_contain_text("finished:", timeout=60_000)
+        assert page.inner_text(f"#answer-{side}").strip(), side
+        expect(page.locator(f"#rate-{side}")).to_be_visible()
+    answer_b = page.inner_text("#answer-b")
+    page.click("#rate-b .rate-button[data-rating='1']")
+    expect(page.locator("#rate-b .rated")).to_have_text("Rated good.")
+    page.click("#rate-a summary")
+    page.fill("#rate-a .correction", "billing")
+    page.click("#rate-a .save-correction")
+    expect(page.locator("#rate-a .rated")).to_have_text("Correction saved.")
+    expect(page.locator("#feedback-table tbody tr")).to_have_count(2)
+    screenshots(page, tmp_path, "playground")
+
+    # Stored: the export holds the good answer and the correction, as chat examples.
+    export = page.request.get(origin + page.get_attribute("#feedback a.button >> nth=0", "href"))
+    records = [line for line in export.text().splitlines() if line]
+    assert len(records) == 2 and "billing" in export.text() and answer_b.strip()[:5] in export.text()
+    page.click("#feedback .feedback-to-data")  # and as a new training file, checked on the Data page:
+    page.wait_for_url(re.compile(r".*/ui/data/file-.*"))  # two examples are too few to train on, it says
+    expect(page.locator("#file-status")).to_have_text("error", timeout=60_000)
+    expect(page.locator(".findings")).to_contain_text("2 usable example(s); at least 10 needed")
+
+    page.goto(f"{origin}/ui/model?name={tuned}")
+    # The tuned model's rating only: the correction was its base's.
+    expect(page.locator("#model-feedback")).to_have_text("1 rating: 1 good, 0 bad, 0 corrected")
+    assert all(url.startswith(origin + "/") for url in page.requested), page.requested

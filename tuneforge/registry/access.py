@@ -20,6 +20,7 @@ DEFAULT_PROJECT = "default"  # what `--no-auth` requests and CLI-trained models 
 # Operator keys (`tuneforge keys create --operator`) read the server's /metrics and belong to no
 # project; the colon keeps this name out of reach of project names (PROJECT_NAME).
 OPERATOR = ":operator"
+KEY_PREFIX_LENGTH = 10  # what `tuneforge keys list` shows of a key, and a signed link names it by
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -72,7 +73,8 @@ class Feedback(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
-def _digest(key: str) -> str:
+def digest(key: str) -> str:
+    """What the registry keeps of a key: its SHA-256, never the key."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -87,19 +89,25 @@ def create_key(project: str) -> str:
         )
     key = "tf-" + secrets.token_urlsafe(32)
     with session() as db, db.begin():
-        db.add(ApiKey(sha256=_digest(key), prefix=key[:10], project=project))
+        db.add(ApiKey(sha256=digest(key), prefix=key[:KEY_PREFIX_LENGTH], project=project))
     return key
 
 
 def project_for_key(key: str) -> str | None:
     with session() as db:
-        row = db.scalar(select(ApiKey).where(ApiKey.sha256 == _digest(key), ApiKey.revoked_at.is_(None)))
+        row = db.scalar(select(ApiKey).where(ApiKey.sha256 == digest(key), ApiKey.revoked_at.is_(None)))
         return row.project if row else None
 
 
 def list_keys() -> list[ApiKey]:
     with session() as db:
         return list(db.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def keys_with_prefix(prefix: str) -> list[ApiKey]:
+    """The live keys that start with `prefix` (a signed link names its key so: web/links.py)."""
+    with session() as db:
+        return list(db.scalars(select(ApiKey).where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))))
 
 
 def revoke_key(prefix: str) -> int:

@@ -231,6 +231,16 @@ def record_evaluation(
         return row.id
 
 
+def get_dataset(sha256: str) -> Dataset | None:
+    with session() as db:
+        return db.get(Dataset, sha256)
+
+
+def get_evaluation(evaluation_id: int) -> Evaluation | None:
+    with session() as db:
+        return db.get(Evaluation, evaluation_id)
+
+
 def list_evaluations(run_id: str | None = None) -> list[Evaluation]:
     with session() as db:
         query = select(Evaluation).order_by(Evaluation.created_at.desc())

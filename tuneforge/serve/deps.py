@@ -11,7 +11,7 @@ from tuneforge.registry import access
 from tuneforge.serve.protocol import APIError
 
 
-def _bearer_key(request: Request) -> str:
+def bearer_key(request: Request) -> str:
     header = request.headers.get("authorization", "")
     return header[7:].strip() if header.lower().startswith("bearer ") else ""
 
@@ -21,7 +21,7 @@ def project(request: Request) -> str:
     if not request.app.state.options.auth:
         request.state.project = access.DEFAULT_PROJECT
         return access.DEFAULT_PROJECT
-    key = _bearer_key(request)
+    key = bearer_key(request)
     if not key:
         raise APIError(
             401,
@@ -47,7 +47,7 @@ def operator(request: Request) -> None:
     options = request.app.state.options
     if not options.auth or options.public_metrics:
         return
-    key = _bearer_key(request)
+    key = bearer_key(request)
     if not key or access.project_for_key(key) != access.OPERATOR:
         raise APIError(
             401,
@@ -62,7 +62,7 @@ def any_key(request: Request) -> None:
     options = request.app.state.options
     if not options.auth or options.public_docs:
         return
-    key = _bearer_key(request)
+    key = bearer_key(request)
     if not key or access.project_for_key(key) is None:
         raise APIError(
             401,

@@ -6,8 +6,10 @@ Content-Security-Policy says so). The shell holds no data and needs no key; ever
 route takes the project from the same `Authorization: Bearer` key as the API, which the page keeps in
 the browser's session storage once entered (no prompt with `serve --no-auth`).
 
-`pages.py` is the routes, thin as the API's are; `views.py` turns registry rows into what the
-templates show.
+`pages.py` (data, jobs), `model_pages.py` (models, their lineage, downloads and reports) and
+`playground.py` (base against tuned, feedback) are the routes, thin as the API's are; `views.py` and
+`lineage.py` turn registry rows into what the templates show; `links.py` signs the links a browser
+follows without its key.
 """
 
 
@@ -15,7 +17,9 @@ def install_dashboard(app) -> None:
     """Add the dashboard's pages and assets to the API's app (`tuneforge serve` does)."""
     from fastapi.staticfiles import StaticFiles
 
-    from tuneforge.web.pages import STATIC, router
+    from tuneforge.web import model_pages, pages, playground
+    from tuneforge.web.render import STATIC
 
-    app.include_router(router)
+    for module in (pages, model_pages, playground):
+        app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=str(STATIC)), name="dashboard-static")

@@ -5,46 +5,16 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 
 from tuneforge.registry import jobs
 from tuneforge.serve.deps import project
 from tuneforge.serve.protocol import APIError, not_found
 from tuneforge.web import views
+from tuneforge.web.render import fragment, page
 
-HERE = Path(__file__).parent
-STATIC = HERE / "static"
-templates = Jinja2Templates(directory=str(HERE / "templates"))
-# Nothing but this server: scripts, styles, images and requests alike (the vendored assets included).
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-PAGES = {"data": "Data", "jobs": "Jobs"}  # the pages built so far, in the navigation's order
 TOKEN_MODEL = "smollm2-135m-instruct"  # whose tokenizer counts a file's tokens on the data page
 
 router = APIRouter(include_in_schema=False)
-
-
-def _page(request: Request, name: str, fragment: str, title: str) -> HTMLResponse:
-    response = templates.TemplateResponse(
-        request,
-        "base.html",
-        {"pages": PAGES, "current": name, "fragment": fragment, "title": title, "auth": _needs_key(request)},
-    )
-    response.headers["Content-Security-Policy"] = CSP
-    return response
-
-
-def _needs_key(request: Request) -> bool:
-    return request.app.state.options.auth
-
-
-def _fragment(request: Request, template: str, **context) -> HTMLResponse:
-    response = templates.TemplateResponse(request, template, context)
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def _job(owner: str, job_id: str):
@@ -61,12 +31,12 @@ def home() -> RedirectResponse:
 
 @router.get("/ui/jobs")
 def jobs_page(request: Request) -> HTMLResponse:
-    return _page(request, "jobs", "/ui/fragments/jobs", "Jobs")
+    return page(request, "jobs", "/ui/fragments/jobs", "Jobs")
 
 
 @router.get("/ui/jobs/new")
 def new_job_page(request: Request) -> HTMLResponse:
-    return _page(request, "jobs", "/ui/fragments/jobs/new", "New job")
+    return page(request, "jobs", "/ui/fragments/jobs/new", "New job")
 
 
 @router.get("/ui/fragments/jobs/new")
@@ -75,7 +45,7 @@ def new_job_fragment(request: Request, owner: str = Depends(project)) -> HTMLRes
 
     checked = [f for f in views.file_list(owner) if f["status"] == "processed"]
     models = model_choices(owner, request.app.state.allowed_model_dirs)
-    return _fragment(request, "new_job.html", files=checked, models=models)
+    return fragment(request, "new_job.html", files=checked, models=models)
 
 
 @router.get("/ui/fragments/estimate")
@@ -86,22 +56,22 @@ def estimate_fragment(request: Request, training_file: str = "", owner: str = De
 
     row = jobs.get_file(owner, training_file) if training_file else None
     stats = check_with_model(Path(row.path), TOKEN_MODEL).stats if row and Path(row.path).is_file() else {}
-    return _fragment(request, "estimate.html", stats=stats)
+    return fragment(request, "estimate.html", stats=stats)
 
 
 @router.get("/ui/jobs/{job_id}")
 def job_page(request: Request, job_id: str) -> HTMLResponse:
-    return _page(request, "jobs", f"/ui/fragments/jobs/{job_id}", f"Job {job_id}")
+    return page(request, "jobs", f"/ui/fragments/jobs/{job_id}", f"Job {job_id}")
 
 
 @router.get("/ui/fragments/jobs")
 def jobs_fragment(request: Request, owner: str = Depends(project)) -> HTMLResponse:
-    return _fragment(request, "jobs.html", jobs=views.job_list(owner))
+    return fragment(request, "jobs.html", jobs=views.job_list(owner))
 
 
 @router.get("/ui/fragments/jobs/{job_id}")
 def job_fragment(request: Request, job_id: str, owner: str = Depends(project)) -> HTMLResponse:
-    return _fragment(request, "job.html", job=views.job_page(_job(owner, job_id)))
+    return fragment(request, "job.html", job=views.job_page(_job(owner, job_id)))
 
 
 @router.get("/ui/data/jobs/{job_id}/curves")
@@ -119,22 +89,22 @@ def _file(owner: str, file_id: str):
 
 @router.get("/ui/data")
 def data_page(request: Request) -> HTMLResponse:
-    return _page(request, "data", "/ui/fragments/data", "Data")
+    return page(request, "data", "/ui/fragments/data", "Data")
 
 
 @router.get("/ui/data/{file_id}")
 def file_page(request: Request, file_id: str) -> HTMLResponse:
-    return _page(request, "data", f"/ui/fragments/data/{file_id}", "Data check")
+    return page(request, "data", f"/ui/fragments/data/{file_id}", "Data check")
 
 
 @router.get("/ui/fragments/data")
 def data_fragment(request: Request, owner: str = Depends(project)) -> HTMLResponse:
-    return _fragment(request, "data.html", files=views.file_list(owner))
+    return fragment(request, "data.html", files=views.file_list(owner))
 
 
 @router.get("/ui/fragments/data/{file_id}")
 def file_fragment(request: Request, file_id: str, owner: str = Depends(project)) -> HTMLResponse:
-    return _fragment(request, "file.html", file=views.file_page(_file(owner, file_id)))
+    return fragment(request, "file.html", file=views.file_page(_file(owner, file_id)))
 
 
 @router.get("/ui/fragments/data/{file_id}/tokens")
@@ -149,4 +119,4 @@ def tokens_fragment(request: Request, file_id: str, owner: str = Depends(project
     except ContentMissing as missing:
         raise APIError(410, f"{missing.message}. {missing.fix}", code="file_content_missing") from None
     report = check_with_model(Path(row.path), TOKEN_MODEL).as_json()
-    return _fragment(request, "tokens.html", file=views.file_page(row, report), model=TOKEN_MODEL)
+    return fragment(request, "tokens.html", file=views.file_page(row, report), model=TOKEN_MODEL)

@@ -46,10 +46,15 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   document.body.addEventListener("htmx:afterSwap", () => startCurves());
   document.body.addEventListener("click", onAction);
+  document.body.addEventListener("click", onPlaygroundClick);
   document.body.addEventListener("submit", (event) => {
-    if (event.target.id !== "job-form") return;
-    event.preventDefault();
-    createJob(event.target);
+    if (event.target.id === "job-form") {
+      event.preventDefault();
+      createJob(event.target);
+    } else if (event.target.id === "playground-form") {
+      event.preventDefault();
+      askBoth(event.target);
+    }
   });
   document.body.addEventListener("change", (event) => {
     if (event.target.id === "upload-input" && event.target.files.length) upload(event.target.files[0]);
@@ -86,9 +91,9 @@ function showError(xhr) {
   main.prepend(box);
 }
 
-// A dropped or chosen file goes to the API's own upload (purpose fine-tune); its check page follows.
+// A dropped or chosen file (or the feedback export) goes to the API's own upload (purpose fine-tune); its check page follows.
 async function upload(file) {
-  const status = document.getElementById("upload-status");
+  const status = document.getElementById("upload-status") || document.createElement("p");
   status.textContent = `Uploading ${file.name}…`;
   const form = new FormData();
   form.append("purpose", "fine-tune");
@@ -223,3 +228,113 @@ window.addEventListener("resize", () => {
     if (element) chart.setSize({ width: Math.max(280, element.clientWidth), height: 240 });
   }
 });
+
+// ------------------------------------------------------------------------------------ playground
+// One prompt to both sides at once, each streamed from /v1/chat/completions as the API's clients
+// read it (server-sent events); an answer's completion id is what its feedback names.
+function askBoth(form) {
+  const fields = Object.fromEntries(new FormData(form).entries());
+  const messages = [];
+  if (fields.system.trim()) messages.push({ role: "system", content: fields.system });
+  messages.push({ role: "user", content: fields.prompt });
+  for (const side of document.querySelectorAll(".side")) {
+    streamAnswer(side, {
+      model: side.querySelector(".side-model").value,
+      messages,
+      stream: true,
+      max_tokens: Number(fields.max_tokens) || 128,
+      temperature: Number(fields.temperature) || 0,
+    });
+  }
+}
+
+async function streamAnswer(side, body) {
+  const answer = side.querySelector(".answer");
+  const meta = side.querySelector(".answer-meta");
+  const rate = side.querySelector(".rate");
+  answer.textContent = "";
+  meta.textContent = "…";
+  rate.hidden = true;
+  rate.querySelector(".rated").textContent = "";
+  rate.querySelector(".correction").value = "";
+  side.dataset.completion = "";
+  const began = performance.now();
+  let firstToken = null;
+  const response = await fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: { ...authHeaders(), "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) {
+    meta.textContent = "";
+    answer.textContent = await response.json().then((b) => b.error.message, () => `${response.status}`);
+    answer.classList.add("error");
+    return;
+  }
+  answer.classList.remove("error");
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let finish = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    const events = buffer.split("\n\n");
+    buffer = events.pop();
+    for (const event of events) {
+      const data = event.replace(/^data: /, "");
+      if (data === "[DONE]") continue;
+      const chunk = JSON.parse(data);
+      if (chunk.error) {
+        answer.textContent += `\n[${chunk.error.message}]`;
+        continue;
+      }
+      side.dataset.completion = chunk.id;
+      for (const choice of chunk.choices) {
+        if (choice.delta && choice.delta.content) {
+          if (firstToken === null) firstToken = performance.now();
+          answer.textContent += choice.delta.content;
+        }
+        if (choice.finish_reason) finish = choice.finish_reason;
+      }
+    }
+  }
+  const seconds = (performance.now() - began) / 1000;
+  const first = firstToken === null ? "" : `, first token after ${((firstToken - began) / 1000).toFixed(2)} s`;
+  meta.textContent = `${seconds.toFixed(2)} s${first}; finished: ${finish || "?"}`;
+  rate.querySelector(".correction").value = answer.textContent;
+  rate.hidden = !side.dataset.completion;
+}
+
+async function onPlaygroundClick(event) {
+  const rating = event.target.closest(".rate-button");
+  const save = event.target.closest(".save-correction");
+  const toData = event.target.closest(".feedback-to-data");
+  if (toData) return feedbackToData(toData);
+  if (!rating && !save) return;
+  const side = event.target.closest(".side");
+  const correction = side.querySelector(".correction").value.trim();
+  const body = { completion_id: side.dataset.completion, rating: save ? -1 : Number(rating.dataset.rating) };
+  if (save) body.correction = correction;
+  const response = await fetch("/v1/tuneforge/feedback", {
+    method: "POST",
+    headers: { ...authHeaders(), "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) return showError({ status: response.status, responseText: JSON.stringify(answer) });
+  side.querySelector(".rated").textContent = save ? "Correction saved." : body.rating > 0 ? "Rated good." : "Rated bad.";
+  document.body.dispatchEvent(new Event("feedback-saved"));
+}
+
+// The feedback export, uploaded as a new fine-tuning file: the Data page checks it like any other.
+async function feedbackToData(button) {
+  button.disabled = true;
+  const response = await fetch(button.dataset.href, { headers: authHeaders() });
+  button.disabled = false;
+  if (!response.ok) return showError({ status: response.status, responseText: await response.text() });
+  const text = await response.text();
+  if (!text.trim()) return showError({ status: 400, responseText: JSON.stringify({ error: { message: "No feedback to export yet." } }) });
+  upload(new File([text], "feedback-sft.jsonl", { type: "application/jsonl" }));
+}
