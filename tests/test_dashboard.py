@@ -201,26 +201,15 @@ def test_a_tuned_model_shows_its_lineage_and_downloads_and_plays_against_its_bas
     job = wait_for(client, job.id, ("succeeded", "failed"))
     assert job.status == "succeeded", job.error
     tuned = job.fine_tuned_model
-    test_file = write_jsonl(tmp_path / "test.jsonl", tickets(4))
-    server.cli(  # an evaluation against the base, for the model page to link its report
-        "eval",
-        tuned,
-        "--data",
-        str(test_file),
-        "--against",
-        str(tiny_model_dir),
-        "--out",
-        str(tmp_path / "eval"),
-        "--max-tokens",
-        "4",
-        "--no-probes",
-    )
+    test_file = write_jsonl(tmp_path / "test-tickets.jsonl", tickets(12))
+    tests = client.files.create(file=test_file.open("rb"), purpose="fine-tune")
+    client.files.wait_for_processing(tests.id, poll_interval=0.2, max_wait_seconds=60)
 
     page = open_with_key(browser, origin, "/ui/models", key)
     page.click(f"#tuned-models a:text-is('{tuned}')")
     page.wait_for_selector("#lineage")
     lineage = page.inner_text("#lineage")
-    for shown in (uploaded.id, "lineage-tickets.jsonl", job.id, "sha256", "16 examples", "report"):
+    for shown in (uploaded.id, "lineage-tickets.jsonl", job.id, "sha256", "16 examples", "none yet"):
         assert shown in lineage, (shown, lineage)
     expect(page.locator("#model-card")).to_contain_text("Fine-tuned by Tuneforge")
     screenshots(page, tmp_path, "model")
@@ -238,12 +227,25 @@ def test_a_tuned_model_shows_its_lineage_and_downloads_and_plays_against_its_bas
     tampered = page.request.get(origin + links["README.md"].replace("README.md", "metrics.csv", 1))
     assert tampered.status == 401
 
-    with page.context.expect_page() as report_tab:  # the evaluation's report, in a tab of its own
-        page.click("#lineage a.evaluation-report")
-    report = report_tab.value
-    report.wait_for_load_state()
-    assert "Evaluation" in report.title() or "evaluation" in report.content().lower()
-    assert tuned in report.content()
+    # An evaluation against the base, started from the model's page; its page follows it to the report.
+    page.select_option("#evaluate-file", tests.id)
+    page.fill("#evaluate-max", "4")
+    page.click("#evaluate-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/ui/evaluations/\d+$"))
+    expect(page.locator("#evaluation-status")).to_have_text("succeeded", timeout=180_000)
+    assert "exact_match" in page.inner_text("#evaluation-headline")
+    expect(page.frame_locator("#report-frame").locator("body")).to_contain_text(tuned)
+    screenshots(page, tmp_path, "evaluation")
+    with page.context.expect_page() as report_tab:  # and the report in a tab of its own
+        page.click("a.evaluation-report")
+    report_tab.value.wait_for_load_state()
+    assert tuned in report_tab.value.content()
+    page.click("nav >> text=Evaluations")
+    expect(page.locator("#evaluation-list tbody tr")).to_have_count(1)
+    expect(page.locator("#evaluation-list")).to_contain_text("succeeded")
+    screenshots(page, tmp_path, "evaluations")
+    page.goto(f"{origin}/ui/model?name={tuned}")
+    expect(page.locator("#lineage a.evaluation-report")).to_have_count(1)
 
     # The playground: the tuned model against its base, streamed side by side.
     page.click("text=Try it against its base")
@@ -278,4 +280,12 @@ def test_a_tuned_model_shows_its_lineage_and_downloads_and_plays_against_its_bas
     page.goto(f"{origin}/ui/model?name={tuned}")
     # The tuned model's rating only: the correction was its base's.
     expect(page.locator("#model-feedback")).to_have_text("1 rating: 1 good, 0 bad, 0 corrected")
+
+    # Operations: the playground's two streamed requests, one per model, in the charts and the table.
+    page.click("nav >> text=Operations")
+    expect(page.locator("#operations .chart canvas")).to_have_count(3)
+    expect(page.locator("#ops-points")).to_contain_text("2 model(s)")
+    summary = page.inner_text("#ops-summary")
+    assert tuned in summary and str(tiny_model_dir) in summary
+    screenshots(page, tmp_path, "operations")
     assert all(url.startswith(origin + "/") for url in page.requested), page.requested

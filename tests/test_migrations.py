@@ -62,6 +62,10 @@ LEGACY_ROWS = [
     f"'succeeded', '[]', 0, '{WHEN}', 'run-legacy')",
     f"INSERT INTO job_events (id, job_id, level, type, message, created_at) "
     f"VALUES ('ftevent-legacy', 'ftjob-legacy', 'info', 'message', 'Job succeeded', '{WHEN}')",
+    f"INSERT INTO evaluations VALUES (1, 'ft:smollm2-135m-instruct:old:run-legacy', 'smollm2-135m-instruct', "
+    f"'run-legacy', '{'d' * 64}', 'chat', '{{}}', '/evals/1', '{WHEN}')",
+    f"INSERT INTO evaluations VALUES (2, 'smollm2-135m-instruct', NULL, NULL, '{'d' * 64}', 'chat', '{{}}', "
+    f"'/evals/2', '{WHEN}')",
     f"INSERT INTO api_keys (sha256, prefix, project, created_at) "
     f"VALUES ('{hashlib.sha256(b'tf-legacy-key').hexdigest()}', 'tf-legacy', 'acme', '{WHEN}')",
 ]
@@ -125,6 +129,9 @@ def test_home_made_before_migrations_keeps_its_rows_and_ends_at_head(home):
     events, _ = jobs.list_events("ftjob-legacy", None, 10)
     assert [event.message for event in events] == ["Job succeeded"]
     assert access.project_for_key("tf-legacy-key") == "acme"
+    # 0003: an evaluation is its run's project's, or the default project's for base models alone; done
+    evaluations = {e.id: (e.project, e.status) for e in store.list_evaluations()}
+    assert evaluations == {1: ("acme", "succeeded"), 2: ("default", "succeeded")}
     # and it still takes new rows
     store.record_dataset(home / "more.jsonl", "e" * 64, "chat", 3, None)
     assert len(access.create_key("acme")) > 10

@@ -156,6 +156,42 @@ def request_summary(project: str | None = None) -> list[dict]:
     return summary
 
 
+def request_series(project: str, since: datetime, bucket_seconds: int) -> dict:
+    """The project's generation requests (those that name a model) since `since`, per model and time
+    bucket: requests, errors, latency p50 and p95 (ms), prompt and completion tokens. Buckets are
+    `bucket_seconds` wide from `since`; a bucket without requests is absent."""
+    with session() as db:
+        rows = db.scalars(
+            select(RequestLog)
+            .where(RequestLog.project == project, RequestLog.model.is_not(None), RequestLog.created_at >= since)
+            .order_by(RequestLog.created_at)
+        ).all()
+    start = since.timestamp()
+    groups: dict[str, dict[int, list[RequestLog]]] = {}
+    for row in rows:
+        moment = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=since.tzinfo)
+        bucket = int((moment.timestamp() - start) // bucket_seconds)
+        groups.setdefault(row.model, {}).setdefault(bucket, []).append(row)
+    series = {}
+    for model, buckets in groups.items():
+        points = []
+        for bucket, members in sorted(buckets.items()):
+            latencies = sorted(r.latency_ms for r in members)
+            points.append(
+                {
+                    "time": int(start + bucket * bucket_seconds),
+                    "requests": len(members),
+                    "errors": sum(r.status_code >= 400 for r in members),
+                    "p50_ms": _quantile(latencies, 0.5),
+                    "p95_ms": _quantile(latencies, 0.95),
+                    "prompt_tokens": sum(r.prompt_tokens for r in members),
+                    "completion_tokens": sum(r.completion_tokens for r in members),
+                }
+            )
+        series[model] = points
+    return series
+
+
 def _quantile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 

@@ -90,6 +90,12 @@ class Evaluation(Base):
     metrics: Mapped[dict] = mapped_column(JSON)  # per side: metric means, loss, perplexity; and the comparison
     report_dir: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # Whose: the model's run's project, else the default project's (the CLI evaluating base models).
+    project: Mapped[str] = mapped_column(String(64), index=True, default="default", server_default="default")
+    status: Mapped[str] = mapped_column(
+        String(16), default="succeeded", server_default="succeeded"
+    )  # running | failed
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class HumanRating(Base):
@@ -214,21 +220,66 @@ def delete_run(run_id: str) -> bool:
 
 
 def record_evaluation(
-    model: str, against: str | None, run_id: str | None, data_sha256: str, task: str, metrics: dict, report_dir: Path
+    model: str,
+    against: str | None,
+    run_id: str | None,
+    data_sha256: str,
+    task: str,
+    metrics: dict,
+    report_dir: Path,
+    project: str = "default",
+    evaluation_id: int | None = None,
 ) -> int:
+    """A finished evaluation: a new row, or the row `start_evaluation` made (then `succeeded`)."""
+    values = dict(
+        model=model,
+        against=against,
+        run_id=run_id,
+        data_sha256=data_sha256,
+        task=task,
+        metrics=json.loads(json.dumps(metrics)),
+        report_dir=str(report_dir),
+        project=project,
+        status="succeeded",
+    )
+    with session() as db, db.begin():
+        row = db.get(Evaluation, evaluation_id) if evaluation_id is not None else None
+        if row is None:
+            row = Evaluation(**values)
+            db.add(row)
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+        db.flush()
+        return row.id
+
+
+def start_evaluation(
+    project: str, model: str, against: str | None, run_id: str | None, data_sha256: str, report_dir: Path
+) -> int:
+    """An evaluation that has begun (the dashboard's): `running` until recorded or failed."""
     with session() as db, db.begin():
         row = Evaluation(
             model=model,
             against=against,
             run_id=run_id,
             data_sha256=data_sha256,
-            task=task,
-            metrics=json.loads(json.dumps(metrics)),
+            task="",
+            metrics={},
             report_dir=str(report_dir),
+            project=project,
+            status="running",
         )
         db.add(row)
         db.flush()
         return row.id
+
+
+def fail_evaluation(evaluation_id: int, error: str) -> None:
+    with session() as db, db.begin():
+        row = db.get(Evaluation, evaluation_id)
+        if row is not None:
+            row.status, row.error = "failed", error
 
 
 def get_dataset(sha256: str) -> Dataset | None:
@@ -241,11 +292,13 @@ def get_evaluation(evaluation_id: int) -> Evaluation | None:
         return db.get(Evaluation, evaluation_id)
 
 
-def list_evaluations(run_id: str | None = None) -> list[Evaluation]:
+def list_evaluations(run_id: str | None = None, project: str | None = None) -> list[Evaluation]:
     with session() as db:
-        query = select(Evaluation).order_by(Evaluation.created_at.desc())
+        query = select(Evaluation).order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
         if run_id is not None:
             query = query.where(Evaluation.run_id == run_id)
+        if project is not None:
+            query = query.where(Evaluation.project == project)
         return list(db.scalars(query))
 
 

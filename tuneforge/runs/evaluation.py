@@ -7,14 +7,25 @@ from pathlib import Path
 from tuneforge.evaluate import compare
 from tuneforge.evaluate import run as evaluate_stage
 from tuneforge.registry import store
+from tuneforge.registry.access import DEFAULT_PROJECT
 from tuneforge.runs.models import resolve_spec
 
 
 def run_eval(
-    model: str, data: Path, against: str | None, metric_names: list[str] | None, out_dir: Path, *args, **options
+    model: str,
+    data: Path,
+    against: str | None,
+    metric_names: list[str] | None,
+    out_dir: Path,
+    *args,
+    evaluation_id: int | None = None,
+    project: str | None = None,
+    **options,
 ) -> dict:
     """`tuneforge eval`: the stage's `run_eval` on any model names (runs, tuned models, checkpoints,
-    bases), recorded in the registry and linked from the model's card."""
+    bases), recorded in the registry (as the row `evaluation_id` where one was started for it: the
+    dashboard's) and linked from the model's card. It belongs to `project`, else to the model's
+    run's project, else to the default project (base models evaluated by the operator)."""
     from tuneforge.data.split import sha256_file
     from tuneforge.train.card import link_evaluation
 
@@ -32,6 +43,8 @@ def run_eval(
         results["task"],
         evaluate_stage.headline(results),
         out_dir.resolve(),
+        project=project or (run.project if run else DEFAULT_PROJECT),
+        evaluation_id=evaluation_id,
     )
     if run_dir is not None and (run_dir / "README.md").exists():
         link_evaluation(

@@ -12,18 +12,21 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from tuneforge.registry import access, store
+from tuneforge.registry import store
 from tuneforge.runs.ownership import NotOwned, owned_tuned_model
 from tuneforge.serve.deps import project
 from tuneforge.serve.model_access import model_choices, model_not_found
 from tuneforge.serve.protocol import not_found
-from tuneforge.web import lineage
+from tuneforge.web import lineage, views
 from tuneforge.web.links import link_project, signed
 from tuneforge.web.render import fragment, page
 
 router = APIRouter(include_in_schema=False)
 # A report is our own HTML with inline styles and SVG and no script: shown as it is, allowed nothing else.
-REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+REPORT_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'self'"  # the dashboard's evaluation page shows it in a frame
+)
 _exporting = threading.Lock()  # one export at a time: each loads the model and merges its weights
 
 
@@ -51,12 +54,19 @@ def model_fragment(request: Request, name: str, owner: str = Depends(project)) -
         raise model_not_found(name) from None
     if tuned is not None:
         model = lineage.tuned_model_page(tuned, owner, lambda path: signed(request, path))
-        return fragment(request, "model.html", model=model)
+        return fragment(request, "model.html", model=model, files=_test_files(owner))
     choices = dict(model_choices(owner, request.app.state.allowed_model_dirs))
     if name not in choices:
         raise model_not_found(name)
     children = [m for m in store.list_models(owner) if m.base_model == name]
-    return fragment(request, "base_model.html", name=name, source=choices[name], children=children)
+    return fragment(
+        request, "base_model.html", name=name, source=choices[name], children=children, files=_test_files(owner)
+    )
+
+
+def _test_files(owner: str) -> list[dict]:
+    """The project's checked files, any of which can be a test file."""
+    return [f for f in views.file_list(owner) if f["status"] == "processed"]
 
 
 # ------------------------------------------------------------------------- files behind links
@@ -111,13 +121,9 @@ def _export(run: store.Run, name: str) -> Path:
 
 @router.get("/ui/files/evaluations/{evaluation_id}/report.html")
 def evaluation_report(evaluation_id: int, owner: str = Depends(link_project)) -> FileResponse:
-    """An evaluation's HTML report: of a run of the caller's project, or, for an evaluation of base
-    models alone (`tuneforge eval` by the operator), of the default project."""
+    """An evaluation's HTML report, to its project only."""
     evaluation = store.get_evaluation(evaluation_id)
-    if evaluation is None:
-        raise not_found("evaluation", str(evaluation_id))
-    owning = store.project_of_run(evaluation.run_id) if evaluation.run_id else access.DEFAULT_PROJECT
-    path = Path(evaluation.report_dir) / "report.html"
-    if owning != owner or not path.is_file():
+    path = Path(evaluation.report_dir) / "report.html" if evaluation else None
+    if evaluation is None or evaluation.project != owner or not path.is_file():
         raise not_found("evaluation", str(evaluation_id))
     return FileResponse(path, media_type="text/html", headers={"Content-Security-Policy": REPORT_CSP})

@@ -16,7 +16,14 @@ CSP = (
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 # The navigation, in its order.
-PAGES = {"data": "Data", "jobs": "Jobs", "models": "Models", "playground": "Playground"}
+PAGES = {
+    "data": "Data",
+    "jobs": "Jobs",
+    "models": "Models",
+    "playground": "Playground",
+    "evaluations": "Evaluations",
+    "operations": "Operations",
+}
 
 
 def page(request: Request, name: str, fragment: str, title: str) -> HTMLResponse:

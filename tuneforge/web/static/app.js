@@ -44,7 +44,10 @@ document.addEventListener("DOMContentLoaded", () => {
       showError(event.detail.xhr);
     }
   });
-  document.body.addEventListener("htmx:afterSwap", () => startCurves());
+  document.body.addEventListener("htmx:afterSwap", () => {
+    startCurves();
+    startOperations();
+  });
   document.body.addEventListener("click", onAction);
   document.body.addEventListener("click", onPlaygroundClick);
   document.body.addEventListener("submit", (event) => {
@@ -222,6 +225,10 @@ function draw(state) {
 }
 
 window.addEventListener("resize", () => {
+  for (const chart of opsCharts) {
+    const element = chart.root.parentElement;
+    if (element) chart.setSize({ width: Math.max(280, element.clientWidth), height: 220 });
+  }
   if (!curveState) return;
   for (const [axis, chart] of Object.entries(curveState.charts)) {
     const element = document.getElementById(`${axis}-chart`);
@@ -337,4 +344,57 @@ async function feedbackToData(button) {
   const text = await response.text();
   if (!text.trim()) return showError({ status: 400, responseText: JSON.stringify({ error: { message: "No feedback to export yet." } }) });
   upload(new File([text], "feedback-sft.jsonl", { type: "application/jsonl" }));
+}
+
+// ------------------------------------------------------------------------------------ operations
+// The request log per model as three charts (uPlot, time on x); a series per model, and for requests
+// also each model's errors (dashed).
+const PALETTE = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"];
+let opsCharts = [];
+
+async function startOperations() {
+  const section = document.getElementById("operations");
+  if (!section || section.dataset.started) return;
+  section.dataset.started = "1";
+  const select = document.getElementById("operations-window");
+  select.addEventListener("change", () => drawOperations(Number(select.value)));
+  drawOperations(Number(select.value));
+}
+
+async function drawOperations(hours) {
+  const response = await fetch(`/ui/series/operations?hours=${hours}`, { headers: authHeaders() });
+  if (!response.ok) return showError({ status: response.status, responseText: await response.text() });
+  const data = await response.json();
+  opsCharts.forEach((chart) => chart.destroy());
+  opsCharts = [];
+  const models = Object.keys(data.models);
+  const times = [...new Set(models.flatMap((m) => data.models[m].map((p) => p.time)))].sort((a, b) => a - b);
+  const column = (model, pick) => {
+    const byTime = new Map(data.models[model].map((p) => [p.time, p]));
+    return times.map((t) => (byTime.has(t) ? pick(byTime.get(t)) : null));
+  };
+  const count = times.length;
+  document.getElementById("ops-points").textContent = `${models.length} model(s), ${count} time buckets of ${data.bucket_seconds / 60} min`;
+  const charts = {
+    requests: (m) => [[`${m} requests`, column(m, (p) => p.requests), false], [`${m} errors`, column(m, (p) => p.errors), true]],
+    p95_ms: (m) => [[`${m} p95 ms`, column(m, (p) => p.p95_ms), false]],
+    tokens: (m) => [[`${m} tokens`, column(m, (p) => p.prompt_tokens + p.completion_tokens), false]],
+  };
+  for (const element of document.querySelectorAll("#operations .chart")) {
+    const series = models.flatMap((m, i) => charts[element.dataset.metric](m).map(([label, values, dashed]) => ({ label, values, dashed, colour: PALETTE[i % PALETTE.length] })));
+    element.replaceChildren();
+    opsCharts.push(
+      new uPlot(
+        {
+          width: Math.max(280, element.clientWidth),
+          height: 220,
+          scales: { x: { time: true, range: [data.since, data.until] } },
+          axes: [{}, { size: 60 }],
+          series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.colour, width: 2, dash: s.dashed ? [6, 4] : undefined, points: { show: true } }))],
+        },
+        [times, ...series.map((s) => s.values)],
+        element,
+      ),
+    );
+  }
 }
