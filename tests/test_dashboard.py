@@ -50,8 +50,8 @@ def browser(chromium_path):
 def open_with_key(browser, origin: str, path: str, key: str):
     """A desktop-sized page on `path`, the key entered at its prompt; every URL it requests is kept."""
     page = browser.new_page(viewport={"width": WIDTHS["desktop"], "height": 900})
-    page.requested = []
-    page.on("request", lambda request: page.requested.append(request.url))
+    page.requested = []  # by this page and any tab it opens (a report)
+    page.context.on("request", lambda request: page.requested.append(request.url))
     page.goto(f"{origin}{path}")
     page.wait_for_selector("#key-dialog[open]")
     page.fill("#key-input", key)
@@ -157,7 +157,7 @@ def test_an_uploaded_file_with_a_mistake_shows_its_finding_with_the_line(server,
     page.fill("#key-input", key)
     page.click("#key-form button[type=submit]")
     page.wait_for_selector("#dropzone")
-    records = tickets(12)
+    records = tickets(30)
     records[2] = {"messages": [{"role": "robot", "content": "beep"}, {"role": "assistant", "content": "bug"}]}
     data = write_jsonl(tmp_path / "tickets-with-a-mistake.jsonl", records)
     page.set_input_files("#upload-input", str(data))  # the drop zone's own input: the upload a drop makes
@@ -176,6 +176,19 @@ def test_an_uploaded_file_with_a_mistake_shows_its_finding_with_the_line(server,
         page.wait_for_timeout(300)
         page.screenshot(path=str(shots / f"data-check-{name}.png"), full_page=True)
         assert page.evaluate("document.documentElement.scrollWidth") <= width
+    # Prepared and split from the page: the bad record set aside, the rest split 80/10/10 into new files.
+    page.click("#prepare-form button[type=submit]")  # without setting errors aside: refused, saying why
+    expect(page.locator("p.error")).to_contain_text("1 error(s); nothing was written")
+    page.check("#prepare-form input[name=drop_invalid]")
+    page.fill("#prepare-train", "80")
+    page.fill("#prepare-validation", "10")
+    page.fill("#prepare-test", "10")
+    page.click("#prepare-form button[type=submit]")
+    expect(page.locator("#prepared-result")).to_contain_text("29 examples kept of 30 records")
+    assert page.locator("#prepared-result li").count() == 3
+    screenshots(page, tmp_path, "prepared")
+    page.click("#prepared-result a:text('tickets-with-a-mistake-train.jsonl')")
+    expect(page.locator("#file-status")).to_have_text("processed", timeout=60_000)
     page.goto(f"{origin}/ui/data")
     page.wait_for_selector("text=tickets-with-a-mistake.jsonl")
     page.screenshot(path=str(shots / "data-desktop.png"), full_page=True)
@@ -206,6 +219,8 @@ def test_a_tuned_model_shows_its_lineage_and_downloads_and_plays_against_its_bas
     client.files.wait_for_processing(tests.id, poll_interval=0.2, max_wait_seconds=60)
 
     page = open_with_key(browser, origin, "/ui/models", key)
+    page.wait_for_selector("#tuned-models")
+    screenshots(page, tmp_path, "models")
     page.click(f"#tuned-models a:text-is('{tuned}')")
     page.wait_for_selector("#lineage")
     lineage = page.inner_text("#lineage")

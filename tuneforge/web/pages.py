@@ -3,7 +3,7 @@ project, from its key, as the API's routes take it)."""
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from tuneforge.registry import jobs
@@ -112,11 +112,77 @@ def tokens_fragment(request: Request, file_id: str, owner: str = Depends(project
     """The data check again, with the bundled model's tokenizer: token lengths, the histogram, the
     truncated examples and the time estimate (the stored check ran without a model)."""
     from tuneforge.data.checks import check_with_model
+
+    row = _readable(owner, file_id)
+    report = check_with_model(Path(row.path), TOKEN_MODEL).as_json()
+    return fragment(request, "tokens.html", file=views.file_page(row, report), model=TOKEN_MODEL)
+
+
+@router.post("/ui/actions/prepare/{file_id}")
+def prepare_file(
+    request: Request,
+    background: BackgroundTasks,
+    file_id: str,
+    train: int = Form(90),
+    validation: int = Form(5),
+    test: int = Form(5),
+    seed: int = Form(42),
+    dedupe: bool = Form(False),
+    redact_pii: bool = Form(False),
+    drop_invalid: bool = Form(False),
+    owner: str = Depends(project),
+) -> HTMLResponse:
+    """`tuneforge data prepare` on an uploaded file: normalised, deduplicated, optionally redacted, split
+    train/validation/test (seeded; stratified by label where the data is classification-like). Each
+    split becomes a file of the project's, checked like an upload; the answer lists them."""
+    import tempfile
+
+    from tuneforge.data.checks import check_with_model
+    from tuneforge.data.prepare import DataHasErrors, PrepareOptions, prepare
+    from tuneforge.jobs.files import check_stored_file, store_upload
+
+    row = _readable(owner, file_id)
+    shares = (train, validation, test)
+    if min(shares) < 0 or sum(shares) != 100 or train == 0:
+        raise APIError(400, f"the split must be percentages that add up to 100, training above 0 (got {shares})")
+    options = PrepareOptions(tuple(s / 100 for s in shares), seed, redact_pii, dedupe, drop_invalid)
+    stem = Path(row.filename).stem
+    made = []
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            result = prepare(Path(row.path), Path(scratch), check_with_model(Path(row.path), None), options)
+        except DataHasErrors as error:
+            raise APIError(
+                400,
+                f"{row.filename}: {error.report.findings.errors} error(s); nothing was written. Fix the errors "
+                "listed on this page, or tick 'set invalid records aside' (they go to no split).",
+                param="file_id",
+            ) from None
+        for split in ("train", "validation", "test"):  # not rejected.jsonl: what was set aside stays aside
+            output = result.manifest["outputs"].get(split)
+            if not output or not output["examples"]:
+                continue
+            with (Path(scratch) / output["file"]).open("rb") as stream:
+                stored = store_upload(
+                    owner, f"{stem}-{split}.jsonl", "fine-tune", stream, request.app.state.options.max_file_bytes
+                )
+            background.add_task(check_stored_file, stored.id, Path(stored.path))
+            made.append({"split": split, "id": stored.id, "filename": stored.filename, "examples": output["examples"]})
+    manifest = result.manifest
+    return fragment(
+        request,
+        "prepared.html",
+        counts=manifest["counts"],
+        records=manifest["input"]["records"],
+        files=made,
+        labels=manifest["labels"],
+    )
+
+
+def _readable(owner: str, file_id: str):
     from tuneforge.jobs.files import ContentMissing, readable_file
 
     try:
-        row = readable_file(owner, file_id) or _file(owner, file_id)
+        return readable_file(owner, file_id) or _file(owner, file_id)
     except ContentMissing as missing:
         raise APIError(410, f"{missing.message}. {missing.fix}", code="file_content_missing") from None
-    report = check_with_model(Path(row.path), TOKEN_MODEL).as_json()
-    return fragment(request, "tokens.html", file=views.file_page(row, report), model=TOKEN_MODEL)
