@@ -41,7 +41,8 @@ MAX_PROBE_ROWS = 50
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:24px;
  color:#1f2933;line-height:1.45;background:#fff}
-h1{font-size:1.6em;margin:0 0 4px}h2{border-bottom:2px solid #e4e7eb;padding-bottom:4px;margin-top:36px}
+h1{font-size:1.6em;margin:0 0 4px;overflow-wrap:anywhere}
+h2{border-bottom:2px solid #e4e7eb;padding-bottom:4px;margin-top:36px}
 .meta{color:#52606d}.headline{font-size:1.15em;background:#f5f7fa;border-left:6px solid #9AA5B1;padding:12px 16px}
 .headline.better{border-color:#2e7d32}.headline.worse{border-color:#c62828}
 table{border-collapse:collapse;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #e4e7eb;text-align:right}

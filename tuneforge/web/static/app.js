@@ -389,6 +389,7 @@ async function drawOperations(hours) {
           width: Math.max(280, element.clientWidth),
           height: 220,
           scales: { x: { time: true, range: [data.since, data.until] } },
+          legend: { live: false },  // the names only: long model names with live values crowd a phone
           axes: [{}, { size: 60 }],
           series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.colour, width: 2, dash: s.dashed ? [6, 4] : undefined, points: { show: true } }))],
         },
