@@ -230,17 +230,17 @@ def test_auto_batch_size_fills_a_step_with_tokens_and_scales_the_learning_rate()
     def resolve(n, mean_tokens, **options):
         return TrainConfig(data="x.jsonl", device="cpu", **options).resolve(n, 2048, mean_tokens=mean_tokens)
 
-    short = resolve(1275, 78)  # ~2,048 / 78 = 26 examples: the nearest power of two
-    assert (short.batch_size, short.n_epochs) == (32, 3)
-    assert short.learning_rate_multiplier == pytest.approx(0.1 * 32 / 4)  # linear in the batch
+    short = resolve(1275, 104)  # ~2,048 / 104 = 20 examples: the nearest power of two
+    assert (short.batch_size, short.n_epochs) == (16, 3)
+    assert short.learning_rate_multiplier == pytest.approx(0.1 * 16 / 4)  # linear in the batch
     assert short.learning_rate == pytest.approx(2e-3 * short.learning_rate_multiplier)
-    assert resolve(288, 60).batch_size == 8  # 32 and 16 would leave fewer than 100 steps in 3 epochs
+    assert resolve(288, 60).batch_size == 8  # 16 would leave fewer than 100 steps in 3 epochs
     assert resolve(5000, 1500).batch_size == 4  # long examples: the smallest batch already holds ~6,000 tokens
-    assert resolve(100_000, 10).batch_size == 32  # the largest
+    assert resolve(100_000, 10).batch_size == 16  # the largest
     assert resolve(1275, 78, learning_rate_multiplier=0.1).learning_rate == pytest.approx(2e-4)  # chosen: kept
-    assert resolve(1275, 78, batch_size=16).learning_rate_multiplier == pytest.approx(0.4)  # scales a chosen batch
+    assert resolve(1275, 78, batch_size=32).learning_rate_multiplier == pytest.approx(0.8)  # scales a chosen batch
     assert resolve(1275, 78, gradient_accumulation_steps=64).batch_size == 64  # one example per micro-step at least
-    assert auto_batch_size(100_000, 100, 1, "cuda") == 32 and auto_batch_size(100_000, 512, 1, "cuda") == 16
+    assert auto_batch_size(100_000, 100, 1, "cuda") == 16 and auto_batch_size(100_000, 1024, 1, "cuda") == 8
 
 
 def test_a_run_resolves_its_batch_from_its_examples_tokens(tmp_path, tiny_model_dir):
@@ -250,8 +250,8 @@ def test_a_run_resolves_its_batch_from_its_examples_tokens(tmp_path, tiny_model_
         run_id="run-auto-batch",
     )
     recorded = json.loads((run.run_dir / "config.json").read_text())
-    # ~20-token examples: 2,048 tokens a step would be ~100 of them, so the largest auto batch, 32
-    assert (recorded["batch_size"], recorded["learning_rate_multiplier"]) == (32, pytest.approx(0.8))
+    # ~20-token examples: 2,048 tokens a step would be ~100 of them, so the largest auto batch, 16
+    assert (recorded["batch_size"], recorded["learning_rate_multiplier"]) == (16, pytest.approx(0.4))
 
 
 def test_a_run_that_fails_is_recorded_as_failed_with_its_error(tmp_path, tiny_model_dir):
