@@ -9,8 +9,8 @@ constant learning rate 5e-6, AdamW fused, clipping at 1.0, `--batch-size` pairs 
 counts every real token of both replies' sequences (prompt included) over the steady state (the
 first two steps left out); one-off s is what a row spends before its steps besides loading the
 model: the reference log-probabilities where they are computed once (Tuneforge always; TRL with
-`precompute_ref_logps`), TRL's dataset preparation. TRL's rows compute the reference per step with
-the adapter disabled (its default) or once beforehand (`precompute_ref_logps=True`).
+`precompute_ref_log_probs`), TRL's dataset preparation. TRL's rows compute the reference per step with
+the adapter disabled (its default) or once beforehand (`precompute_ref_log_probs=True`).
 
 Shift: Tuneforge's DPO with its defaults (objective dpo, nothing else set) on 130 of the pairs; on the
 20 held out, the base's and the tuned model's greedy answers (at most 160 new tokens) and their
@@ -104,7 +104,7 @@ def run_trl(settings: dict, data: Path, steps: int, batch_size: int) -> dict:
         gradient_checkpointing=False,  # DPOConfig's default is on; Tuneforge's rows run without it too
         beta=BETA,
         loss_type=["sigmoid"],
-        precompute_ref_logps=settings.get("precompute", False),
+        precompute_ref_log_probs=settings.get("precompute", False),
         max_length=1024,
         dataloader_num_workers=0,
     )

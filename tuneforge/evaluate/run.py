@@ -9,7 +9,8 @@ Default metrics follow the data: classification-like references -> accuracy and 
 references -> JSON validity and exact match; free text -> ROUGE-L, BLEU and exact match. Preference
 pairs (a DPO run's held-out data) are scored like free text against the preferred reply, plus the
 preference accuracy: the share of pairs whose preferred reply the model gives the higher
-log-probability (summed over the reply's tokens, as DPO scores them).
+log-probability per reply token (length-normalised: summed, a long reply loses to a terse one by
+its length alone).
 Writes `results.json` (everything), `examples.jsonl` (per example, both models), `report.md` and
 `report.html` (the page for people: `evaluate/report.py`).
 """
@@ -190,14 +191,24 @@ def score_model(
 
 
 def _preference_accuracy(engine, cases: list[Case], batch_size: int) -> list[float]:
-    """Per pair: 1.0 when the model gives the preferred reply the higher log-probability, else 0."""
+    """Per pair: 1.0 when the model gives the preferred reply the higher log-probability per reply
+    token, else 0. Per token, not summed: a reply's summed log-probability falls with its length
+    alone, so a long preferred reply against a terse one would lose whatever the model learned
+    (benchmarks/dpo.py --shift: 0.30 for base and tuned alike, summed)."""
     from tuneforge.train.dpo import TokenizedPair, pair_log_probs
 
     tokenizer = ChatTokenizer(engine.tokenizer)
     chosen, rejected = tokenizer.encode([c.conversation for c in cases]), tokenizer.encode([c.rejected for c in cases])
     pairs = [TokenizedPair(a, b) for a, b in zip(chosen, rejected)]
     scores = pair_log_probs(engine.model, pairs, batch_size, engine.pad_id, engine.device)
-    return [float(better > worse) for better, worse in scores.tolist()]
+
+    def reply_tokens(example) -> float:
+        return max(float(example.loss_weights[1:].sum()), 1.0)  # the positions the log-probability sums
+
+    return [
+        float(better / reply_tokens(pair.chosen) > worse / reply_tokens(pair.rejected))
+        for (better, worse), pair in zip(scores.tolist(), pairs)
+    ]
 
 
 def _score_side(
