@@ -133,32 +133,32 @@ def request_summary(project: str | None = None) -> list[dict]:
         groups: dict[tuple, list[RequestLog]] = {}
         for row in db.scalars(query):
             groups.setdefault((row.method, row.route, row.model), []).append(row)
-    summary = []
-    for (method, route, model), rows in sorted(groups.items(), key=lambda item: str(item[0])):
-        latencies = sorted(r.latency_ms for r in rows)
-        summary.append(
-            {
-                "method": method,
-                "route": route,
-                "model": model,
-                "requests": len(rows),
-                "errors": sum(r.status_code >= 400 for r in rows),
-                "latency_ms": {
-                    "mean": sum(latencies) / len(latencies),
-                    "p50": _quantile(latencies, 0.5),
-                    "p95": _quantile(latencies, 0.95),
-                    "max": latencies[-1],
-                },
-                "prompt_tokens": sum(r.prompt_tokens for r in rows),
-                "completion_tokens": sum(r.completion_tokens for r in rows),
-            }
-        )
-    return summary
+    return [
+        {"method": method, "route": route, "model": model, **_aggregate(rows)}
+        for (method, route, model), rows in sorted(groups.items(), key=lambda item: str(item[0]))
+    ]
+
+
+def _aggregate(rows: list[RequestLog]) -> dict:
+    """What the request log says of some requests: counts, errors, latency mean/p50/p95/max, tokens."""
+    latencies = sorted(r.latency_ms for r in rows)
+    return {
+        "requests": len(rows),
+        "errors": sum(r.status_code >= 400 for r in rows),
+        "latency_ms": {
+            "mean": sum(latencies) / len(latencies),
+            "p50": _quantile(latencies, 0.5),
+            "p95": _quantile(latencies, 0.95),
+            "max": latencies[-1],
+        },
+        "prompt_tokens": sum(r.prompt_tokens for r in rows),
+        "completion_tokens": sum(r.completion_tokens for r in rows),
+    }
 
 
 def request_series(project: str, since: datetime, bucket_seconds: int) -> dict:
     """The project's generation requests (those that name a model) since `since`, per model and time
-    bucket: requests, errors, latency p50 and p95 (ms), prompt and completion tokens. Buckets are
+    bucket: what `_aggregate` says of each bucket's requests (as request_summary's rows). Buckets are
     `bucket_seconds` wide from `since`; a bucket without requests is absent."""
     with session() as db:
         rows = db.scalars(
@@ -172,24 +172,13 @@ def request_series(project: str, since: datetime, bucket_seconds: int) -> dict:
         moment = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=since.tzinfo)
         bucket = int((moment.timestamp() - start) // bucket_seconds)
         groups.setdefault(row.model, {}).setdefault(bucket, []).append(row)
-    series = {}
-    for model, buckets in groups.items():
-        points = []
-        for bucket, members in sorted(buckets.items()):
-            latencies = sorted(r.latency_ms for r in members)
-            points.append(
-                {
-                    "time": int(start + bucket * bucket_seconds),
-                    "requests": len(members),
-                    "errors": sum(r.status_code >= 400 for r in members),
-                    "p50_ms": _quantile(latencies, 0.5),
-                    "p95_ms": _quantile(latencies, 0.95),
-                    "prompt_tokens": sum(r.prompt_tokens for r in members),
-                    "completion_tokens": sum(r.completion_tokens for r in members),
-                }
-            )
-        series[model] = points
-    return series
+    return {
+        model: [
+            {"time": int(start + bucket * bucket_seconds), **_aggregate(members)}
+            for bucket, members in sorted(buckets.items())
+        ]
+        for model, buckets in groups.items()
+    }
 
 
 def _quantile(ordered: list[float], q: float) -> float:

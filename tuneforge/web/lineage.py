@@ -23,22 +23,21 @@ RESULT_KEYS = ("valid_loss", "valid_mean_token_accuracy", "general_perplexity_ch
 
 def model_list(owner: str, choices: list[tuple[str, str]]) -> dict:
     """The base models the caller may tune and its project's tuned models, newest first."""
-    tuned = {m.name: m for m in store.list_models(owner)}
-    runs = {run_id: store.get_run(run_id) for run_id in {m.run_id for m in tuned.values()}}
-    return {
-        "base": [{"name": name, "source": source} for name, source in choices if source != "tuned"],
-        "tuned": [
+    tuned = []
+    for model in store.list_models(owner):
+        run = store.get_run(model.run_id)
+        config, metrics = (run.config or {}, run.metrics or {}) if run else ({}, {})
+        tuned.append(
             {
                 "name": model.name,
                 "base": model.base_model,
                 "kind": model.kind,
-                "method": (runs[model.run_id].config or {}).get("objective", "sft") if runs[model.run_id] else "",
+                "method": config.get("objective", "sft") if run else "",
                 "created": when(model.created_at),
-                "valid_loss": ((runs[model.run_id].metrics or {}) if runs[model.run_id] else {}).get("valid_loss"),
+                "valid_loss": metrics.get("valid_loss"),
             }
-            for model in tuned.values()
-        ],
-    }
+        )
+    return {"base": [{"name": n, "source": s} for n, s in choices if s != "tuned"], "tuned": tuned}
 
 
 def tuned_model_page(model: store.Model, owner: str, sign) -> dict:

@@ -13,9 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from tuneforge.registry import store
-from tuneforge.runs.ownership import NotOwned, owned_tuned_model
 from tuneforge.serve.deps import project
-from tuneforge.serve.model_access import model_choices, model_not_found
+from tuneforge.serve.model_access import model_choices, model_not_found, owned_tuned_model
 from tuneforge.serve.protocol import not_found
 from tuneforge.web import lineage, views
 from tuneforge.web.links import link_project, signed
@@ -48,25 +47,16 @@ def model_page(request: Request, name: str) -> HTMLResponse:
 
 @router.get("/ui/fragments/model")
 def model_fragment(request: Request, name: str, owner: str = Depends(project)) -> HTMLResponse:
-    try:
-        tuned = owned_tuned_model(owner, name)
-    except NotOwned:
-        raise model_not_found(name) from None
+    tuned = owned_tuned_model(owner, name)  # 404 for another project's, as /v1/models/{name}
     if tuned is not None:
         model = lineage.tuned_model_page(tuned, owner, lambda path: signed(request, path))
-        return fragment(request, "model.html", model=model, files=_test_files(owner))
+        return fragment(request, "model.html", model=model, files=views.checked_files(owner))
     choices = dict(model_choices(owner, request.app.state.allowed_model_dirs))
     if name not in choices:
         raise model_not_found(name)
     children = [m for m in store.list_models(owner) if m.base_model == name]
-    return fragment(
-        request, "base_model.html", name=name, source=choices[name], children=children, files=_test_files(owner)
-    )
-
-
-def _test_files(owner: str) -> list[dict]:
-    """The project's checked files, any of which can be a test file."""
-    return [f for f in views.file_list(owner) if f["status"] == "processed"]
+    files = views.checked_files(owner)  # any checked file can be a test file
+    return fragment(request, "base_model.html", name=name, source=choices[name], children=children, files=files)
 
 
 # ------------------------------------------------------------------------- files behind links

@@ -43,9 +43,8 @@ def new_job_page(request: Request) -> HTMLResponse:
 def new_job_fragment(request: Request, owner: str = Depends(project)) -> HTMLResponse:
     from tuneforge.serve.model_access import model_choices
 
-    checked = [f for f in views.file_list(owner) if f["status"] == "processed"]
     models = model_choices(owner, request.app.state.allowed_model_dirs)
-    return fragment(request, "new_job.html", files=checked, models=models)
+    return fragment(request, "new_job.html", files=views.checked_files(owner), models=models)
 
 
 @router.get("/ui/fragments/estimate")

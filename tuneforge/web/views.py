@@ -94,6 +94,11 @@ def file_list(project: str, limit: int = 100) -> list[dict]:
     return [file_row(row) for row in rows]
 
 
+def checked_files(project: str) -> list[dict]:
+    """The project's fine-tuning files that passed their data check: what a job or an evaluation may use."""
+    return [f for f in file_list(project) if f["status"] == "processed"]
+
+
 def file_page(row, token_report: dict | None = None) -> dict:
     """The stored data check (findings with line, field and fix; statistics; personal data) and,
     with `token_report` (the same check with a model's tokenizer), the token statistics."""

@@ -377,7 +377,7 @@ async function drawOperations(hours) {
   document.getElementById("ops-points").textContent = `${models.length} model(s), ${count} time buckets of ${data.bucket_seconds / 60} min`;
   const charts = {
     requests: (m) => [[`${m} requests`, column(m, (p) => p.requests), false], [`${m} errors`, column(m, (p) => p.errors), true]],
-    p95_ms: (m) => [[`${m} p95 ms`, column(m, (p) => p.p95_ms), false]],
+    p95_ms: (m) => [[`${m} p95 ms`, column(m, (p) => p.latency_ms.p95), false]],
     tokens: (m) => [[`${m} tokens`, column(m, (p) => p.prompt_tokens + p.completion_tokens), false]],
   };
   for (const element of document.querySelectorAll("#operations .chart")) {
