@@ -25,22 +25,26 @@ quickstart: $(STAMP)
 	$(VENV)/bin/tuneforge quickstart
 
 # Lint and format first (ruff, line length 119: pyproject.toml), then the suite.
-# tests/test_report_browser.py opens report.html in headless Chromium: install Debian's chromium where
-# we are root with apt-get; elsewhere, say so. TUNEFORGE_REQUIRE_BROWSER=1 makes a missing browser fail
-# that test here (a plain `pytest` without chromium skips it).
+# The browser tests open pages in headless Chromium and the registry's tests start a throw-away
+# PostgreSQL: install Debian's chromium and postgresql where we are root with apt-get; elsewhere, say
+# so. TUNEFORGE_REQUIRE_BROWSER=1 and TUNEFORGE_REQUIRE_POSTGRES=1 make a missing one fail those tests
+# here (a plain `pytest` without them skips them).
 test: $(STAMP)
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium (apt-get) for the browser test"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "note: installing chromium failed; the browser test will fail"; \
+	    echo "installing$$missing (apt-get) for the browser and PostgreSQL tests"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "note: installing$$missing failed; the tests that need it will fail"; \
 	  else \
-	    echo "note: no chromium on PATH and no root apt-get to install it; the browser test will fail"; \
+	    echo "note: no$$missing here and no root apt-get to install it; the tests that need it will fail"; \
 	  fi; \
 	fi
 	$(VENV)/bin/ruff check tuneforge tests benchmarks examples
 	$(VENV)/bin/ruff format --check tuneforge tests benchmarks examples
-	TUNEFORGE_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+	TUNEFORGE_REQUIRE_BROWSER=1 TUNEFORGE_REQUIRE_POSTGRES=1 $(PY) -m pytest -q
 
 clean-venv:
 	rm -rf $(VENV)

@@ -99,3 +99,31 @@ def learned_model_dir(tiny_model_dir, smol_tokenizer, tmp_path_factory):
     model.save_pretrained(directory)
     smol_tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A throw-away PostgreSQL cluster for the whole session (started on first use, ~2 s)."""
+    from postgres_cluster import PostgresCluster, postgres_bin
+
+    if postgres_bin() is None:
+        if os.environ.get("TUNEFORGE_REQUIRE_POSTGRES"):
+            pytest.fail("no PostgreSQL binaries: apt-get install postgresql (make test does it where it can)")
+        pytest.skip("no PostgreSQL binaries (apt-get install postgresql)")
+    cluster = PostgresCluster(tmp_path_factory.mktemp("postgres")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def new_registry(request):
+    """Modules that take this run once against each registry: a function giving a new registry URL
+    per call, None (each home's own SQLite file, the default) or a new database in the session's
+    PostgreSQL cluster. One per home: a worker takes any queued job of its registry, and a job's
+    uploaded bytes are in the home that received them."""
+    if request.param == "sqlite":
+        return lambda: None
+    cluster = request.getfixturevalue("postgres")
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    names = (f"{module}_{n}" for n in range(1_000))
+    return lambda: cluster.create_database(next(names))

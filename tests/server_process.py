@@ -41,13 +41,33 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, home: Path, *args: str):
+    def __init__(self, home: Path, *args: str, database_url: str | None = None):
+        """`database_url`: a registry other than the home's SQLite file (conftest's `registry_url`)."""
         self.home, self.args = home, args
         self.port = free_port()
         # W&B offline: a job's `integrations` log to its run directory, never to the network.
         self.env = {**os.environ, "TUNEFORGE_HOME": str(home), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+        self.env.pop("TUNEFORGE_DATABASE_URL", None)
+        if database_url:
+            self.env["TUNEFORGE_DATABASE_URL"] = database_url
         self.log = home / f"server-{self.port}.log"
         self.process: subprocess.Popen | None = None
+
+    @property
+    def database_url(self) -> str:
+        return self.env.get("TUNEFORGE_DATABASE_URL") or f"sqlite:///{self.home / 'registry.db'}"
+
+    def registry_row(self, sql: str, **params) -> tuple | None:
+        """One row of the server's registry, read directly (what the API does not show, e.g. worker_pid)."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as connection:
+                row = connection.execute(text(sql), params).first()
+                return tuple(row) if row is not None else None
+        finally:
+            engine.dispose()
 
     @property
     def base_url(self) -> str:

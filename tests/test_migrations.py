@@ -211,21 +211,38 @@ def test_the_check_names_a_column_no_migration_made(tmp_path):
     ]
 
 
-def test_two_processes_opening_a_fresh_home_at_once_both_succeed_quietly(tmp_path):
-    """The server and its worker start together on one registry.db: one migrates, the other waits."""
+def test_postgresql_is_built_to_head_and_agrees_with_the_models(postgres):
+    """The same migrations on PostgreSQL (TUNEFORGE_DATABASE_URL): every table, at head, no drift
+    (JSON, timestamps with time zone and booleans are types of their own there)."""
+    engine = create_engine(postgres.create_database("migrations_fresh"))
+    migrate.migrate(engine)
+    assert set(inspect(engine).get_table_names()) == set(store.Base.metadata.tables) | {"alembic_version"}
+    assert migrate.current_revision(engine) == head_revision()
+    assert migrate.check_models_match_migrations(engine, schema.metadata) == []
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_opening_a_fresh_registry_at_once_all_succeed_quietly(backend, tmp_path, request):
+    """The server and its workers start together on one new registry: one migrates (a file lock beside
+    a SQLite file, an advisory lock on PostgreSQL), the others wait."""
     environment = {**os.environ, "TUNEFORGE_HOME": str(tmp_path)}
     environment.pop("TUNEFORGE_DATABASE_URL", None)
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    if backend == "postgresql":
+        url = environment["TUNEFORGE_DATABASE_URL"] = request.getfixturevalue("postgres").create_database("race")
     opener = "from tuneforge.registry import store; store.session().close()"
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", opener], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        for _ in range(2)
+        for _ in range(3)
     ]
     outputs = [process.communicate(timeout=120) for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs
-    assert outputs == [("", ""), ("", "")]  # Alembic's INFO lines stay out of the CLI's output
-    engine = create_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    assert [process.returncode for process in processes] == [0] * 3, outputs
+    assert outputs == [("", "")] * 3  # Alembic's INFO lines stay out of the CLI's output
+    engine = create_engine(url)
     assert migrate.current_revision(engine) == head_revision()
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+    engine.dispose()

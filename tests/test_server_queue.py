@@ -1,4 +1,5 @@
-"""Listing, paging and limits of the server, on a `tuneforge serve --no-worker` whose jobs stay queued."""
+"""Listing, paging and limits of the server, on a `tuneforge serve --no-worker` whose jobs stay queued;
+against SQLite and PostgreSQL registries."""
 
 import openai
 import pytest
@@ -7,7 +8,7 @@ from server_process import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, tiny_model_dir):
+def client(tmp_path_factory, tiny_model_dir, new_registry):
     server = ServerProcess(
         tmp_path_factory.mktemp("queue-home"),
         "--no-worker",
@@ -15,6 +16,7 @@ def client(tmp_path_factory, tiny_model_dir):
         "1",
         "--allow-model-dir",
         str(tiny_model_dir),
+        database_url=new_registry(),
     ).start()
     yield openai.OpenAI(base_url=server.base_url, api_key=server.new_key("paging"), max_retries=0)
     server.stop()

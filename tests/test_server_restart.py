@@ -2,7 +2,6 @@
 
 import os
 import signal
-import sqlite3
 import time
 
 import openai
@@ -12,8 +11,9 @@ from server_process import TINY_LORA, ServerProcess, tickets, wait_for
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir):
-    process = ServerProcess(tmp_path_factory.mktemp("restart-home"), "--allow-model-dir", str(tiny_model_dir)).start()
+def server(tmp_path_factory, tiny_model_dir, new_registry):
+    home = tmp_path_factory.mktemp("restart-home")
+    process = ServerProcess(home, "--allow-model-dir", str(tiny_model_dir), database_url=new_registry()).start()
     yield process
     process.stop()
 
@@ -46,8 +46,7 @@ def wait_for_event(client, job_id: str, text: str, timeout: float = 180):
 
 
 def worker_pid(server, job_id: str) -> int:
-    with sqlite3.connect(server.home / "registry.db") as db:
-        return db.execute("select worker_pid from jobs where id = ?", (job_id,)).fetchone()[0]
+    return server.registry_row("select worker_pid from jobs where id = :id", id=job_id)[0]
 
 
 def test_a_job_resumes_from_its_checkpoint_after_kill_9_of_the_worker(server, client, tiny_model_dir, tmp_path):
@@ -95,8 +94,9 @@ def test_a_pause_and_an_immediate_resume_are_not_lost(server, client, tiny_model
     wait_for_event(client, job.id, "Job cancelled")
 
 
-def test_a_worker_whose_server_was_killed_stops_and_a_new_server_takes_over(tmp_path, tiny_model_dir):
-    first = ServerProcess(tmp_path, "--allow-model-dir", str(tiny_model_dir)).start()
+def test_a_worker_whose_server_was_killed_stops_and_a_new_server_takes_over(tmp_path, tiny_model_dir, new_registry):
+    registry = new_registry()
+    first = ServerProcess(tmp_path, "--allow-model-dir", str(tiny_model_dir), database_url=registry).start()
     client = openai.OpenAI(base_url=first.base_url, api_key=first.new_key("ops"), max_retries=0, timeout=120)
     job = start_long_job(client, tiny_model_dir, tmp_path / "train.jsonl", epochs=30)
     wait_for_event(client, job.id, "Checkpoint created at step 5")
@@ -107,9 +107,8 @@ def test_a_worker_whose_server_was_killed_stops_and_a_new_server_takes_over(tmp_
     while _alive(orphan):
         assert time.monotonic() < deadline, "the orphaned worker is still running a minute after its server died"
         time.sleep(0.2)
-    with sqlite3.connect(first.home / "registry.db") as db:
-        assert db.execute("select status, resume from jobs where id = ?", (job.id,)).fetchone() == ("queued", 1)
-    second = ServerProcess(tmp_path, "--allow-model-dir", str(tiny_model_dir))
+    assert first.registry_row("select status, resume from jobs where id = :id", id=job.id) == ("queued", True)
+    second = ServerProcess(tmp_path, "--allow-model-dir", str(tiny_model_dir), database_url=registry)
     second.port = first.port
     second.start()
     try:
@@ -132,18 +131,20 @@ def _alive(pid: int) -> bool:
         return stat.read().split(")")[-1].split()[0] != "Z"
 
 
-def test_recovery_finds_jobs_a_dead_worker_held_whatever_their_status(tmp_path, monkeypatch):
-    from tuneforge.jobs.worker import recover_interrupted_jobs
+def test_recovery_finds_jobs_a_dead_worker_held_whatever_their_status(tmp_path, monkeypatch, new_registry):
+    from tuneforge.jobs.worker import recover_interrupted_jobs, this_worker
     from tuneforge.registry import jobs
 
     monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path))
+    if registry := new_registry():
+        monkeypatch.setenv("TUNEFORGE_DATABASE_URL", registry)
     held = {
         status: jobs.create_job("ops", model="m", training_file="file-x", seed=1, method={"type": "supervised"})
         for status in ("running", "paused", "queued", "cancelled")
     }
     for status, job in held.items():
         jobs.update_job(job.id, status=status, worker_pid=999_999, run_id="run-x")
-    recover_interrupted_jobs()
+    recover_interrupted_jobs(this_worker())
     after = {status: jobs.get_job(None, job.id) for status, job in held.items()}
     assert {status: (job.status, job.worker_pid, job.resume) for status, job in after.items()} == {
         "running": ("queued", None, True),

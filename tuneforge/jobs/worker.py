@@ -5,23 +5,29 @@ Run: `tuneforge worker` (`tuneforge serve` starts one and restarts it if it dies
 The server only writes rows; the worker polls the registry for them:
   validating_files -> (data check of the training/validation files) -> queued | failed
   queued           -> running -> succeeded | failed, or stopped by the server's cancelled | paused
-A job found `running` when a worker starts was cut off (a crash, kill -9, power loss): it is queued
-again and continues from its run's newest complete checkpoint. A file lock keeps a second worker
-on the same home from starting.
+A worker holds the job it validates or runs (`jobs.claim_next_job`) and renews a lease on it while
+it does. A job held when its home's worker starts was cut off (a crash, kill -9, power loss), and so
+is a job whose lease lapsed, wherever it ran (workers on several machines share a PostgreSQL
+registry): it is queued again and continues from its run's newest complete checkpoint. A file lock
+keeps a second worker on the same home from starting.
 """
 
 import fcntl
 import gc
 import logging
 import os
+import socket
+import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from tuneforge.errors import TuneforgeError
 from tuneforge.jobs.reporter import JobReporter
 from tuneforge.jobs.submit import job_config
 from tuneforge.registry import jobs, store
-from tuneforge.registry.jobs import Job
+from tuneforge.registry.db import now
+from tuneforge.registry.jobs import Job, WorkerId
 from tuneforge.settings import tuneforge_home
 from tuneforge.train.host_memory import release_free_memory
 from tuneforge.train.inputs import TrainingDataError
@@ -32,6 +38,44 @@ log = logging.getLogger("tuneforge.worker")
 
 class WorkerBusy(TuneforgeError):
     pass
+
+
+def lease_seconds() -> float:
+    """How long a job stays held without a heartbeat: the time after which another machine's worker
+    takes back a job whose worker died. Heartbeats come every sixth of it."""
+    return float(os.environ.get("TUNEFORGE_WORKER_LEASE_SECONDS", "120"))
+
+
+def this_worker() -> WorkerId:
+    return WorkerId(os.getpid(), f"{socket.gethostname()}:{tuneforge_home()}")
+
+
+class Lease:
+    """Holds a claimed job while the block runs: a daemon thread renews its heartbeat (training
+    runs in this thread, or in torchrun's processes), and leaving the block lets the job go."""
+
+    def __init__(self, job_id: str, worker: WorkerId):
+        self.job_id, self.worker = job_id, worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id}", daemon=True)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(lease_seconds() / 6):
+            try:
+                if not jobs.renew_lease(self.job_id, self.worker):
+                    log.warning("job %s: the lease was lost (another worker took the job back)", self.job_id)
+                    return
+            except Exception:  # noqa: BLE001 - a database hiccup: the next heartbeat tries again
+                log.exception("job %s: renewing the lease failed", self.job_id)
+
+    def __enter__(self) -> "Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        jobs.release(self.job_id, self.worker)
 
 
 # ------------------------------------------------------------------------------------ stages
@@ -77,13 +121,10 @@ def run_job(job: Job) -> None:
     if job.run_id and not resume and store.get_run(job.run_id):
         store.delete_run(job.run_id)  # cut off before its first checkpoint: start over
     run_id = job.run_id if resume else new_run_id()
-    job = jobs.transition(job.id, ("queued",), "running", run_id=run_id, worker_pid=os.getpid(), resume=False)
+    job = jobs.transition(job.id, ("queued",), "running", run_id=run_id, resume=False)
     if job is None:
-        return  # cancelled between the queue read and now
-    try:
-        _train(job, run_id, resume)
-    finally:
-        jobs.update_job(job.id, worker_pid=None)  # no worker holds it now: recovery leaves it alone
+        return  # cancelled between the claim and now
+    _train(job, run_id, resume)
 
 
 def _train(job: Job, run_id: str, resume: bool) -> None:
@@ -172,15 +213,30 @@ def _fail(job: Job, code: str, message: str, param: str | None) -> None:
 
 
 # ------------------------------------------------------------------------------------ the loop
-def recover_interrupted_jobs() -> None:
-    """Jobs a dead worker held (crash, kill -9, power loss), whatever their status says: a running one
-    is queued again, and every one keeps its place, so it continues from its newest checkpoint."""
-    for job in jobs.jobs_held_by_a_worker():
+RELEASED = dict(worker_pid=None, worker_host=None, heartbeat_at=None)
+
+
+def recover_interrupted_jobs(worker: WorkerId) -> None:
+    """Jobs a dead worker of this home held (crash, kill -9, power loss), whatever their status says: a
+    running one is queued again, and every one keeps its place, so it continues from its newest checkpoint."""
+    for job in jobs.jobs_held_on(worker.host):
         if job.status == "running":
-            jobs.transition(job.id, ("running",), "queued", resume=True, worker_pid=None)
+            jobs.transition(job.id, ("running",), "queued", resume=True, **RELEASED)
             jobs.add_event(job.id, "The worker restarted; the job continues from its newest checkpoint", level="warn")
         else:  # paused, queued again by a resume, or cancelled while the worker ran it
-            jobs.update_job(job.id, worker_pid=None, resume=job.status in ("paused", "queued") or job.resume)
+            jobs.update_job(job.id, **RELEASED, resume=job.status in ("paused", "queued") or job.resume)
+
+
+def take_back_lapsed_jobs() -> None:
+    """Jobs whose worker stopped renewing its lease, on any machine: back to the queue."""
+    for job in jobs.take_back_lapsed(now() - timedelta(seconds=lease_seconds())):
+        if job.status == "running":
+            jobs.add_event(
+                job.id,
+                f"Worker {job.worker_pid} on {job.worker_host} stopped answering; the job continues from its "
+                "newest checkpoint",
+                level="warn",
+            )
 
 
 def _release_memory() -> None:
@@ -226,20 +282,23 @@ def _take_lock(wait: bool):
 def run_worker(poll_seconds: float = 1.0, once: bool = False, parent_pid: int | None = None) -> None:
     PARENT.parent_pid = parent_pid
     lock = _take_lock(wait=parent_pid is not None)  # noqa: F841  (held while this process lives)
-    recover_interrupted_jobs()
+    worker = this_worker()
+    recover_interrupted_jobs(worker)
     log.info("worker %s ready (home %s)", os.getpid(), tuneforge_home())
     while not PARENT.gone():
-        job = jobs.next_job(("validating_files", "queued"))
+        take_back_lapsed_jobs()
+        job = jobs.claim_next_job(("validating_files", "queued"), worker)
         if job is not None:
             log.info("job %s: %s", job.id, job.status)
-            if job.status == "validating_files":
-                try:
-                    validate_files(job)
-                except Exception as error:  # noqa: BLE001 - a job that breaks the check fails; the worker goes on
-                    log.exception("job %s: the data check failed", job.id)
-                    _fail(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}", None)
-            else:
-                run_job(job)
+            with Lease(job.id, worker):
+                if job.status == "validating_files":
+                    try:
+                        validate_files(job)
+                    except Exception as error:  # noqa: BLE001 - a job that breaks the check fails; the worker goes on
+                        log.exception("job %s: the data check failed", job.id)
+                        _fail(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}", None)
+                else:
+                    run_job(job)
             _release_memory()
             continue
         if once:

@@ -10,6 +10,7 @@ import secrets
 import string
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
@@ -19,6 +20,14 @@ from tuneforge.settings import tuneforge_home
 
 ALPHABET = string.ascii_letters + string.digits
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class WorkerId(NamedTuple):
+    """Who holds a job: the worker's pid and its `host:home` (two homes on one machine are two
+    workers; a pid alone is not unique across machines)."""
+
+    pid: int
+    host: str
 
 
 def new_id(prefix: str) -> str:
@@ -66,7 +75,11 @@ class Job(Base):
     trained_tokens: Mapped[int | None] = mapped_column(Integer)
     result_files: Mapped[list] = mapped_column(JSON, default=list)
     estimated_finish: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The worker holding the job (validating or running it): its pid, its "host:home", and when it
+    # last said it still holds it (migration 0004: a lapsed heartbeat frees the job for any worker).
     worker_pid: Mapped[int | None] = mapped_column(Integer)
+    worker_host: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resume: Mapped[bool] = mapped_column(Boolean, default=False)  # continue run_id from its newest checkpoint
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -215,17 +228,82 @@ def transition(job_id: str, allowed_from: tuple[str, ...], status: str, **values
     return get_job(None, job_id) if changed else None
 
 
-def next_job(statuses: tuple[str, ...]) -> Job | None:
-    """The oldest job in one of `statuses` (the worker's queue is first in, first out)."""
-    with session() as db:
-        return db.scalar(select(Job).where(Job.status.in_(statuses)).order_by(Job.seq.asc()).limit(1))
+def claim_next_job(statuses: tuple[str, ...], worker: WorkerId) -> Job | None:
+    """The oldest job in one of `statuses` that no worker holds, now held by `worker` (first in,
+    first out). On PostgreSQL the row is read `FOR UPDATE SKIP LOCKED`: workers sharing the registry
+    each take a different job at once instead of queueing on one row. The UPDATE is guarded as well,
+    which is what keeps SQLite (no row locks; one worker per home) correct."""
+    with session() as db, db.begin():
+        job_id = db.scalar(
+            select(Job.id)
+            .where(Job.status.in_(statuses), Job.worker_pid.is_(None))
+            .order_by(Job.seq.asc())
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        if job_id is None:
+            return None
+        claimed = db.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(statuses), Job.worker_pid.is_(None))
+            .values(worker_pid=worker.pid, worker_host=worker.host, heartbeat_at=now())
+        ).rowcount
+    return get_job(None, job_id) if claimed else None
 
 
-def jobs_held_by_a_worker() -> list[Job]:
-    """Jobs whose row names a worker process (it set worker_pid when it started them, and clears it when
-    it lets go)."""
+def _held_by(worker: WorkerId):
+    return (Job.worker_pid == worker.pid) & (Job.worker_host == worker.host)
+
+
+def renew_lease(job_id: str, worker: WorkerId) -> bool:
+    """The holder's heartbeat; False when the job is no longer `worker`'s (its lease lapsed and
+    another worker took it back)."""
+    with session() as db, db.begin():
+        renewed = db.execute(update(Job).where(Job.id == job_id, _held_by(worker)).values(heartbeat_at=now()))
+        return bool(renewed.rowcount)
+
+
+def release(job_id: str, worker: WorkerId) -> None:
+    """`worker` lets go of the job (finished, failed, paused, or handed back to the queue)."""
+    with session() as db, db.begin():
+        db.execute(
+            update(Job)
+            .where(Job.id == job_id, _held_by(worker))
+            .values(worker_pid=None, worker_host=None, heartbeat_at=None)
+        )
+
+
+def jobs_held_on(host: str) -> list[Job]:
+    """Jobs a worker of this host and home holds, or that a worker held before leases existed
+    (no host): once this home's worker lock is ours, their worker is gone."""
     with session() as db:
-        return list(db.scalars(select(Job).where(Job.worker_pid.is_not(None)).order_by(Job.seq.asc())))
+        return list(
+            db.scalars(
+                select(Job)
+                .where(Job.worker_pid.is_not(None), (Job.worker_host == host) | Job.worker_host.is_(None))
+                .order_by(Job.seq.asc())
+            )
+        )
+
+
+def take_back_lapsed(cutoff: datetime) -> list[Job]:
+    """Jobs whose holder's heartbeat is older than `cutoff`, wherever it ran, let go of: a running
+    one is queued again to resume from its newest checkpoint. One guarded UPDATE each, so when
+    several workers notice the same lapse only one takes the job back. Returns the jobs taken back."""
+    with session() as db:
+        lapsed = list(db.scalars(select(Job).where(Job.worker_pid.is_not(None), Job.heartbeat_at < cutoff)))
+    taken = []
+    for job in lapsed:
+        values = dict(worker_pid=None, worker_host=None, heartbeat_at=None)
+        if job.status == "running":
+            values.update(status="queued", resume=True)
+        elif job.status in ("paused", "queued"):  # paused (or paused and resumed) while held
+            values.update(resume=True)
+        guard = (Job.id == job.id) & (Job.worker_pid == job.worker_pid) & (Job.heartbeat_at < cutoff)
+        with session() as db, db.begin():
+            if db.execute(update(Job).where(guard, Job.status == job.status).values(**values)).rowcount:
+                taken.append(job)
+    return taken
 
 
 def delete_metric_events_after(job_id: str, step: int) -> int:
