@@ -89,7 +89,7 @@ def test_a_job_page_shows_its_curve_growing_until_it_succeeds(server, browser, t
     page.click("#key-form button[type=submit]")
     page.wait_for_selector("text=No jobs yet")
 
-    data = write_jsonl(tmp_path / "tickets.jsonl", tickets(200))  # ~70 steps: long enough to watch
+    data = write_jsonl(tmp_path / "tickets.jsonl", tickets(120))  # 45 steps: long enough to watch
     uploaded = client.files.create(file=data.open("rb"), purpose="fine-tune")
     client.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
     page.click("text=New job")  # the form, with the data check's estimate for the chosen file

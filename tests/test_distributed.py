@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from tuneforge.registry import store
-from tuneforge.runs.training import resume_config, train_run
+from tuneforge.runs.continuation import resume_config
+from tuneforge.runs.training import train_run
 from tuneforge.settings import runs_dir
 from tuneforge.train.config import TrainConfig
 from tuneforge.train.reporter import TrainingInterrupted

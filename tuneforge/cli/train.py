@@ -18,23 +18,31 @@ def _train(
     master_port: int = 29500,
     **fields,
 ):
-    from tuneforge.runs.launch import Machines
-    from tuneforge.runs.training import resume_config, train_run
+    from tuneforge.runs.continuation import resume_config
     from tuneforge.train.config import load_config
+
+    # The settings are checked before torch and transformers are imported (seconds): a mistake is said at once.
+    if resume:
+        config = resume_config(resume)
+        if fields.get("nproc"):  # the one thing a resume may change: how many processes carry on
+            config = config.model_copy(update={"nproc": fields["nproc"]})
+    else:
+        if fields.get("data") is None and config_file is None:
+            raise UsageError("name the training data with --data (a prepared directory or a JSONL file)")
+        config = load_config(config_file, fields)
+    if not resume:
+        from tuneforge.train.inputs import locate_data
+
+        locate_data(config.data, config.validation_data)  # the data's paths, checked before the imports below
+
+    from tuneforge.runs.launch import Machines
+    from tuneforge.runs.training import train_run
     from tuneforge.train.progress import ConsoleReporter
 
     machines = Machines(nnodes, node_rank, master_addr, master_port)
     reporter = ConsoleReporter(console)
     try:
-        if resume:
-            config = resume_config(resume)
-            if fields.get("nproc"):  # the one thing a resume may change: how many processes carry on
-                config = config.model_copy(update={"nproc": fields["nproc"]})
-            result = train_run(config, reporter, run_id=resume, resume=True, machines=machines)
-        else:
-            if fields.get("data") is None and config_file is None:
-                raise UsageError("name the training data with --data (a prepared directory or a JSONL file)")
-            result = train_run(load_config(config_file, fields), reporter, machines=machines)
+        result = train_run(config, reporter, run_id=resume if resume else None, resume=bool(resume), machines=machines)
     finally:
         reporter.close()
     if result is None:

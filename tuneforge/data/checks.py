@@ -18,7 +18,7 @@ from tuneforge.data.dedupe import DuplicateIndex
 from tuneforge.data.examples import Conversation, Example, ParsedExample, Preference, to_openai_record
 from tuneforge.data.findings import Finding, FindingLog
 from tuneforge.data.formats import parse_record
-from tuneforge.data.reader import Record, iter_records
+from tuneforge.data.reader import Record, file_kind, iter_records, open_data_file
 from tuneforge.data.tokenize import ChatTokenizer, conversations_for
 from tuneforge.hardware import auto_epochs
 
@@ -384,6 +384,8 @@ def check_with_model(path: Path, model: str | None, keep_per_code: int = 20, on_
     """`check_file` with token statistics from `model`'s tokenizer and chat template (None: no tokens)."""
     if model is None:
         return check_file(path, keep_per_code=keep_per_code, on_progress=on_progress)
+    file_kind(path)  # a path that is no data file is said at once, not after seconds of loading a tokenizer
+    open_data_file(path).close()
     from tuneforge.models.catalog import load_tokenizer, model_facts
 
     facts = model_facts(model)

@@ -95,3 +95,16 @@ def name_base(config: TrainConfig) -> str:
     """The base model a tuned model's name shows: a continued run's original base, not a run directory."""
     run = store.get_run(config.continued_from) if config.continued_from else None
     return run.models[0].base_model if run and run.models else config.model
+
+
+def resume_config(run_id: str) -> TrainConfig:
+    """The config a run was started with, to continue it (`tuneforge train --resume RUN_ID`)."""
+    run = store.get_run(run_id)
+    if run is None:
+        raise UsageError(f"no run '{run_id}'", fix="See `tuneforge runs list`.")
+    # A run recorded before validation_split (or the forgetting guard) existed held nothing out (and
+    # replayed nothing): resume it the same way.
+    recorded = {"validation_split": 0.0, "forgetting_guard": False, **run.config}
+    return TrainConfig.model_validate(
+        {k: v for k, v in recorded.items() if k in TrainConfig.model_fields}, context=RECORDED
+    )

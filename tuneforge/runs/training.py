@@ -14,7 +14,7 @@ from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.hardware import device_type, resolve_device
 from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
-from tuneforge.runs.continuation import continue_from, name_base, parent_adapter
+from tuneforge.runs.continuation import continue_from, name_base, parent_adapter, resume_config  # noqa: F401
 from tuneforge.runs.general import general_ability
 from tuneforge.runs.launch import Machines, launch, launched, payload, read_payload
 from tuneforge.runs.naming import new_run_id, tuned_model_name
@@ -192,16 +192,3 @@ def resumable(run_id: str | None) -> bool:
 
     run = store.get_run(run_id) if run_id else None
     return bool(run and newest_complete_checkpoint(Path(run.run_dir) / "checkpoints"))
-
-
-def resume_config(run_id: str) -> TrainConfig:
-    """The config a run was started with, to continue it (`tuneforge train --resume RUN_ID`)."""
-    run = store.get_run(run_id)
-    if run is None:
-        raise UsageError(f"no run '{run_id}'", fix="See `tuneforge runs list`.")
-    # A run recorded before validation_split (or the forgetting guard) existed held nothing out (and
-    # replayed nothing): resume it the same way.
-    recorded = {"validation_split": 0.0, "forgetting_guard": False, **run.config}
-    return TrainConfig.model_validate(
-        {k: v for k, v in recorded.items() if k in TrainConfig.model_fields}, context=RECORDED
-    )
