@@ -63,9 +63,9 @@ def test_the_oldest_job_is_claimed_first_and_release_frees_it(registry):
     first, second = queued_jobs(2)
     worker = this_worker()
     assert jobs.claim_next_job(("queued",), worker).id == first
-    jobs.release(first, ELSEWHERE)  # only the holder can let go
+    jobs.release(first, ELSEWHERE.host)  # only the holder can let go
     assert jobs.get_job(None, first).worker_pid == worker.pid
-    jobs.release(first, worker)
+    jobs.release(first, worker.host)
     assert jobs.get_job(None, first).worker_pid is None
     assert jobs.claim_next_job(("queued",), ELSEWHERE).id == first
 

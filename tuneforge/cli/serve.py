@@ -1,5 +1,6 @@
 """Stage 4 from the command line: `tuneforge serve`, `worker`, `keys ...` and `feedback export`."""
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,32 @@ feedback_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(feedback_app, name="feedback")
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+BackendOption = Annotated[
+    Backend,
+    typer.Option(
+        "--backend",
+        help="Where jobs train: `local` (one at a time, in this machine's worker process) or `ray` (as Ray tasks, "
+        "as many at once as the cluster has room for).",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="With --backend ray: the cluster (`auto`: the one `ray start` runs on this machine; `ray://HOST:10001`). "
+        "Without it, a Ray cluster is started on this machine.",
+    ),
+]
+CpusPerProcessOption = Annotated[
+    int, typer.Option(min=1, help="With --backend ray: CPUs a CPU job asks for per training process.")
+]
 
 
 @app.command("serve")
@@ -63,6 +90,9 @@ def serve(
             help="With --no-auth: another Host name to accept (the listening address and localhost always are).",
         ),
     ] = None,
+    backend: BackendOption = Backend.local,
+    ray_address: RayAddressOption = None,
+    cpus_per_process: CpusPerProcessOption = 1,
 ):
     """An OpenAI-compatible API: files, fine-tuning jobs, models, chat and text completions."""
     import uvicorn
@@ -91,13 +121,15 @@ def serve(
         public_docs=public_docs,
         host=host,
         allowed_hosts=tuple(allowed_host or ()),
+        worker_args=("--backend", backend.value, "--cpus-per-process", str(cpus_per_process))
+        + (("--ray-address", ray_address) if ray_address else ()),
     )
     app_ = create_app(options)
     install_dashboard(app_)
     console.print(
         f"Tuneforge API on http://{host}:{port}/v1, dashboard on http://{host}:{port}/ "
         f"({'no auth' if no_auth else 'API keys required'}"
-        f"{', worker started' if not no_worker else ''})"
+        f"{f', {backend.value} worker started' if not no_worker else ''})"
     )
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
@@ -110,13 +142,22 @@ def worker(
         int | None,
         typer.Option(help="Exit (checkpointing a running job) when this process is gone; `serve` passes its own."),
     ] = None,
+    backend: BackendOption = Backend.local,
+    ray_address: RayAddressOption = None,
+    cpus_per_process: CpusPerProcessOption = 1,
 ):
-    """Carry out queued fine-tuning jobs, one at a time (`tuneforge serve` starts one for you)."""
-    from tuneforge.jobs.worker import run_worker
+    """Carry out queued fine-tuning jobs (`tuneforge serve` starts a worker for you)."""
     from tuneforge.settings import protect_home
 
     protect_home()
-    run_worker(poll_seconds, once, parent_pid=parent_pid)
+    if backend is Backend.ray:
+        from tuneforge.jobs.ray_backend import run_ray_dispatcher
+
+        run_ray_dispatcher(ray_address, cpus_per_process, poll_seconds, once, parent_pid=parent_pid)
+    else:
+        from tuneforge.jobs.worker import run_worker
+
+        run_worker(poll_seconds, once, parent_pid=parent_pid)
 
 
 @keys_app.command("create")

@@ -62,7 +62,7 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(lease_seconds() / 6):
             try:
-                if not jobs.renew_lease(self.job_id, self.worker):
+                if not jobs.renew_leases([self.worker.host]):
                     log.warning("job %s: the lease was lost (another worker took the job back)", self.job_id)
                     return
             except Exception:  # noqa: BLE001 - a database hiccup: the next heartbeat tries again
@@ -75,7 +75,7 @@ class Lease:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        jobs.release(self.job_id, self.worker)
+        jobs.release(self.job_id, self.worker.host)
 
 
 # ------------------------------------------------------------------------------------ stages
@@ -90,15 +90,15 @@ def validate_files(job: Job) -> None:
             continue
         stored = jobs.get_file(job.project, file_id)
         if stored is None:
-            return _fail(job, "invalid_file", f"{param} {file_id} no longer exists", param)
+            return fail_job(job, "invalid_file", f"{param} {file_id} no longer exists", param)
         if not Path(stored.path).is_file():  # the row outlived its bytes: fail the job, not the worker
-            return _fail(
+            return fail_job(
                 job, "invalid_file", f"{param} {file_id}'s content is missing from this server's storage", param
             )
         try:
             report = check_with_model(Path(stored.path), model_to_load(job.model, job.project))
         except TuneforgeError as error:  # the model is gone since the job was created, say: the job fails
-            return _fail(job, "model_not_available", error.message, "model")
+            return fail_job(job, "model_not_available", error.message, "model")
         if not report.ok:
             first = next(f for f in report.findings.findings() if f.severity == "error")
             where = f"line {first.line}" + (f", field {first.field}" if first.field else "")
@@ -106,7 +106,7 @@ def validate_files(job: Job) -> None:
                 f"{param} {file_id} ({stored.filename}) has {report.findings.errors} error(s); first: {where}: "
                 f"{first.message}" + (f" Fix: {first.fix}" if first.fix else "")
             )
-            return _fail(
+            return fail_job(
                 job, "invalid_training_file" if param == "training_file" else "invalid_validation_file", message, param
             )
     if jobs.transition(job.id, ("validating_files",), "queued"):
@@ -160,12 +160,12 @@ def _train(job: Job, run_id: str, resume: bool) -> None:
             )
         return
     except TrainingDataError as error:  # what the upload check cannot see, e.g. a reply longer than the context
-        return _fail(job, error.code, error.message + (f" Fix: {error.fix}" if error.fix else ""), "training_file")
+        return fail_job(job, error.code, error.message + (f" Fix: {error.fix}" if error.fix else ""), "training_file")
     except TuneforgeError as error:
-        return _fail(job, "invalid_request", error.message + (f" Fix: {error.fix}" if error.fix else ""), None)
+        return fail_job(job, "invalid_request", error.message + (f" Fix: {error.fix}" if error.fix else ""), None)
     except Exception as error:  # a bug of ours: the job fails with the reason rather than the worker dying
         log.exception("job %s failed", job.id)
-        return _fail(job, "internal_error", f"{type(error).__name__}: {error}", None)
+        return fail_job(job, "internal_error", f"{type(error).__name__}: {error}", None)
     results = _store_results_file(job, result.run_dir / "metrics.csv")
     if jobs.transition(
         job.id,
@@ -201,7 +201,7 @@ def _store_results_file(job: Job, metrics_csv: Path) -> str:
     return file_id
 
 
-def _fail(job: Job, code: str, message: str, param: str | None) -> None:
+def fail_job(job: Job, code: str, message: str, param: str | None = None) -> None:
     if jobs.transition(
         job.id,
         ("validating_files", "queued", "running"),
@@ -239,7 +239,7 @@ def take_back_lapsed_jobs() -> None:
             )
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
     gc.collect()
     release_free_memory()  # glibc keeps freed pages mapped; hand them back so an idle worker is small again
 
@@ -259,7 +259,7 @@ class ParentWatch:
 PARENT = ParentWatch()
 
 
-def _take_lock(wait: bool):
+def take_home_lock(wait: bool):
     """The home's worker lock. A worker started by a server waits for the previous one (an orphan
     finishing its step) rather than failing, so a restarted server takes over without restart loops."""
     lock = open(tuneforge_home() / "worker.lock", "w")
@@ -281,7 +281,7 @@ def _take_lock(wait: bool):
 
 def run_worker(poll_seconds: float = 1.0, once: bool = False, parent_pid: int | None = None) -> None:
     PARENT.parent_pid = parent_pid
-    lock = _take_lock(wait=parent_pid is not None)  # noqa: F841  (held while this process lives)
+    lock = take_home_lock(wait=parent_pid is not None)  # noqa: F841  (held while this process lives)
     worker = this_worker()
     recover_interrupted_jobs(worker)
     log.info("worker %s ready (home %s)", os.getpid(), tuneforge_home())
@@ -296,10 +296,10 @@ def run_worker(poll_seconds: float = 1.0, once: bool = False, parent_pid: int | 
                         validate_files(job)
                     except Exception as error:  # noqa: BLE001 - a job that breaks the check fails; the worker goes on
                         log.exception("job %s: the data check failed", job.id)
-                        _fail(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}", None)
+                        fail_job(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}")
                 else:
                     run_job(job)
-            _release_memory()
+            release_memory()
             continue
         if once:
             return

@@ -23,8 +23,9 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 class WorkerId(NamedTuple):
-    """Who holds a job: the worker's pid and its `host:home` (two homes on one machine are two
-    workers; a pid alone is not unique across machines)."""
+    """Who holds a job: the worker's pid and its `host:home`, the holder's name (two homes on one
+    machine are two workers; a pid alone is not unique across machines). A job sent to Ray is held
+    under `host:home#ray:…`, a name of its own that each attempt of its task adopts with its pid."""
 
     pid: int
     host: str
@@ -251,39 +252,43 @@ def claim_next_job(statuses: tuple[str, ...], worker: WorkerId) -> Job | None:
     return get_job(None, job_id) if claimed else None
 
 
-def _held_by(worker: WorkerId):
-    return (Job.worker_pid == worker.pid) & (Job.worker_host == worker.host)
-
-
-def renew_lease(job_id: str, worker: WorkerId) -> bool:
-    """The holder's heartbeat; False when the job is no longer `worker`'s (its lease lapsed and
-    another worker took it back)."""
+def renew_leases(holders: list[str]) -> int:
+    """The holders' heartbeat on every job they hold; how many they hold. A worker that holds none
+    of the jobs it thinks it does lost them (their lease lapsed, another worker took them back)."""
+    if not holders:
+        return 0
     with session() as db, db.begin():
-        renewed = db.execute(update(Job).where(Job.id == job_id, _held_by(worker)).values(heartbeat_at=now()))
-        return bool(renewed.rowcount)
+        return db.execute(update(Job).where(Job.worker_host.in_(holders)).values(heartbeat_at=now())).rowcount
 
 
-def release(job_id: str, worker: WorkerId) -> None:
-    """`worker` lets go of the job (finished, failed, paused, or handed back to the queue)."""
+def adopt(job_id: str, worker: WorkerId) -> Job | None:
+    """The process `worker.pid` takes on a job held under `worker.host`: each attempt of a Ray task
+    adopts the job its dispatcher claimed for it (an earlier attempt's pid may be gone). None when
+    the job is no longer held under that name."""
+    with session() as db, db.begin():
+        adopted = db.execute(
+            update(Job).where(Job.id == job_id, Job.worker_host == worker.host).values(worker_pid=worker.pid)
+        ).rowcount
+    return get_job(None, job_id) if adopted else None
+
+
+def release(job_id: str, holder: str) -> None:
+    """The holder lets go of the job (finished, failed, paused, or handed back to the queue)."""
     with session() as db, db.begin():
         db.execute(
             update(Job)
-            .where(Job.id == job_id, _held_by(worker))
+            .where(Job.id == job_id, Job.worker_host == holder)
             .values(worker_pid=None, worker_host=None, heartbeat_at=None)
         )
 
 
 def jobs_held_on(host: str) -> list[Job]:
-    """Jobs a worker of this host and home holds, or that a worker held before leases existed
-    (no host): once this home's worker lock is ours, their worker is gone."""
+    """Jobs held by this host and home's worker, or by Ray tasks it sent (`host#ray:…`), or by a
+    worker before leases existed (no host): once this home's worker lock is ours, they were cut off."""
     with session() as db:
-        return list(
-            db.scalars(
-                select(Job)
-                .where(Job.worker_pid.is_not(None), (Job.worker_host == host) | Job.worker_host.is_(None))
-                .order_by(Job.seq.asc())
-            )
-        )
+        sent_to_ray = Job.worker_host.startswith(f"{host}#", autoescape=True)
+        mine = (Job.worker_host == host) | sent_to_ray | Job.worker_host.is_(None)
+        return list(db.scalars(select(Job).where(Job.worker_pid.is_not(None), mine).order_by(Job.seq.asc())))
 
 
 def take_back_lapsed(cutoff: datetime) -> list[Job]:

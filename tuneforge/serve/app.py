@@ -43,12 +43,14 @@ class ServerOptions:
     public_docs: bool = False  # /docs and /openapi.json without a key
     host: str = "127.0.0.1"  # the address served: with --no-auth, the only Host header accepted (DNS rebinding)
     allowed_hosts: tuple[str, ...] = ()  # further Host names accepted with --no-auth
+    worker_args: tuple[str, ...] = ()  # passed on to `tuneforge worker` (its backend)
 
 
 class WorkerSupervisor:
     """Keeps one `tuneforge worker` process alive beside the server; stops it on shutdown."""
 
-    def __init__(self):
+    def __init__(self, args: tuple[str, ...] = ()):
+        self.args = args
         self.process: subprocess.Popen | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
@@ -60,7 +62,7 @@ class WorkerSupervisor:
     def _spawn(self) -> None:
         # --parent-pid: the worker exits when this server is gone, even after a kill -9 of it.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuneforge", "worker", "--parent-pid", str(os.getpid())]
+            [sys.executable, "-m", "tuneforge", "worker", "--parent-pid", str(os.getpid()), *self.args]
         )
         log.info("worker started (pid %s)", self.process.pid)
 
@@ -90,7 +92,7 @@ def create_app(options: ServerOptions | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        supervisor = WorkerSupervisor() if options.start_worker else None
+        supervisor = WorkerSupervisor(options.worker_args) if options.start_worker else None
         if supervisor:
             supervisor.start()
         app.state.supervisor = supervisor

@@ -1,0 +1,116 @@
+"""Jobs on Ray (`tuneforge serve --backend ray`): a local Ray cluster started by the server's
+dispatcher on this machine, a PostgreSQL registry, the official `openai` client. Several jobs
+train at once, and a job whose Ray worker process is killed (-9) resumes from its checkpoint
+with every step reported exactly once."""
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+from helpers import write_jsonl
+from server_process import TINY_LORA, ServerProcess, tickets, wait_for
+
+pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir, postgres):
+    home = tmp_path_factory.mktemp("ray-home")
+    process = ServerProcess(
+        home,
+        "--backend",
+        "ray",
+        "--allow-model-dir",
+        str(tiny_model_dir),
+        database_url=postgres.create_database("ray_jobs"),
+    )
+    # The cluster's sockets and logs: a short path (a Unix socket's path must fit in 107 bytes).
+    process.env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tf-ray-", dir="/tmp")
+    yield process.start()
+    process.stop()
+    shutil.rmtree(process.env["RAY_TMPDIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base_url, api_key=server.new_key("team"), max_retries=0, timeout=120)
+
+
+def upload(client, path, n: int):
+    uploaded = client.files.create(file=write_jsonl(path, tickets(n)).open("rb"), purpose="fine-tune")
+    return client.files.wait_for_processing(uploaded.id, poll_interval=0.2, max_wait_seconds=60)
+
+
+def steps(client, job_id: str) -> list[int]:
+    """The steps the job reported, in order (a step reported twice shows twice)."""
+    events = client.fine_tuning.jobs.list_events(job_id, limit=1000).data
+    return sorted(e.data["step"] for e in events if e.type == "metrics" and "train_loss" in (e.data or {}))
+
+
+def test_four_jobs_at_once_all_succeed_and_train_side_by_side(server, client, tiny_model_dir, tmp_path):
+    training = upload(client, tmp_path / "train.jsonl", 48)
+
+    def create(i: int):
+        return client.fine_tuning.jobs.create(
+            model=str(tiny_model_dir),
+            training_file=training.id,
+            seed=i,
+            hyperparameters={"n_epochs": 2, "batch_size": 4},
+            extra_body=TINY_LORA,
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        created = list(pool.map(create, range(4)))
+    finished = [wait_for(client, job.id, ("succeeded", "failed", "cancelled"), timeout=150) for job in created]
+    assert [job.status for job in finished] == ["succeeded"] * 4, [job.error for job in finished]
+    spans = []
+    for job in finished:
+        messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+        assert any(m.startswith("Sent to Ray (0 GPU, 1 CPU)") for m in messages)
+        reported = steps(client, job.id)
+        assert reported == list(range(1, len(reported) + 1)) and len(reported) >= 10
+        # When its first and last step were reported, to the microsecond (the API rounds to seconds).
+        spans.append(
+            server.registry_row(
+                "select min(created_at), max(created_at) from job_events where job_id = :id and type = 'metrics'",
+                id=job.id,
+            )
+        )
+    overlapping = [
+        (a, b) for a in range(4) for b in range(a + 1, 4) if spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+    ]
+    assert overlapping, spans  # at least two jobs were taking steps at the same time
+
+
+def test_a_job_whose_ray_worker_is_killed_resumes_from_its_checkpoint(server, client, tiny_model_dir, tmp_path):
+    training = upload(client, tmp_path / "long.jsonl", 40)
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model_dir),
+        training_file=training.id,
+        seed=5,
+        hyperparameters={"n_epochs": 6, "batch_size": 8},
+        extra_body=TINY_LORA,
+    )
+    deadline = time.monotonic() + 180
+    while not any("Checkpoint created at step 10" in e.message for e in client.fine_tuning.jobs.list_events(job.id)):
+        assert time.monotonic() < deadline, "no checkpoint at step 10"
+        time.sleep(0.2)
+    (pid,) = server.registry_row("select worker_pid from jobs where id = :id", id=job.id)
+    assert pid != server.process.pid
+    os.kill(pid, signal.SIGKILL)  # the Ray worker process that runs the task
+
+    finished = wait_for(client, job.id, ("succeeded", "failed", "cancelled"), timeout=300)
+    assert finished.status == "succeeded", finished.error
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=1000)]
+    assert any("The process running the job was lost" in m for m in messages)
+    [resumed] = [m.split() for m in messages if m.startswith("Resumed from step")]
+    first_step, total = int(resumed[3]), int(resumed[4].lstrip("("))
+    assert first_step >= 10
+    assert steps(client, job.id) == list(range(1, total + 1))  # none lost, none reported twice
+    (holder,) = server.registry_row("select worker_pid from jobs where id = :id", id=job.id)
+    assert holder is None  # the dispatcher let go of it

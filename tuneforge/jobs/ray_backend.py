@@ -1,0 +1,224 @@
+"""Jobs on a Ray cluster: `tuneforge worker --backend ray [--address ADDR]` (or `serve --backend ray`).
+
+This process, the dispatcher, runs beside the registry in place of the local worker. It checks
+uploaded files as the local worker does, and sends each queued job to Ray as a task that asks for
+what the job needs: `nproc` GPUs for a job on CUDA, `nproc` x `--cpus-per-process` CPUs otherwise.
+Ray runs as many at once as the cluster has room for and queues the rest. A task trains through the
+local worker's own `run_job` (torchrun inside the task when `nproc` > 1) and writes its events,
+metrics and checkpoints to the registry as the local worker does; a cancel or a pause stops it at
+the next step boundary, as there.
+
+Who holds a job: the dispatcher claims it under a name of its own, `host:home#ray:<job>:<nonce>`,
+and renews that lease while the task is in flight, so a job waiting in Ray's queue is not taken
+back. Each attempt of the task adopts the job under that name with its pid. When the process that
+runs a task dies (kill -9, out of memory, a lost node), Ray runs the task again (`max_retries`); the
+new attempt finds the job `running`, queues it to resume, and continues from the newest checkpoint
+(the step reports after it are discarded and logged again). If the dispatcher dies, Ray stops its
+tasks and the lease lapses; the next worker on this home, or any worker after the lease, takes the
+jobs back.
+
+Every node needs Tuneforge installed and must reach the registry (`TUNEFORGE_DATABASE_URL`) and the
+home's files (the same path on a shared file system); the dispatcher passes its `TUNEFORGE_*`,
+`HF_*`, `WANDB_*` and `MLFLOW_*` variables to the tasks.
+"""
+
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+
+from tuneforge.jobs.submit import job_config
+from tuneforge.jobs.worker import (
+    PARENT,
+    Lease,
+    fail_job,
+    lease_seconds,
+    recover_interrupted_jobs,
+    release_memory,
+    run_job,
+    take_back_lapsed_jobs,
+    take_home_lock,
+    this_worker,
+    validate_files,
+)
+from tuneforge.registry import jobs
+from tuneforge.registry.jobs import Job, WorkerId
+from tuneforge.settings import tuneforge_home
+
+log = logging.getLogger("tuneforge.worker.ray")
+
+PASSED_ON = ("TUNEFORGE_", "HF_", "WANDB_", "MLFLOW_", "TOKENIZERS_")
+MAX_IN_FLIGHT = 256  # jobs handed to Ray at once; the rest wait in the registry's queue
+RETRIES = 3  # attempts after the first when a task's process or node is lost
+
+
+def task_environment() -> dict[str, str]:
+    environment = {name: value for name, value in os.environ.items() if name.startswith(PASSED_ON)}
+    environment["TUNEFORGE_HOME"] = str(tuneforge_home())
+    return environment
+
+
+def job_resources(job: Job, cpus_per_process: int, cluster_gpus: float) -> tuple[int, dict]:
+    """The job's processes, and what its task asks Ray for: a GPU per process for a CUDA job (`auto`
+    is CUDA when the cluster has the GPUs), else CPUs."""
+    config = job_config(job)
+    on_gpu = config.device.startswith("cuda") or (config.device == "auto" and cluster_gpus >= config.nproc)
+    if on_gpu:
+        return config.nproc, {"num_gpus": config.nproc, "num_cpus": config.nproc}
+    return config.nproc, {"num_gpus": 0, "num_cpus": config.nproc * cpus_per_process}
+
+
+def train_on_node(job_id: str, holder: str, environment: dict[str, str], threads: int) -> str:
+    """One attempt of a job's Ray task, on whichever node Ray chose. Returns the job's status after."""
+    os.environ.update(environment)
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    job = jobs.adopt(job_id, WorkerId(os.getpid(), holder))
+    if job is None:
+        return "released"  # taken back after a lapsed lease: another worker has it now
+    if job.status == "running":  # an earlier attempt's process died mid-run
+        if jobs.transition(job.id, ("running",), "queued", resume=True):
+            jobs.add_event(
+                job.id,
+                "The process running the job was lost; Ray runs it again, from the newest checkpoint",
+                level="warn",
+            )
+        job = jobs.get_job(None, job_id)
+    if job.status == "queued":
+        run_job(job)
+    return jobs.get_job(None, job_id).status
+
+
+class Dispatcher:
+    """Sends queued jobs to Ray and follows their tasks; see the module's docstring."""
+
+    def __init__(self, cpus_per_process: int):
+        import ray
+
+        self.ray = ray
+        self.cpus_per_process = cpus_per_process
+        self.worker = this_worker()
+        self.in_flight: dict = {}  # Ray ObjectRef -> (job id, holder name)
+        self.lock = threading.Lock()
+        self.remote = ray.remote(max_retries=RETRIES, retry_exceptions=False, max_calls=1)(train_on_node)
+        self._stop = threading.Event()
+        threading.Thread(target=self._renew, name="ray-leases", daemon=True).start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(lease_seconds() / 6):
+            with self.lock:
+                holders = [holder for _, holder in self.in_flight.values()]
+            try:
+                jobs.renew_leases(holders)
+            except Exception:  # noqa: BLE001 - a database hiccup: the next heartbeat tries again
+                log.exception("renewing the leases of the jobs sent to Ray failed")
+
+    def submit_queued(self) -> int:
+        submitted = 0
+        cluster_gpus = self.ray.cluster_resources().get("GPU", 0)
+        while len(self.in_flight) < MAX_IN_FLIGHT:
+            holder = f"{self.worker.host}#ray:{secrets.token_hex(6)}"
+            job = jobs.claim_next_job(("queued",), WorkerId(self.worker.pid, holder))
+            if job is None:
+                return submitted
+            try:
+                nproc, resources = job_resources(job, self.cpus_per_process, cluster_gpus)
+            except Exception as error:  # noqa: BLE001 - a job whose settings no longer resolve fails alone
+                fail_job(job, "invalid_request", f"{type(error).__name__}: {error}", None)
+                jobs.release(job.id, holder)
+                continue
+            threads = resources["num_cpus"] // nproc
+            reference = self.remote.options(**resources, name=f"tuneforge-{job.id}").remote(
+                job.id, holder, task_environment(), threads
+            )
+            with self.lock:
+                self.in_flight[reference] = (job.id, holder)
+            jobs.add_event(job.id, f"Sent to Ray ({resources['num_gpus']} GPU, {resources['num_cpus']} CPU)")
+            submitted += 1
+        return submitted
+
+    def collect(self, timeout: float) -> int:
+        """Wait up to `timeout` s for tasks to end; settle each: its job is released, or failed when
+        its task failed for good (an error of ours, or every retry lost)."""
+        if not self.in_flight:
+            return 0
+        done, _ = self.ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=timeout)
+        for reference in done:
+            with self.lock:
+                job_id, holder = self.in_flight.pop(reference)
+            try:
+                status = self.ray.get(reference)
+                log.info("job %s: its Ray task ended (%s)", job_id, status)
+            except self.ray.exceptions.TaskCancelledError:
+                pass
+            except Exception as error:  # noqa: BLE001 - the job fails with the reason; the dispatcher goes on
+                log.exception("job %s: its Ray task failed", job_id)
+                job = jobs.get_job(None, job_id)
+                fail_job(job, "internal_error", f"the job's Ray task failed: {type(error).__name__}: {error}", None)
+            jobs.release(job_id, holder)
+        return len(done)
+
+    def cancel_waiting(self) -> None:
+        """Tasks still in Ray's queue for jobs cancelled or paused meanwhile: taken out of it."""
+        with self.lock:
+            waiting = dict(self.in_flight)
+        for reference, (job_id, _) in waiting.items():
+            job = jobs.get_job(None, job_id)
+            if job.status in ("cancelled", "paused") and job.worker_pid == self.worker.pid:  # no attempt began
+                self.ray.cancel(reference)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(0)
+
+
+def run_ray_dispatcher(
+    address: str | None,
+    cpus_per_process: int = 1,
+    poll_seconds: float = 1.0,
+    once: bool = False,
+    parent_pid: int | None = None,
+) -> None:
+    """`address`: a running cluster (`auto`, or `ray://HOST:10001`); None starts one on this machine."""
+    import ray
+
+    PARENT.parent_pid = parent_pid
+    lock = take_home_lock(wait=parent_pid is not None)  # noqa: F841  (held while this process lives)
+    worker = this_worker()
+    recover_interrupted_jobs(worker)
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # SIGTERM (the server stopping it): leave through `finally`, which stops the tasks with Ray; their
+    # jobs are taken back by the next worker of this home (or any worker, after the lease).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    log.info("Ray dispatcher %s ready (cluster %s, home %s)", os.getpid(), ray.cluster_resources(), tuneforge_home())
+    dispatcher = Dispatcher(cpus_per_process)
+    try:
+        while not PARENT.gone():
+            take_back_lapsed_jobs()
+            job = jobs.claim_next_job(("validating_files",), worker)
+            if job is not None:  # a data check is seconds: here, one at a time
+                with Lease(job.id, worker):
+                    try:
+                        validate_files(job)
+                    except Exception as error:  # noqa: BLE001 - a job that breaks the check fails
+                        log.exception("job %s: the data check failed", job.id)
+                        fail_job(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}")
+                release_memory()
+                continue
+            dispatcher.submit_queued()
+            if not dispatcher.in_flight:
+                if once:
+                    return
+                time.sleep(poll_seconds)
+                continue
+            dispatcher.cancel_waiting()
+            dispatcher.collect(timeout=poll_seconds)
+    finally:
+        dispatcher.stop()
+        ray.shutdown()
