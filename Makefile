@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml Makefile
 quickstart: $(STAMP)
 	$(VENV)/bin/tuneforge quickstart
 
-# Lint and format first (ruff, line length 119: pyproject.toml), then the suite.
+# Lint and format first (ruff, line length 119: pyproject.toml), then the suite, two test files at a time
+# (pytest-xdist, --dist loadfile: a file's module fixtures stay in one process): many tests wait on servers
+# and subprocesses, and the other core works meanwhile.
 # The browser tests open pages in headless Chromium and the registry's tests start a throw-away
 # PostgreSQL: install Debian's chromium and postgresql where we are root with apt-get; elsewhere, say
 # so. TUNEFORGE_REQUIRE_BROWSER=1 and TUNEFORGE_REQUIRE_POSTGRES=1 make a missing one fail those tests
@@ -44,7 +46,7 @@ test: $(STAMP)
 	fi
 	$(VENV)/bin/ruff check tuneforge tests benchmarks examples
 	$(VENV)/bin/ruff format --check tuneforge tests benchmarks examples
-	TUNEFORGE_REQUIRE_BROWSER=1 TUNEFORGE_REQUIRE_POSTGRES=1 $(PY) -m pytest -q
+	TUNEFORGE_REQUIRE_BROWSER=1 TUNEFORGE_REQUIRE_POSTGRES=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)

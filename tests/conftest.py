@@ -4,6 +4,7 @@ The bundled model is converted from GGUF once (~15 s) into `.pytest_cache/tunefo
 survives between local runs; CI, on a clean clone, converts it once per run.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -127,3 +128,33 @@ def new_registry(request):
     module = request.module.__name__.rsplit(".", 1)[-1]
     names = (f"{module}_{n}" for n in range(1_000))
     return lambda: cluster.create_database(next(names))
+
+
+@pytest.fixture(scope="session")
+def s3_store():
+    """A local S3-compatible server (moto's server mode, on loopback) with one bucket: the environment
+    that points Tuneforge's storage at it (TUNEFORGE_STORAGE_URL and its endpoint), and an s3fs client."""
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    from server_process import free_port
+
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "tuneforge",
+        "AWS_SECRET_ACCESS_KEY": "tuneforge",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    client = s3fs.S3FileSystem(key="tuneforge", secret="tuneforge", endpoint_url=endpoint, skip_instance_cache=True)
+    client.mkdir("tuneforge-artifacts")
+    yield {
+        "env": {
+            **credentials,
+            "TUNEFORGE_STORAGE_URL": "s3://tuneforge-artifacts/team",
+            "TUNEFORGE_STORAGE_OPTIONS": json.dumps({"endpoint_url": endpoint}),
+        },
+        "client": client,
+    }
+    server.stop()

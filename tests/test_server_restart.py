@@ -96,6 +96,8 @@ def test_a_pause_and_an_immediate_resume_are_not_lost(server, client, tiny_model
 
 def test_a_worker_whose_server_was_killed_stops_and_a_new_server_takes_over(tmp_path, tiny_model_dir, new_registry):
     registry = new_registry()
+    if registry:  # the worker-kill test above and tests/test_worker_lease.py cover recovery on PostgreSQL
+        pytest.skip("SQLite only: ~30 s of CI, no PostgreSQL-specific path")
     first = ServerProcess(tmp_path, "--allow-model-dir", str(tiny_model_dir), database_url=registry).start()
     client = openai.OpenAI(base_url=first.base_url, api_key=first.new_key("ops"), max_retries=0, timeout=120)
     job = start_long_job(client, tiny_model_dir, tmp_path / "train.jsonl", epochs=30)

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from tuneforge import __version__
-from tuneforge.cli import data, evaluate, models, serve, train, use  # noqa: F401  (registers the commands)
+from tuneforge.cli import data, doctor, evaluate, models, serve, train, use  # noqa: F401  (registers the commands)
 from tuneforge.cli.common import app, console, err_console
 from tuneforge.errors import TuneforgeError
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tuneforge.errors import TuneforgeError, UsageError
-from tuneforge.registry import jobs
+from tuneforge.registry import artifacts, jobs
 from tuneforge.registry.jobs import StoredFile
 
 log = logging.getLogger("tuneforge.files")
@@ -75,20 +75,21 @@ def store_upload(project: str, filename: str | None, purpose: str, stream: Binar
     except BaseException:  # too large, or the stream failed: no bytes without a row
         target.unlink(missing_ok=True)
         raise
-    row = jobs.create_file(project, filename, purpose, target, size, digest.hexdigest(), file_id)
+    location = artifacts.publish(target, f"files/{target.name}")
+    row = jobs.create_file(project, filename, purpose, location, size, digest.hexdigest(), file_id)
     if purpose != "fine-tune":
         jobs.set_file_status(file_id, "processed")
         row.status = "processed"
     return row
 
 
-def check_stored_file(file_id: str, path: Path) -> None:
+def check_stored_file(file_id: str, location: str) -> None:
     """The data stage's format check of an uploaded fine-tuning file, recorded on its row (no tokenizer:
     the job's model is not known yet). Slow on a large file: the server runs it after answering."""
     from tuneforge.data.checks import check_with_model
 
     try:
-        report = check_with_model(path, None)
+        report = check_with_model(artifacts.local_copy(location), None)
     except Exception as error:  # an unreadable file is the uploader's problem, reported on the file
         jobs.set_file_status(file_id, "error", f"{type(error).__name__}: {error}")
         return
@@ -114,7 +115,7 @@ def readable_file(project: str, file_id: str) -> StoredFile | None:
     row = jobs.get_file(project, file_id)
     if row is None:
         return None
-    if not Path(row.path).is_file():
+    if not artifacts.exists(row.path):
         log.warning("file %s (%s): its bytes are missing from %s", row.id, row.filename, row.path)
         raise ContentMissing(row)
     return row

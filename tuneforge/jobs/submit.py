@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tuneforge.errors import InvalidRequest, UsageError
-from tuneforge.registry import jobs, store
+from tuneforge.registry import artifacts, jobs, store
 from tuneforge.registry.jobs import Job
 from tuneforge.runs.continuation import continue_from
 from tuneforge.runs.naming import tuned_model_name
@@ -177,8 +177,8 @@ def training_config(model: str, training, validation, suffix: str | None, seed: 
     hyperparameters = (method.get(method["type"]) or {}).get("hyperparameters") or {}
     return TrainConfig(
         model=model,
-        data=Path(training.path),
-        validation_data=Path(validation.path) if validation else None,
+        data=artifacts.local_copy(training.path),  # a stored object is fetched once into this machine's cache
+        validation_data=artifacts.local_copy(validation.path) if validation else None,
         suffix=suffix,
         seed=seed,
         objective=OBJECTIVES[method["type"]],

@@ -25,7 +25,7 @@ from pathlib import Path
 from tuneforge.errors import TuneforgeError
 from tuneforge.jobs.reporter import JobReporter
 from tuneforge.jobs.submit import job_config
-from tuneforge.registry import jobs, store
+from tuneforge.registry import artifacts, jobs, store
 from tuneforge.registry.db import now
 from tuneforge.registry.jobs import Job, WorkerId
 from tuneforge.settings import tuneforge_home
@@ -91,12 +91,12 @@ def validate_files(job: Job) -> None:
         stored = jobs.get_file(job.project, file_id)
         if stored is None:
             return fail_job(job, "invalid_file", f"{param} {file_id} no longer exists", param)
-        if not Path(stored.path).is_file():  # the row outlived its bytes: fail the job, not the worker
+        if not artifacts.exists(stored.path):  # the row outlived its bytes: fail the job, not the worker
             return fail_job(
                 job, "invalid_file", f"{param} {file_id}'s content is missing from this server's storage", param
             )
         try:
-            report = check_with_model(Path(stored.path), model_to_load(job.model, job.project))
+            report = check_with_model(artifacts.local_copy(stored.path), model_to_load(job.model, job.project))
         except TuneforgeError as error:  # the model is gone since the job was created, say: the job fails
             return fail_job(job, "model_not_available", error.message, "model")
         if not report.ok:
@@ -192,7 +192,7 @@ def _store_results_file(job: Job, metrics_csv: Path) -> str:
         job.project,
         "step_metrics.csv",
         "fine-tune-results",
-        target,
+        artifacts.publish(target, f"files/{target.name}"),
         len(data),
         hashlib.sha256(data).hexdigest(),
         file_id,

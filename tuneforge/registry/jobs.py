@@ -15,6 +15,7 @@ from typing import NamedTuple
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tuneforge.registry import artifacts
 from tuneforge.registry.db import Base, now, session
 from tuneforge.settings import tuneforge_home
 
@@ -117,8 +118,9 @@ def _page(db, model, query, after: str | None, limit: int, newest_first: bool = 
 
 # ------------------------------------------------------------------------------------- files
 def create_file(
-    project: str, filename: str, purpose: str, path: Path, size: int, sha256: str, file_id: str
+    project: str, filename: str, purpose: str, path: Path | str, size: int, sha256: str, file_id: str
 ) -> StoredFile:
+    """`path`: where the bytes are, a local path or a storage URL (registry/artifacts.py)."""
     with session() as db, db.begin():
         row = StoredFile(
             id=file_id, project=project, filename=filename, purpose=purpose, bytes=size, path=str(path), sha256=sha256
@@ -169,7 +171,7 @@ def delete_file(project: str, file_id: str) -> bool:
         )
         if users:
             raise FileInUse(users)
-        Path(row.path).unlink(missing_ok=True)
+        artifacts.delete(row.path)
         db.delete(row)
     return True
 

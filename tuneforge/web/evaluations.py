@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from tuneforge.errors import TuneforgeError
-from tuneforge.registry import jobs, store
+from tuneforge.registry import artifacts, jobs, store
 from tuneforge.serve.deps import project
 from tuneforge.serve.model_access import servable_model
 from tuneforge.serve.protocol import APIError, not_found
@@ -84,7 +84,15 @@ def start_evaluation(
     )
     out_dir = tuneforge_home() / "evaluations" / f"eval-{evaluation_id}"
     _runner.submit(
-        _evaluate, evaluation_id, owner, load[model], Path(row.path), load.get(against), out_dir, max_examples, probes
+        _evaluate,
+        evaluation_id,
+        owner,
+        load[model],
+        artifacts.local_copy(row.path),
+        load.get(against),
+        out_dir,
+        max_examples,
+        probes,
     )
     return Response(status_code=204, headers={"HX-Redirect": f"/ui/evaluations/{evaluation_id}"})
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from tuneforge.registry import jobs
+from tuneforge.registry import artifacts, jobs
 from tuneforge.serve.deps import project
 from tuneforge.serve.protocol import APIError, not_found
 from tuneforge.web import views
@@ -54,7 +54,11 @@ def estimate_fragment(request: Request, training_file: str = "", owner: str = De
     from tuneforge.data.checks import check_with_model
 
     row = jobs.get_file(owner, training_file) if training_file else None
-    stats = check_with_model(Path(row.path), TOKEN_MODEL).stats if row and Path(row.path).is_file() else {}
+    stats = (
+        check_with_model(artifacts.local_copy(row.path), TOKEN_MODEL).stats
+        if row and artifacts.exists(row.path)
+        else {}
+    )
     return fragment(request, "estimate.html", stats=stats)
 
 
@@ -113,7 +117,7 @@ def tokens_fragment(request: Request, file_id: str, owner: str = Depends(project
     from tuneforge.data.checks import check_with_model
 
     row = _readable(owner, file_id)
-    report = check_with_model(Path(row.path), TOKEN_MODEL).as_json()
+    report = check_with_model(artifacts.local_copy(row.path), TOKEN_MODEL).as_json()
     return fragment(request, "tokens.html", file=views.file_page(row, report), model=TOKEN_MODEL)
 
 
@@ -149,7 +153,8 @@ def prepare_file(
     made = []
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            result = prepare(Path(row.path), Path(scratch), check_with_model(Path(row.path), None), options)
+            source = artifacts.local_copy(row.path)
+            result = prepare(source, Path(scratch), check_with_model(source, None), options)
         except DataHasErrors as error:
             raise APIError(
                 400,
@@ -165,7 +170,7 @@ def prepare_file(
                 stored = store_upload(
                     owner, f"{stem}-{split}.jsonl", "fine-tune", stream, request.app.state.options.max_file_bytes
                 )
-            background.add_task(check_stored_file, stored.id, Path(stored.path))
+            background.add_task(check_stored_file, stored.id, stored.path)
             made.append({"split": split, "id": stored.id, "filename": stored.filename, "examples": output["examples"]})
     manifest = result.manifest
     return fragment(

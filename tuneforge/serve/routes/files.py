@@ -9,17 +9,18 @@ from `uploaded` to `processed`, or to `error` with the first problems (line, fie
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.jobs import files as store
-from tuneforge.registry import jobs
+from tuneforge.registry import artifacts, jobs
 from tuneforge.serve.deps import project
 from tuneforge.serve.protocol import APIError, ErrorResponse, FileDeleted, FileObject, ListPage, not_found
 
@@ -108,7 +109,7 @@ def upload(
     except store.UploadRefused as refused:
         raise APIError(400, refused.message, param=refused.param) from None
     if row.status == "uploaded":  # a fine-tuning file: the data check runs after the answer
-        background.add_task(store.check_stored_file, row.id, Path(row.path))
+        background.add_task(store.check_stored_file, row.id, row.path)
     return FileObject.from_row(row)
 
 
@@ -144,7 +145,15 @@ def content(file_id: str, owner: str = Depends(project)):
         ) from None
     if row is None:
         raise not_found("file", file_id, "file_id")
-    return FileResponse(row.path, filename=row.filename, media_type="application/octet-stream")
+    if not artifacts.is_remote(row.path):
+        return FileResponse(row.path, filename=row.filename, media_type="application/octet-stream")
+    stream = artifacts.open_bytes(row.path)  # from the object store, a chunk at a time
+    return StreamingResponse(
+        iter(lambda: stream.read(1 << 20), b""),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f"attachment; filename*=utf-8''{quote(row.filename)}"},
+        background=BackgroundTask(stream.close),
+    )
 
 
 @router.delete("/files/{file_id}")
