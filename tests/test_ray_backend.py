@@ -1,7 +1,7 @@
 """Jobs on Ray (`tuneforge serve --backend ray`): a local Ray cluster started by the server's
-dispatcher on this machine, a PostgreSQL registry, the official `openai` client. Several jobs
-train at once, and a job whose Ray worker process is killed (-9) resumes from its checkpoint
-with every step reported exactly once."""
+dispatcher on this machine, a PostgreSQL registry, uploads in a local S3-compatible store, the
+official `openai` client. Several jobs train at once and a second server serves them; a job whose
+Ray worker process is killed (-9) resumes from its checkpoint with every step reported exactly once."""
 
 import os
 import shutil
@@ -19,21 +19,27 @@ pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir, postgres):
+def servers(tmp_path_factory, tiny_model_dir, postgres, s3_store):
+    """The first server dispatches jobs to Ray; the second (`--no-worker`, another port) shares its
+    PostgreSQL registry, object store and home."""
     home = tmp_path_factory.mktemp("ray-home")
-    process = ServerProcess(
-        home,
-        "--backend",
-        "ray",
-        "--allow-model-dir",
-        str(tiny_model_dir),
-        database_url=postgres.create_database("ray_jobs"),
-    )
+    registry = postgres.create_database("ray_jobs")
     # The cluster's sockets and logs: a short path (a Unix socket's path must fit in 107 bytes).
-    process.env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tf-ray-", dir="/tmp")
-    yield process.start()
-    process.stop()
-    shutil.rmtree(process.env["RAY_TMPDIR"], ignore_errors=True)
+    ray_dir = tempfile.mkdtemp(prefix="tf-ray-", dir="/tmp")
+    started = []
+    for extra in (("--backend", "ray"), ("--no-worker",)):
+        process = ServerProcess(home, *extra, "--allow-model-dir", str(tiny_model_dir), database_url=registry)
+        process.env.update({**s3_store["env"], "RAY_TMPDIR": ray_dir})
+        started.append(process.start())
+    yield started
+    for process in reversed(started):
+        process.stop()
+    shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return servers[0]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,10 @@ def steps(client, job_id: str) -> list[int]:
     return sorted(e.data["step"] for e in events if e.type == "metrics" and "train_loss" in (e.data or {}))
 
 
-def test_four_jobs_at_once_all_succeed_and_train_side_by_side(server, client, tiny_model_dir, tmp_path):
+def test_four_jobs_at_once_all_succeed_and_train_side_by_side(servers, server, client, tiny_model_dir, tmp_path):
     training = upload(client, tmp_path / "train.jsonl", 48)
+    (path,) = server.registry_row("select path from files where id = :id", id=training.id)
+    assert path.startswith("s3://tuneforge-artifacts/team/files/")  # the upload is in the object store
 
     def create(i: int):
         return client.fine_tuning.jobs.create(
@@ -93,6 +101,15 @@ def test_four_jobs_at_once_all_succeed_and_train_side_by_side(server, client, ti
     ]
     shown = [f"{start:%H:%M:%S.%f}-{end:%H:%M:%S.%f}" for start, end in spans]
     assert overlapping and most_running >= 2, (most_running, shown)  # two jobs took steps at the same time
+
+    # The second server (another port, no worker of its own) sees the same jobs and serves their models.
+    other = openai.OpenAI(base_url=servers[1].base_url, api_key=client.api_key, max_retries=0, timeout=120)
+    assert {job.id for job in other.fine_tuning.jobs.list(limit=100)} >= {job.id for job in created}
+    tuned = other.fine_tuning.jobs.retrieve(created[0].id).fine_tuned_model
+    answer = other.chat.completions.create(
+        model=tuned, messages=[{"role": "user", "content": "Ticket 1: my invoice problem"}], max_tokens=4
+    )
+    assert answer.model == tuned and answer.choices[0].message.content is not None
 
 
 def test_a_job_whose_ray_worker_is_killed_resumes_from_its_checkpoint(server, client, tiny_model_dir, tmp_path):
