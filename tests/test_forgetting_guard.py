@@ -114,6 +114,19 @@ def test_a_plateaued_validation_loss_stops_the_run_by_default(tmp_path, tiny_mod
     assert result.metrics["step"] == int(validated[-1]["step"])
 
 
+def test_progress_needs_a_relative_and_an_absolute_gain():
+    from tuneforge.train.sft import made_progress
+
+    defaults = TrainConfig(model="smollm2-135m-instruct", data="x.jsonl")
+    threshold, min_delta = defaults.early_stopping_threshold, defaults.early_stopping_min_delta
+    assert made_progress(1.40, None, threshold, min_delta)  # the first validation
+    assert made_progress(1.40, 1.41, threshold, min_delta)  # 0.7 %: progress
+    assert not made_progress(1.409, 1.41, threshold, min_delta)  # 0.07 %: a plateau
+    # Classification's measured tail: each step a third less, but nothing left to learn.
+    assert not made_progress(0.0002, 0.0003, threshold, min_delta)
+    assert made_progress(0.0002, 0.0003, threshold, 0.0)  # the relative test alone would go on
+
+
 def test_replay_is_drawn_by_seed_with_half_of_it_refusals(smol_tokenizer):
     from tuneforge.data.examples import Conversation, Message
     from tuneforge.data.tokenize import ChatTokenizer

@@ -292,6 +292,14 @@ class TrainConfig(BaseModel):
             "plateau, not progress."
         ),
     )
+    early_stopping_min_delta: float = Field(
+        0.001,
+        ge=0.0,
+        description=(
+            "Nor does a gain smaller than this, in nats per token: a validation loss already near 0 (0.0003 -> "
+            "0.0002) has nothing left to learn, and more steps only forget."
+        ),
+    )
     keep_checkpoints: int = Field(
         3, ge=1, le=100, description="Newest epoch checkpoints kept (the best one is always kept too)."
     )

@@ -106,6 +106,13 @@ def stop_requests():
             signal.signal(sig, old)
 
 
+def made_progress(loss: float, best: float | None, threshold: float, min_delta: float) -> bool:
+    """Whether a validation loss is progress over the best so far, for early stopping's patience: lower
+    by `threshold` of the best and by `min_delta` nats. The relative test alone never fires on a loss
+    near 0, where each gain is a large share of almost nothing (classification at 0.0003 -> 0.0002)."""
+    return best is None or loss < min(best * (1 - threshold), best - min_delta)
+
+
 def train_sft(
     config: TrainConfig,
     reporter: Reporter,
@@ -303,9 +310,9 @@ def _train_sft(
             return False  # the base model: a reference point, not a checkpoint to keep
         loss, best = last_evaluation["valid_loss"], state.best_valid_loss
         # A new best is kept (its checkpoint is the run's result if nothing beats it); only a gain of
-        # early_stopping_threshold or more resets the patience: smaller ones are a plateau.
+        # early_stopping_threshold (relative) and early_stopping_min_delta (absolute) resets the patience.
         improved = best is None or loss < best - 1e-6
-        progressed = best is None or loss < best * (1 - resolved.early_stopping_threshold)
+        progressed = made_progress(loss, best, resolved.early_stopping_threshold, resolved.early_stopping_min_delta)
         if improved:
             state.best_valid_loss, state.best_step = loss, state.step
         state.evaluations_without_improvement = 0 if progressed else state.evaluations_without_improvement + 1
