@@ -1,5 +1,5 @@
-"""Jobs on Ray (`tuneforge serve --backend ray`): a local Ray cluster started by the server's
-dispatcher on this machine, a PostgreSQL registry, uploads in a local S3-compatible store, the
+"""Jobs on Ray (`tuneforge serve --backend ray --ray-address`): a Ray cluster of a head and two
+worker nodes on loopback, a PostgreSQL registry, uploads in a local S3-compatible store, the
 official `openai` client. Several jobs train at once and a second server serves them; a job whose
 Ray worker process is killed (-9) resumes from its checkpoint with every step reported exactly once."""
 
@@ -19,22 +19,42 @@ pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory, tiny_model_dir, postgres, s3_store):
-    """The first server dispatches jobs to Ray; the second (`--no-worker`, another port) shares its
-    PostgreSQL registry, object store and home."""
+def ray_cluster():
+    """A Ray cluster on loopback: a head without CPUs for tasks and two worker nodes of 1 CPU each,
+    as `ray start --head` and `ray start --address` would make on three machines."""
+    from ray.cluster_utils import Cluster
+
+    # The cluster's sockets and logs: a short path (a Unix socket's path must fit in 107 bytes).
+    directory = tempfile.mkdtemp(prefix="tf-ray-", dir="/tmp")
+    previous = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = directory
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0}, shutdown_at_exit=True)
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster.address
+    cluster.shutdown()
+    if previous is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = previous
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory, tiny_model_dir, postgres, s3_store, ray_cluster):
+    """The first server dispatches jobs to the Ray cluster; the second (`--no-worker`, another port)
+    shares its PostgreSQL registry, object store and home."""
     home = tmp_path_factory.mktemp("ray-home")
     registry = postgres.create_database("ray_jobs")
-    # The cluster's sockets and logs: a short path (a Unix socket's path must fit in 107 bytes).
-    ray_dir = tempfile.mkdtemp(prefix="tf-ray-", dir="/tmp")
     started = []
-    for extra in (("--backend", "ray"), ("--no-worker",)):
+    for extra in (("--backend", "ray", "--ray-address", ray_cluster), ("--no-worker",)):
         process = ServerProcess(home, *extra, "--allow-model-dir", str(tiny_model_dir), database_url=registry)
-        process.env.update({**s3_store["env"], "RAY_TMPDIR": ray_dir})
+        process.env.update(s3_store["env"])
         started.append(process.start())
     yield started
     for process in reversed(started):
         process.stop()
-    shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

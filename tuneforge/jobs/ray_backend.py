@@ -19,7 +19,8 @@ jobs back.
 
 Every node needs Tuneforge installed and must reach the registry (`TUNEFORGE_DATABASE_URL`) and the
 home's files (the same path on a shared file system); the dispatcher passes its `TUNEFORGE_*`,
-`HF_*`, `WANDB_*` and `MLFLOW_*` variables to the tasks.
+`HF_*`, `WANDB_*`, `MLFLOW_*` and `AWS_*` variables to the tasks (the object store's credentials
+among them: where the nodes have their own, through an instance role, leave them unset here).
 """
 
 import logging
@@ -49,7 +50,9 @@ from tuneforge.settings import tuneforge_home
 
 log = logging.getLogger("tuneforge.worker.ray")
 
-PASSED_ON = ("TUNEFORGE_", "HF_", "WANDB_", "MLFLOW_", "TOKENIZERS_")
+# A task's process on another node has that node's environment, not the dispatcher's: what a job needs
+# (the registry, the store and its credentials, the hub's cache settings, the trackers) goes with each task.
+PASSED_ON = ("TUNEFORGE_", "HF_", "WANDB_", "MLFLOW_", "TOKENIZERS_", "AWS_")
 MAX_IN_FLIGHT = 256  # jobs handed to Ray at once; the rest wait in the registry's queue
 RETRIES = 3  # attempts after the first when a task's process or node is lost
 
