@@ -27,12 +27,11 @@ def _train(
         if fields.get("nproc"):  # the one thing a resume may change: how many processes carry on
             config = config.model_copy(update={"nproc": fields["nproc"]})
     else:
+        from tuneforge.train.inputs import locate_data
+
         if fields.get("data") is None and config_file is None:
             raise UsageError("name the training data with --data (a prepared directory or a JSONL file)")
         config = load_config(config_file, fields)
-    if not resume:
-        from tuneforge.train.inputs import locate_data
-
         locate_data(config.data, config.validation_data)  # the data's paths, checked before the imports below
 
     from tuneforge.runs.launch import Machines
@@ -42,7 +41,7 @@ def _train(
     machines = Machines(nnodes, node_rank, master_addr, master_port)
     reporter = ConsoleReporter(console)
     try:
-        result = train_run(config, reporter, run_id=resume if resume else None, resume=bool(resume), machines=machines)
+        result = train_run(config, reporter, run_id=resume, resume=bool(resume), machines=machines)
     finally:
         reporter.close()
     if result is None:

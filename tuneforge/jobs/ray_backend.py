@@ -33,7 +33,7 @@ import time
 from tuneforge.jobs.submit import job_config
 from tuneforge.jobs.worker import (
     PARENT,
-    Lease,
+    check_files,
     fail_job,
     lease_seconds,
     recover_interrupted_jobs,
@@ -42,7 +42,6 @@ from tuneforge.jobs.worker import (
     take_back_lapsed_jobs,
     take_home_lock,
     this_worker,
-    validate_files,
 )
 from tuneforge.registry import jobs
 from tuneforge.registry.jobs import Job, WorkerId
@@ -206,12 +205,7 @@ def run_ray_dispatcher(
             take_back_lapsed_jobs()
             job = jobs.claim_next_job(("validating_files",), worker)
             if job is not None:  # a data check is seconds: here, one at a time
-                with Lease(job.id, worker):
-                    try:
-                        validate_files(job)
-                    except Exception as error:  # noqa: BLE001 - a job that breaks the check fails
-                        log.exception("job %s: the data check failed", job.id)
-                        fail_job(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}")
+                check_files(job, worker)
                 release_memory()
                 continue
             dispatcher.submit_queued()

@@ -212,19 +212,27 @@ def fail_job(job: Job, code: str, message: str, param: str | None = None) -> Non
         jobs.add_event(job.id, f"Job failed: {message}", level="error")
 
 
+def check_files(job: Job, worker: WorkerId) -> None:
+    """`validate_files` of a claimed job, held on a lease; a check that breaks fails the job, not the worker."""
+    with Lease(job.id, worker):
+        try:
+            validate_files(job)
+        except Exception as error:  # noqa: BLE001 - a job that breaks the check fails; the worker goes on
+            log.exception("job %s: the data check failed", job.id)
+            fail_job(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}")
+
+
 # ------------------------------------------------------------------------------------ the loop
-RELEASED = dict(worker_pid=None, worker_host=None, heartbeat_at=None)
-
-
 def recover_interrupted_jobs(worker: WorkerId) -> None:
     """Jobs a dead worker of this home held (crash, kill -9, power loss), whatever their status says: a
     running one is queued again, and every one keeps its place, so it continues from its newest checkpoint."""
     for job in jobs.jobs_held_on(worker.host):
+        values = jobs.cut_off(job)
         if job.status == "running":
-            jobs.transition(job.id, ("running",), "queued", resume=True, **RELEASED)
+            jobs.transition(job.id, ("running",), values.pop("status"), **values)
             jobs.add_event(job.id, "The worker restarted; the job continues from its newest checkpoint", level="warn")
         else:  # paused, queued again by a resume, or cancelled while the worker ran it
-            jobs.update_job(job.id, **RELEASED, resume=job.status in ("paused", "queued") or job.resume)
+            jobs.update_job(job.id, **values)
 
 
 def take_back_lapsed_jobs() -> None:
@@ -290,14 +298,10 @@ def run_worker(poll_seconds: float = 1.0, once: bool = False, parent_pid: int | 
         job = jobs.claim_next_job(("validating_files", "queued"), worker)
         if job is not None:
             log.info("job %s: %s", job.id, job.status)
-            with Lease(job.id, worker):
-                if job.status == "validating_files":
-                    try:
-                        validate_files(job)
-                    except Exception as error:  # noqa: BLE001 - a job that breaks the check fails; the worker goes on
-                        log.exception("job %s: the data check failed", job.id)
-                        fail_job(job, "internal_error", f"the data check failed: {type(error).__name__}: {error}")
-                else:
+            if job.status == "validating_files":
+                check_files(job, worker)
+            else:
+                with Lease(job.id, worker):
                     run_job(job)
             release_memory()
             continue

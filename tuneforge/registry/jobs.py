@@ -231,6 +231,20 @@ def transition(job_id: str, allowed_from: tuple[str, ...], status: str, **values
     return get_job(None, job_id) if changed else None
 
 
+RELEASED = dict(worker_pid=None, worker_host=None, heartbeat_at=None)  # a job no worker holds
+
+
+def cut_off(job: Job) -> dict:
+    """What a job whose holder is gone becomes (the values to write): let go of, a running one
+    queued again, and a running, paused or queued one set to continue from its newest checkpoint."""
+    values = dict(RELEASED)
+    if job.status == "running":
+        values.update(status="queued", resume=True)
+    elif job.status in ("paused", "queued"):  # paused (or paused and resumed) while held
+        values.update(resume=True)
+    return values
+
+
 def claim_next_job(statuses: tuple[str, ...], worker: WorkerId) -> Job | None:
     """The oldest job in one of `statuses` that no worker holds, now held by `worker` (first in,
     first out). On PostgreSQL the row is read `FOR UPDATE SKIP LOCKED`: workers sharing the registry
@@ -277,11 +291,7 @@ def adopt(job_id: str, worker: WorkerId) -> Job | None:
 def release(job_id: str, holder: str) -> None:
     """The holder lets go of the job (finished, failed, paused, or handed back to the queue)."""
     with session() as db, db.begin():
-        db.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.worker_host == holder)
-            .values(worker_pid=None, worker_host=None, heartbeat_at=None)
-        )
+        db.execute(update(Job).where(Job.id == job_id, Job.worker_host == holder).values(**RELEASED))
 
 
 def jobs_held_on(host: str) -> list[Job]:
@@ -301,11 +311,7 @@ def take_back_lapsed(cutoff: datetime) -> list[Job]:
         lapsed = list(db.scalars(select(Job).where(Job.worker_pid.is_not(None), Job.heartbeat_at < cutoff)))
     taken = []
     for job in lapsed:
-        values = dict(worker_pid=None, worker_host=None, heartbeat_at=None)
-        if job.status == "running":
-            values.update(status="queued", resume=True)
-        elif job.status in ("paused", "queued"):  # paused (or paused and resumed) while held
-            values.update(resume=True)
+        values = cut_off(job)
         guard = (Job.id == job.id) & (Job.worker_pid == job.worker_pid) & (Job.heartbeat_at < cutoff)
         with session() as db, db.begin():
             if db.execute(update(Job).where(guard, Job.status == job.status).values(**values)).rowcount:

@@ -14,7 +14,7 @@ from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.hardware import device_type, resolve_device
 from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
-from tuneforge.runs.continuation import continue_from, name_base, parent_adapter, resume_config  # noqa: F401
+from tuneforge.runs.continuation import continue_from, name_base, parent_adapter
 from tuneforge.runs.general import general_ability
 from tuneforge.runs.launch import Machines, launch, launched, payload, read_payload
 from tuneforge.runs.naming import new_run_id, tuned_model_name
