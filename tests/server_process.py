@@ -41,9 +41,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, home: Path, *args: str, database_url: str | None = None):
-        """`database_url`: a registry other than the home's SQLite file (conftest's `registry_url`)."""
-        self.home, self.args = home, args
+    def __init__(self, home: Path, *args: str, database_url: str | None = None, worker_home: Path | None = None):
+        """`database_url`: a registry other than the home's SQLite file (conftest's `registry_url`).
+        `worker_home`: the jobs train in a `tuneforge worker` of its own, on that other home (as on
+        another machine: it shares only the registry and the object store), not in the server's."""
+        self.home, self.args, self.worker_home = home, args, worker_home
+        self.worker: subprocess.Popen | None = None
         self.port = free_port()
         # W&B offline: a job's `integrations` log to its run directory, never to the network.
         self.env = {**os.environ, "TUNEFORGE_HOME": str(home), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -74,13 +77,22 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self, timeout: float = 90) -> "ServerProcess":
+        separate = ("--no-worker",) if self.worker_home else ()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuneforge", "serve", "--port", str(self.port), *self.args],
+            [sys.executable, "-m", "tuneforge", "serve", "--port", str(self.port), *self.args, *separate],
             env=self.env,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if self.worker_home:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "tuneforge", "worker"],
+                env={**self.env, "TUNEFORGE_HOME": str(self.worker_home), "TUNEFORGE_DATABASE_URL": self.database_url},
+                stdout=(self.worker_home / "worker.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -106,6 +118,9 @@ class ServerProcess:
         return self.cli("keys", "create", "--project", project).strip().splitlines()[-1]
 
     def stop(self) -> None:
+        if self.worker and self.worker.poll() is None:
+            self.worker.terminate()
+            self.worker.wait(timeout=60)
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -1,14 +1,17 @@
-"""Jobs on Ray (`tuneforge serve --backend ray --ray-address`): a Ray cluster of a head and two
-worker nodes on loopback, a PostgreSQL registry, uploads in a local S3-compatible store, the
-official `openai` client. Several jobs train at once and a second server serves them; a job whose
-Ray worker process is killed (-9) resumes from its checkpoint with every step reported exactly once."""
+"""Jobs on Ray (`tuneforge serve --backend ray --ray-address --node-home`): a Ray cluster of a head
+and two worker nodes on loopback, each node's tasks on a home of their own, a PostgreSQL registry,
+files and runs in a local S3-compatible store, the official `openai` client. Several jobs train at
+once and a second server serves them from the store; a job whose Ray worker process is killed (-9)
+with its node resumes on the other node from the checkpoint it uploaded, every step reported once."""
 
+import contextlib
 import os
 import shutil
 import signal
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
@@ -32,7 +35,7 @@ def ray_cluster():
     for _ in range(2):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    yield cluster.address
+    yield cluster
     cluster.shutdown()
     if previous is None:
         os.environ.pop("RAY_TMPDIR", None)
@@ -46,12 +49,15 @@ def servers(tmp_path_factory, tiny_model_dir, postgres, s3_store, ray_cluster):
     """The first server dispatches jobs to the Ray cluster; the second (`--no-worker`, another port)
     shares its PostgreSQL registry, object store and home."""
     home = tmp_path_factory.mktemp("ray-home")
+    nodes = tmp_path_factory.mktemp("ray-nodes")
     registry = postgres.create_database("ray_jobs")
     started = []
-    for extra in (("--backend", "ray", "--ray-address", ray_cluster), ("--no-worker",)):
+    dispatch = ("--backend", "ray", "--ray-address", ray_cluster.address, "--node-home", f"{nodes}/{{node}}")
+    for extra in (dispatch, ("--no-worker",)):
         process = ServerProcess(home, *extra, "--allow-model-dir", str(tiny_model_dir), database_url=registry)
         process.env.update(s3_store["env"])
         started.append(process.start())
+    started[0].nodes = nodes
     yield started
     for process in reversed(started):
         process.stop()
@@ -122,17 +128,38 @@ def test_four_jobs_at_once_all_succeed_and_train_side_by_side(servers, server, c
     shown = [f"{start:%H:%M:%S.%f}-{end:%H:%M:%S.%f}" for start, end in spans]
     assert overlapping and most_running >= 2, (most_running, shown)  # two jobs took steps at the same time
 
-    # The second server (another port, no worker of its own) sees the same jobs and serves their models.
+    # The second server (another port, no worker of its own) sees the same jobs and serves their models,
+    # which trained in the nodes' homes: it fetches them from the store.
     other = openai.OpenAI(base_url=servers[1].base_url, api_key=client.api_key, max_retries=0, timeout=120)
     assert {job.id for job in other.fine_tuning.jobs.list(limit=100)} >= {job.id for job in created}
-    tuned = other.fine_tuning.jobs.retrieve(created[0].id).fine_tuned_model
+    first = other.fine_tuning.jobs.retrieve(created[0].id)
+    (run_dir,) = server.registry_row("select run_dir from runs where id = :id", id=first.tuneforge["run_id"])
+    assert run_dir.startswith(str(server.nodes))
+    shutil.rmtree(run_dir)  # as if on another machine: the server has only the store
     answer = other.chat.completions.create(
-        model=tuned, messages=[{"role": "user", "content": "Ticket 1: my invoice problem"}], max_tokens=4
+        model=first.fine_tuned_model,
+        messages=[{"role": "user", "content": "Ticket 1: my invoice problem"}],
+        max_tokens=4,
     )
-    assert answer.model == tuned and answer.choices[0].message.content is not None
+    assert answer.model == first.fine_tuned_model and answer.choices[0].message.content is not None
+    assert (servers[1].home / "runs" / first.tuneforge["run_id"] / "adapter" / "adapter_config.json").is_file()
 
 
-def test_a_job_whose_ray_worker_is_killed_resumes_from_its_checkpoint(server, client, tiny_model_dir, tmp_path):
+RUN_DIR_OF_JOB = "select r.run_dir from runs r join jobs j on j.run_id = r.id where j.id = :id"
+
+
+def node_running(cluster, pid: int):
+    """The cluster's node whose raylet started the worker process `pid`."""
+    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    for node in cluster.list_all_nodes():
+        if any(info.process.pid == parent for info in node.all_processes.get("raylet", [])):
+            return node
+    raise AssertionError(f"no node of the cluster started process {pid} (its parent: {parent})")
+
+
+def test_a_job_whose_node_is_lost_resumes_on_another_from_its_uploaded_checkpoint(
+    server, client, ray_cluster, tiny_model_dir, tmp_path
+):
     training = upload(client, tmp_path / "long.jsonl", 40)
     job = client.fine_tuning.jobs.create(
         model=str(tiny_model_dir),
@@ -147,7 +174,12 @@ def test_a_job_whose_ray_worker_is_killed_resumes_from_its_checkpoint(server, cl
         time.sleep(0.2)
     (pid,) = server.registry_row("select worker_pid from jobs where id = :id", id=job.id)
     assert pid != server.process.pid
-    os.kill(pid, signal.SIGKILL)  # the Ray worker process that runs the task
+    (first_home,) = server.registry_row(RUN_DIR_OF_JOB, id=job.id)
+    # The node goes (its raylet killed), and with it the Ray worker process that runs the task (kill -9).
+    ray_cluster.remove_node(node_running(ray_cluster, pid), allow_graceful=False)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(Path(first_home).parents[1])  # and its disk: the node's home (Ray takes seconds to retry)
 
     finished = wait_for(client, job.id, ("succeeded", "failed", "cancelled"), timeout=300)
     assert finished.status == "succeeded", finished.error
@@ -159,3 +191,7 @@ def test_a_job_whose_ray_worker_is_killed_resumes_from_its_checkpoint(server, cl
     assert steps(client, job.id) == list(range(1, total + 1))  # none lost, none reported twice
     (holder,) = server.registry_row("select worker_pid from jobs where id = :id", id=job.id)
     assert holder is None  # the dispatcher let go of it
+    # It went on in the other node's home, which had none of it: the checkpoint came from the store.
+    (second_home,) = server.registry_row(RUN_DIR_OF_JOB, id=job.id)
+    assert Path(second_home).parents[1] != Path(first_home).parents[1]
+    assert Path(second_home).is_relative_to(server.nodes)

@@ -1,9 +1,15 @@
 """The OpenAI-compatible server, driven by the official `openai` client against a real `tuneforge
-serve` on loopback, with a real worker process training a tiny random model."""
+serve` on loopback, with a real worker process training a tiny random model.
+
+Twice: with the embedded defaults (the server's worker, its home's folders), and with an object
+store (a local S3-compatible server) and the worker on a home of its own, as on another machine:
+the server then reads every upload, checkpoint, model and result file from the store."""
 
 import csv
 import io
+import shutil
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -11,10 +17,16 @@ from helpers import decoded, wandb_records, write_jsonl
 from server_process import LABELS, TINY_LORA, ServerProcess, tickets, wait_for
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir):
-    process = ServerProcess(tmp_path_factory.mktemp("serve-home"), "--allow-model-dir", str(tiny_model_dir)).start()
-    yield process
+@pytest.fixture(scope="module", params=["local", "s3"])
+def server(request, tmp_path_factory, tiny_model_dir):
+    home = tmp_path_factory.mktemp("serve-home")
+    s3 = request.getfixturevalue("s3_store") if request.param == "s3" else None
+    worker_home = tmp_path_factory.mktemp("worker-home") if s3 else None
+    process = ServerProcess(home, "--allow-model-dir", str(tiny_model_dir), worker_home=worker_home)
+    process.s3 = s3
+    if s3:
+        process.env.update(s3["env"])
+    yield process.start()
     process.stop()
 
 
@@ -74,7 +86,6 @@ def test_a_job_trains_and_reports_like_openai(alpha, trained):
 
 def test_a_jobs_wandb_integration_receives_its_metrics(server, trained):
     import json
-    from pathlib import Path
 
     _, job = trained
     assert job.integrations[0].type == "wandb" and job.integrations[0].wandb.project == "tickets"
@@ -85,8 +96,10 @@ def test_a_jobs_wandb_integration_receives_its_metrics(server, trained):
     assert run["metrics"]["tracking"]["wandb"]["project"] == "tickets"
 
 
-def test_chat_with_the_tuned_model_plain_and_streamed(alpha, trained):
+def test_chat_with_the_tuned_model_plain_and_streamed(server, alpha, trained):
     _, job = trained
+    if server.s3:  # the training home's copy goes (another machine's, or lost): the server has only the store
+        shutil.rmtree(server.worker_home / "runs" / job.tuneforge["run_id"])
     messages = [{"role": "user", "content": "Ticket 3: my invoice problem"}]
     answer = alpha.chat.completions.create(model=job.fine_tuned_model, messages=messages, temperature=0, max_tokens=8)
     text = answer.choices[0].message.content
@@ -109,6 +122,13 @@ def test_chat_with_the_tuned_model_plain_and_streamed(alpha, trained):
         model=newest.fine_tuned_model_checkpoint, messages=messages, temperature=0, max_tokens=8
     )
     assert from_checkpoint.choices[0].message.content == text  # the newest checkpoint is the final model
+    if server.s3:  # trained in the worker's home: the server fetched what it served from the store
+        run_id, bucket = job.tuneforge["run_id"], server.s3["client"]
+        bucket.invalidate_cache()
+        assert bucket.exists(f"tuneforge-artifacts/team/runs/{run_id}/adapter/adapter_model.safetensors")
+        fetched = server.home / "runs" / run_id
+        assert (fetched / "adapter" / "adapter_model.safetensors").is_file()
+        assert (fetched / "checkpoints" / f"step-{newest.step_number}" / "COMPLETE").is_file()
     completion = alpha.completions.create(model=job.fine_tuned_model, prompt="Ticket 3:", max_tokens=4, temperature=0)
     assert completion.object == "text_completion" and completion.usage.completion_tokens >= 1
     assert job.fine_tuned_model in [m.id for m in alpha.models.list()]
@@ -231,6 +251,39 @@ def test_a_bad_training_file_fails_the_job_with_its_line(alpha, tiny_model_dir, 
     assert "line 6" in failed.error.message
 
 
+def test_an_evaluation_from_the_dashboard_keeps_its_report_with_the_files(server, alpha, trained):
+    """Started on the model's page (an HTTP form post with the project's key); its report is served
+    through the page's signed link, from the store when there is one."""
+    import re
+
+    import httpx
+
+    uploaded, job = trained
+    headers = {"Authorization": f"Bearer {alpha.api_key}"}
+    base = server.base_url.removesuffix("/v1")
+    started = httpx.post(
+        f"{base}/ui/actions/evaluations",
+        data={"model": job.fine_tuned_model, "file_id": uploaded.id, "max_examples": "2"},
+        headers=headers,
+    )
+    assert started.status_code == 204, started.text
+    evaluation_id = started.headers["HX-Redirect"].rsplit("/", 1)[1]
+    deadline = time.monotonic() + 120
+    while 'id="evaluation-status">succeeded' not in (
+        fragment := httpx.get(f"{base}/ui/fragments/evaluations/{evaluation_id}", headers=headers).text
+    ):
+        assert "status-failed" not in fragment and time.monotonic() < deadline, fragment
+        time.sleep(0.5)
+    (report_dir,) = server.registry_row("select report_dir from evaluations where id = :id", id=int(evaluation_id))
+    if server.s3:
+        assert report_dir.startswith("s3://tuneforge-artifacts/team/evaluations/")
+        server.s3["client"].invalidate_cache()
+        assert server.s3["client"].exists(f"{report_dir.removeprefix('s3://')}/report.html")
+    link = re.search(r'class="evaluation-report" href="([^"]+)"', fragment).group(1).replace("&amp;", "&")
+    report = httpx.get(f"{base}{link}")
+    assert report.status_code == 200 and "<html" in report.text.lower()
+
+
 def test_a_job_on_a_file_whose_bytes_are_gone_fails_and_the_worker_carries_on(server, alpha, tiny_model_dir, tmp_path):
     """The worker checks a job's files before training: a row whose bytes were removed from disk fails
     that job with `invalid_file` (the data check would have raised and taken the worker down with it),
@@ -239,7 +292,11 @@ def test_a_job_on_a_file_whose_bytes_are_gone_fails_and_the_worker_carries_on(se
     gone = alpha.files.wait_for_processing(
         alpha.files.create(file=data.open("rb"), purpose="fine-tune").id, poll_interval=0.2, max_wait_seconds=60
     )
-    next((server.home / "files").glob(f"{gone.id}*")).unlink()
+    (path,) = server.registry_row("select path from files where id = :id", id=gone.id)
+    if server.s3:
+        server.s3["client"].rm_file(path.removeprefix("s3://"))
+    else:
+        Path(path).unlink()
     job = alpha.fine_tuning.jobs.create(model=str(tiny_model_dir), training_file=gone.id)
     failed = wait_for(alpha, job.id, ("failed", "succeeded"), timeout=120)
     assert (failed.status, failed.error.code, failed.error.param) == ("failed", "invalid_file", "training_file")

@@ -2,6 +2,8 @@
 (moto's server mode) and the real s3fs client. The server keeps an upload's bytes in the bucket,
 streams them back from it, a job trains on them, and deleting the file deletes the object."""
 
+from pathlib import Path
+
 import openai
 import pytest
 from helpers import write_jsonl
@@ -82,3 +84,75 @@ def test_uploads_live_in_the_bucket_and_a_job_trains_on_them(s3_store, tmp_path,
         assert not s3_store["client"].exists(f"tuneforge-artifacts/team/files/{results}.csv")
     finally:
         server.stop()
+
+
+def _checkpoint(run_dir, step: int, complete: bool = True):
+    folder = run_dir / "checkpoints" / f"step-{step}"
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(bytes([step]) * 64)
+    (folder / "trainer_state.json").write_text(f'{{"step": {step}}}')
+    if complete:
+        (folder / "COMPLETE").write_text("")
+    return {"step": step, "epoch": 1.0, "path": str(folder)}
+
+
+def test_a_run_directory_goes_to_the_store_and_resumes_on_another_home(s3_store, tmp_path, monkeypatch):
+    """What a training machine uploads (runs/stored.py), and what another machine, with its own home,
+    fetches to resume the run and to serve its model."""
+    from types import SimpleNamespace
+
+    from tuneforge.runs import stored
+    from tuneforge.train import dpo, loop
+
+    assert (stored.COMPLETE, stored.REFERENCE) == (loop.COMPLETE_MARKER, dpo.REFERENCE_FILE)
+    for name, value in s3_store["env"].items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_store["client"]
+    trainer = tmp_path / "trainer" / "runs" / "run-stored"
+    (trainer / "checkpoints").mkdir(parents=True)
+    (trainer / "config.json").write_text("{}")
+    (trainer / "metrics.csv").write_text("step,train_loss\n1,2.0\n2,1.5\n")
+    first = _checkpoint(trainer, 2)
+    stored.upload_checkpoints(trainer, [first])
+    root = "tuneforge-artifacts/team/runs/run-stored"
+    bucket.invalidate_cache()
+    assert bucket.cat_file(f"{root}/checkpoints/step-2/adapter_model.safetensors") == bytes([2]) * 64
+    assert bucket.exists(f"{root}/checkpoints/step-2/COMPLETE") and bucket.exists(f"{root}/metrics.csv")
+
+    # The next checkpoint; step 2 pruned on disk is removed from the store. A step 6 whose upload was
+    # cut off (no marker in the store) is not what a resume takes.
+    second = _checkpoint(trainer, 4)
+    (trainer / "metrics.csv").write_text("step,train_loss\n1,2.0\n2,1.5\n3,1.2\n4,1.0\n")
+    stored.upload_checkpoints(trainer, [second])
+    bucket.invalidate_cache()
+    assert not bucket.exists(f"{root}/checkpoints/step-2") and bucket.exists(f"{root}/checkpoints/step-4/COMPLETE")
+    bucket.pipe(f"{root}/checkpoints/step-6/adapter_model.safetensors", b"half")
+    assert stored.newest_stored_checkpoint("run-stored") == 4
+
+    # Another machine: a home of its own, where the recorded directory does not exist.
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path / "elsewhere"))
+    run = SimpleNamespace(id="run-stored", run_dir="/nowhere/runs/run-stored", status="running")
+    assert stored.has_checkpoint(run)
+    directory = stored.stage_resume(run)
+    assert directory == tmp_path / "elsewhere" / "runs" / "run-stored"
+    assert (directory / "checkpoints" / "step-4" / "COMPLETE").exists()
+    assert (directory / "checkpoints" / "step-4" / "adapter_model.safetensors").read_bytes() == bytes([4]) * 64
+    assert (directory / "metrics.csv").read_text().endswith("4,1.0\n") and (directory / "config.json").exists()
+    assert loop.newest_complete_checkpoint(directory / "checkpoints").name == "step-4"
+
+    # The finished run: its weights and card go up, and a server elsewhere loads them from there.
+    adapter = trainer / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"final")
+    (trainer / "README.md").write_text("# card")
+    stored.upload_run(trainer, adapter)
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path / "server"))
+    run.status = "succeeded"
+    model = SimpleNamespace(path=str(tmp_path / "gone" / "adapter"))
+    weights = stored.weights(run, model)
+    assert weights == tmp_path / "server" / "runs" / "run-stored" / "adapter"
+    assert (weights / "adapter_model.safetensors").read_bytes() == b"final"
+    assert (stored.run_folder(run) / "README.md").read_text() == "# card"
+
+    monkeypatch.delenv("TUNEFORGE_STORAGE_URL")  # without a store: the recorded directory, nothing fetched
+    assert stored.local_dir(run) == Path("/nowhere/runs/run-stored") and not stored.has_checkpoint(run)

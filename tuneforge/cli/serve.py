@@ -43,6 +43,15 @@ RayAddressOption = Annotated[
 CpusPerProcessOption = Annotated[
     int, typer.Option(min=1, help="With --backend ray: CPUs a CPU job asks for per training process.")
 ]
+NodeHomeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--node-home",
+        help="With --backend ray and an object store (TUNEFORGE_STORAGE_URL): the Tuneforge home of tasks on each "
+        "node, a local disk there (`{node}` becomes the Ray node's id). Without it, tasks use this home, which "
+        "every node must then see at the same path.",
+    ),
+]
 
 
 @app.command("serve")
@@ -93,6 +102,7 @@ def serve(
     backend: BackendOption = Backend.local,
     ray_address: RayAddressOption = None,
     cpus_per_process: CpusPerProcessOption = 1,
+    node_home: NodeHomeOption = None,
 ):
     """An OpenAI-compatible API: files, fine-tuning jobs, models, chat and text completions."""
     import uvicorn
@@ -122,7 +132,8 @@ def serve(
         host=host,
         allowed_hosts=tuple(allowed_host or ()),
         worker_args=("--backend", backend.value, "--cpus-per-process", str(cpus_per_process))
-        + (("--ray-address", ray_address) if ray_address else ()),
+        + (("--ray-address", ray_address) if ray_address else ())
+        + (("--node-home", node_home) if node_home else ()),
     )
     app_ = create_app(options)
     install_dashboard(app_)
@@ -145,6 +156,7 @@ def worker(
     backend: BackendOption = Backend.local,
     ray_address: RayAddressOption = None,
     cpus_per_process: CpusPerProcessOption = 1,
+    node_home: NodeHomeOption = None,
 ):
     """Carry out queued fine-tuning jobs (`tuneforge serve` starts a worker for you)."""
     from tuneforge.settings import protect_home
@@ -153,7 +165,9 @@ def worker(
     if backend is Backend.ray:
         from tuneforge.jobs.ray_backend import run_ray_dispatcher
 
-        run_ray_dispatcher(ray_address, cpus_per_process, poll_seconds, once, parent_pid=parent_pid)
+        run_ray_dispatcher(
+            ray_address, cpus_per_process, poll_seconds, once, parent_pid=parent_pid, node_home=node_home
+        )
     else:
         from tuneforge.jobs.worker import run_worker
 

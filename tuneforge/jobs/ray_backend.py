@@ -17,8 +17,12 @@ new attempt finds the job `running`, queues it to resume, and continues from the
 tasks and the lease lapses; the next worker on this home, or any worker after the lease, takes the
 jobs back.
 
-Every node needs Tuneforge installed and must reach the registry (`TUNEFORGE_DATABASE_URL`) and the
-home's files (the same path on a shared file system); the dispatcher passes its `TUNEFORGE_*`,
+Every node needs Tuneforge installed and must reach the registry (`TUNEFORGE_DATABASE_URL`). Its
+tasks work in a Tuneforge home: by default the dispatcher's own, which every node must then see at
+the same path (a shared file system); with an object store (`TUNEFORGE_STORAGE_URL`), `--node-home`
+gives them a local one on each node instead: a task fetches the job's files and, on a resume, the
+run's newest checkpoint from the store, and uploads each checkpoint as it is saved (runs/stored.py),
+so a job whose node is lost goes on from there on another. The dispatcher passes its `TUNEFORGE_*`,
 `HF_*`, `WANDB_*`, `MLFLOW_*` and `AWS_*` variables to the tasks (the object store's credentials
 among them: where the nodes have their own, through an instance role, leave them unset here).
 """
@@ -30,6 +34,7 @@ import signal
 import threading
 import time
 
+from tuneforge.errors import UsageError
 from tuneforge.jobs.submit import job_config
 from tuneforge.jobs.worker import (
     PARENT,
@@ -43,7 +48,8 @@ from tuneforge.jobs.worker import (
     take_home_lock,
     this_worker,
 )
-from tuneforge.registry import jobs
+from tuneforge.registry import artifacts, jobs
+from tuneforge.registry.db import database_url
 from tuneforge.registry.jobs import Job, WorkerId
 from tuneforge.settings import tuneforge_home
 
@@ -56,9 +62,10 @@ MAX_IN_FLIGHT = 256  # jobs handed to Ray at once; the rest wait in the registry
 RETRIES = 3  # attempts after the first when a task's process or node is lost
 
 
-def task_environment() -> dict[str, str]:
+def task_environment(node_home: str | None = None) -> dict[str, str]:
     environment = {name: value for name, value in os.environ.items() if name.startswith(PASSED_ON)}
-    environment["TUNEFORGE_HOME"] = str(tuneforge_home())
+    environment["TUNEFORGE_HOME"] = node_home or str(tuneforge_home())
+    environment["TUNEFORGE_DATABASE_URL"] = database_url()  # spelled out: a node's own home has no registry
     return environment
 
 
@@ -74,6 +81,11 @@ def job_resources(job: Job, cpus_per_process: int, cluster_gpus: float) -> tuple
 
 def train_on_node(job_id: str, holder: str, environment: dict[str, str], threads: int) -> str:
     """One attempt of a job's Ray task, on whichever node Ray chose. Returns the job's status after."""
+    if "{node}" in environment["TUNEFORGE_HOME"]:  # several Ray nodes on one machine: a home each
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()[:12]
+        environment = {**environment, "TUNEFORGE_HOME": environment["TUNEFORGE_HOME"].replace("{node}", node)}
     os.environ.update(environment)
     import torch
 
@@ -97,11 +109,11 @@ def train_on_node(job_id: str, holder: str, environment: dict[str, str], threads
 class Dispatcher:
     """Sends queued jobs to Ray and follows their tasks; see the module's docstring."""
 
-    def __init__(self, cpus_per_process: int):
+    def __init__(self, cpus_per_process: int, node_home: str | None = None):
         import ray
 
         self.ray = ray
-        self.cpus_per_process = cpus_per_process
+        self.cpus_per_process, self.node_home = cpus_per_process, node_home
         self.worker = this_worker()
         self.in_flight: dict = {}  # Ray ObjectRef -> (job id, holder name)
         self.lock = threading.Lock()
@@ -134,7 +146,7 @@ class Dispatcher:
                 continue
             threads = resources["num_cpus"] // nproc
             reference = self.remote.options(**resources, name=f"tuneforge-{job.id}").remote(
-                job.id, holder, task_environment(), threads
+                job.id, holder, task_environment(self.node_home), threads
             )
             with self.lock:
                 self.in_flight[reference] = (job.id, holder)
@@ -186,10 +198,18 @@ def run_ray_dispatcher(
     poll_seconds: float = 1.0,
     once: bool = False,
     parent_pid: int | None = None,
+    node_home: str | None = None,
 ) -> None:
-    """`address`: a running cluster (`auto`, or `ray://HOST:10001`); None starts one on this machine."""
+    """`address`: a running cluster (`auto`, or `ray://HOST:10001`); None starts one on this machine.
+    `node_home`: the tasks' home on each node (see the module's docstring); it needs an object store."""
     import ray
 
+    if node_home and artifacts.storage_url() is None:
+        raise UsageError(
+            "--node-home needs an object store: without one, what a task trains in a node's own home "
+            "is out of the server's reach",
+            fix="Set TUNEFORGE_STORAGE_URL (e.g. s3://bucket/prefix), or leave --node-home out and share this home.",
+        )
     PARENT.parent_pid = parent_pid
     lock = take_home_lock(wait=parent_pid is not None)  # noqa: F841  (held while this process lives)
     worker = this_worker()
@@ -199,7 +219,7 @@ def run_ray_dispatcher(
     # jobs are taken back by the next worker of this home (or any worker, after the lease).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     log.info("Ray dispatcher %s ready (cluster %s, home %s)", os.getpid(), ray.cluster_resources(), tuneforge_home())
-    dispatcher = Dispatcher(cpus_per_process)
+    dispatcher = Dispatcher(cpus_per_process, node_home)
     try:
         while not PARENT.gone():
             take_back_lapsed_jobs()

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from tuneforge.errors import InvalidRequest, UsageError
 from tuneforge.registry import artifacts, jobs, store
 from tuneforge.registry.jobs import Job
+from tuneforge.runs import stored
 from tuneforge.runs.continuation import continue_from
 from tuneforge.runs.naming import tuned_model_name
 
@@ -210,7 +211,7 @@ def checkpoints(job: Job) -> tuple[str, list[tuple[store.Checkpoint, dict]]]:
     run = store.get_run(job.run_id) if job.run_id else None
     if run is None:
         return job.fine_tuned_model or "", []
-    train_rows = _metrics_by_step(Path(run.run_dir) / "metrics.csv")
+    train_rows = _metrics_by_step(stored.run_folder(run) / "metrics.csv")
     model_name = job.fine_tuned_model or tuned_model_name(job.model, job.project, job.suffix, run.id)
     ordered = sorted(run.checkpoints, key=lambda c: c.step, reverse=True)
     return model_name, [(checkpoint, train_rows.get(checkpoint.step, {})) for checkpoint in ordered]

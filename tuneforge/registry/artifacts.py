@@ -1,4 +1,5 @@
-"""Where uploaded files' bytes live: the home's `files/` folder by default, or an object store.
+"""Where uploaded files', run directories' and evaluation reports' bytes live: the home by default,
+or an object store.
 
 `TUNEFORGE_STORAGE_URL` (an fsspec URL: `s3://bucket/prefix` for S3 or any S3-compatible store,
 `gs://`, `az://`, ...) keeps them in the store instead. A file row's `path` is then the object's URL
@@ -11,6 +12,9 @@ them (for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, an instanc
 A location is either a local path (every row written before a store was set, and every row without
 one) or a URL: code that reads a file row's bytes goes through `local_copy`, `open_bytes`,
 `exists` and `delete`, which take both.
+
+Whole folders (a run's checkpoints and weights, an evaluation's report) go up with `put_folder` and
+come back with `get_folder`, by key under the store's URL; runs/stored.py says which and when.
 """
 
 import hashlib
@@ -106,3 +110,84 @@ def delete(location: str) -> None:
     if filesystem.exists(path):
         filesystem.rm_file(path)
     _cache_path(location).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ whole folders
+def key_url(key: str) -> str:
+    """The URL of `key` under the store (which must be set)."""
+    url = storage_url()
+    if url is None:
+        raise RuntimeError("no TUNEFORGE_STORAGE_URL: nothing is kept in a store")
+    return f"{url}/{key.strip('/')}"
+
+
+def put_file(local: Path, key: str) -> None:
+    """Upload `local` as `key`, keeping it where it is."""
+    filesystem, path = _filesystem(key_url(key))
+    filesystem.put_file(str(local), path)
+
+
+def put_folder(local: Path, key: str, last: str | None = None) -> None:
+    """Upload every file under `local` to `key/…`; the file named `last` goes up after all others, so
+    that a reader who finds it finds the rest (a checkpoint's COMPLETE marker)."""
+    filesystem, root = _filesystem(key_url(key))
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: p.name == last):
+        filesystem.put_file(str(path), f"{root}/{path.relative_to(local).as_posix()}")
+
+
+def listing(key: str) -> list[str]:
+    """The names directly under `key` (files and folders), fresh from the store; [] if none."""
+    filesystem, path = _filesystem(key_url(key))
+    filesystem.invalidate_cache(path)
+    try:
+        return sorted(Path(entry.rstrip("/")).name for entry in filesystem.ls(path, detail=False))
+    except FileNotFoundError:
+        return []
+
+
+def stored(key: str) -> bool:
+    filesystem, path = _filesystem(key_url(key))
+    filesystem.invalidate_cache(path)
+    return filesystem.exists(path)
+
+
+def get_file(key: str, local: Path) -> bool:
+    """Fetch `key` to `local` (written aside and renamed); False when the store has no such file."""
+    filesystem, path = _filesystem(key_url(key))
+    local.parent.mkdir(parents=True, exist_ok=True)
+    partial = local.with_name(f".{local.name}.{os.getpid()}.part")
+    try:
+        filesystem.get_file(path, str(partial))
+    except FileNotFoundError:
+        return False
+    partial.replace(local)
+    return True
+
+
+def get_folder(key: str, local: Path) -> bool:
+    """Fetch every file under `key` into the folder `local`, which appears whole or not at all (it is
+    filled aside and renamed); False when the store has nothing under `key`."""
+    filesystem, root = _filesystem(key_url(key))
+    filesystem.invalidate_cache(root)
+    found = [path for path in filesystem.find(root) if path != root]
+    if not found:
+        return False
+    partial = local.with_name(f".{local.name}.{os.getpid()}.part")
+    shutil.rmtree(partial, ignore_errors=True)
+    for path in found:
+        target = partial / path[len(root) :].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        filesystem.get_file(path, str(target))
+    shutil.rmtree(local, ignore_errors=True)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    partial.rename(local)
+    return True
+
+
+def remove_folder(key: str) -> None:
+    """Remove everything under `key`; nothing happens if it is gone already."""
+    filesystem, path = _filesystem(key_url(key))
+    filesystem.invalidate_cache(path)
+    if filesystem.exists(path):
+        filesystem.rm(path, recursive=True)

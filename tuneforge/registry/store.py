@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from tuneforge.registry import artifacts
 from tuneforge.registry.db import Base, _sessionmaker, database_url, now, session  # noqa: F401  (the registry's API)
 
 
@@ -208,7 +209,7 @@ def find_model(name: str) -> Model | None:
 
 
 def delete_run(run_id: str) -> bool:
-    """Remove the run's row (with its checkpoints and models) and its directory."""
+    """Remove the run's row (with its checkpoints and models) and its directory, here and in the store."""
     with session() as db, db.begin():
         run = db.get(Run, run_id)
         if run is None:
@@ -216,6 +217,8 @@ def delete_run(run_id: str) -> bool:
         run_dir = Path(run.run_dir)
         db.delete(run)
     shutil.rmtree(run_dir, ignore_errors=True)
+    if artifacts.storage_url() is not None:  # and its copy in the store (runs/stored.py)
+        artifacts.remove_folder(f"runs/{run_id}")
     return True
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tuneforge.errors import InvalidOption, UsageError
 from tuneforge.registry import store
+from tuneforge.runs import stored
 from tuneforge.runs.naming import is_tuned_name
 from tuneforge.runs.ownership import NotOwned, owned_tuned_model
 from tuneforge.train.config import LORA_SETTINGS, RECORDED, ResolvedConfig, TrainConfig
@@ -40,12 +41,14 @@ def continue_from(config: TrainConfig, project: str) -> TrainConfig:
             f"no tuned model or run named '{config.model}' to train on from",
             fix="See `tuneforge models list` and `tuneforge runs list` (a checkpoint name cannot be continued yet).",
         )
-    if not Path(model.path).exists():
+    parent_run = store.get_run(model.run_id)
+    weights = stored.weights(parent_run, model)  # fetched from the store where this machine lacks them
+    if not weights.exists():
         raise UsageError(f"the weights of '{model.name}' are missing ({model.path})")
-    parent = ResolvedConfig.model_validate(store.get_run(model.run_id).config, context=RECORDED)
+    parent = ResolvedConfig.model_validate(parent_run.config, context=RECORDED)
     updates: dict = {"continued_from": model.run_id}
     if model.kind == "full":
-        updates["model"] = str(model.path)
+        updates["model"] = str(weights)
     else:
         if config.method == "full":
             raise InvalidOption(
@@ -76,7 +79,7 @@ def model_to_load(name: str, project: str) -> str:
         model = None
     if model is None:
         return name
-    return model.path if model.kind == "full" else model.base_model
+    return str(stored.weights(store.get_run(model.run_id), model)) if model.kind == "full" else model.base_model
 
 
 def parent_adapter(config: TrainConfig) -> Path | None:
@@ -88,7 +91,7 @@ def parent_adapter(config: TrainConfig) -> Path | None:
     model = run.models[0] if run and run.models else None
     if model is None:
         raise UsageError(f"run '{config.continued_from}', which this run continues, has no model any more")
-    return Path(model.path) if model.kind == "adapter" else None
+    return stored.weights(run, model) if model.kind == "adapter" else None
 
 
 def name_base(config: TrainConfig) -> str:

@@ -1,13 +1,17 @@
 """Evaluations as recorded runs: the evaluate stage's calls, with names resolved through the registry
 and their results kept there (an `Evaluation` row, a link from the run's model card, human ratings).
+With an artifact store, the report's folder is kept there too (`evaluations/<id>/`), and its row
+points at it, so any server shows it.
 """
 
+import secrets
 from pathlib import Path
 
 from tuneforge.evaluate import compare
 from tuneforge.evaluate import run as evaluate_stage
-from tuneforge.registry import store
+from tuneforge.registry import artifacts, store
 from tuneforge.registry.access import DEFAULT_PROJECT
+from tuneforge.runs import stored
 from tuneforge.runs.models import resolve_spec
 
 
@@ -30,11 +34,16 @@ def run_eval(
     from tuneforge.train.card import link_evaluation
 
     run = store.run_for_model(model)
-    run_dir = Path(run.run_dir) if run else None
+    run_dir = stored.run_folder(run) if run else None
     results = evaluate_stage.run_eval(
         model, data, against, metric_names, out_dir, *args, resolve=resolve_spec, model_run_dir=run_dir, **options
     )
     data_sha256 = sha256_file(data)
+    report = out_dir.resolve()
+    if artifacts.storage_url() is not None:
+        key = f"evaluations/{secrets.token_hex(8)}"
+        artifacts.put_folder(report, key)
+        report = artifacts.key_url(key)
     store.record_evaluation(
         model,
         against,
@@ -42,7 +51,7 @@ def run_eval(
         data_sha256,
         results["task"],
         evaluate_stage.headline(results),
-        out_dir.resolve(),
+        report,
         project=project or (run.project if run else DEFAULT_PROJECT),
         evaluation_id=evaluation_id,
     )
@@ -50,6 +59,7 @@ def run_eval(
         link_evaluation(
             run_dir, out_dir.resolve(), evaluate_stage.markdown_report(results), model, results, data_sha256
         )
+        stored.upload_cards(run_dir)
     return results
 
 

@@ -7,17 +7,18 @@ from pathlib import Path
 from tuneforge.errors import ModelNotAvailable, UsageError
 from tuneforge.inference.engine import Engine, ModelSpec, base_spec, load_for_inference
 from tuneforge.registry import store
+from tuneforge.runs import stored
 from tuneforge.runs.naming import display_name, is_tuned_name, parse_checkpoint, run_id_of
 
 
 def _checkpoint_spec(name: str, step: int) -> ModelSpec:
     run = store.get_run(run_id_of(name))
     checkpoint = next((c for c in run.checkpoints if c.step == step), None) if run else None
-    if checkpoint is None or not Path(checkpoint.path).exists():
+    path = stored.checkpoint(run, checkpoint) if checkpoint else None
+    if path is None or not path.exists():
         raise ModelNotAvailable(
             f"no checkpoint '{name}'", fix="List them with the jobs API's checkpoints, or `tuneforge runs show`."
         )
-    path = Path(checkpoint.path)
     return ModelSpec(
         name,
         run.base_model,
@@ -39,7 +40,7 @@ def resolve_spec(name: str) -> ModelSpec:
                 fix=f"Resume it with `tuneforge train --resume {run.id}`." if run.status == "interrupted" else None,
             )
         model = tuned or run.models[0]
-        path = Path(model.path)
+        path = stored.weights(run, model)
         if not path.exists():
             raise ModelNotAvailable(f"the weights of '{model.name}' are missing ({path})")
         return ModelSpec(
@@ -99,5 +100,5 @@ def _run_card(name: str) -> str | None:
     """The model card of the run behind `name` (README.md in its run directory), if it has one."""
     tuned = store.find_model(name)
     run = store.get_run(tuned.run_id if tuned else run_id_of(name))
-    card = Path(run.run_dir) / "README.md" if run else None
+    card = stored.run_folder(run) / "README.md" if run else None
     return card.read_text() if card and card.exists() else None

@@ -14,6 +14,7 @@ from tuneforge.errors import TuneforgeError, UsageError
 from tuneforge.hardware import device_type, resolve_device
 from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
+from tuneforge.runs import stored
 from tuneforge.runs.continuation import continue_from, name_base, parent_adapter
 from tuneforge.runs.general import general_ability
 from tuneforge.runs.launch import Machines, launch, launched, payload, read_payload
@@ -28,10 +29,11 @@ from tuneforge.train.sft import train_sft
 
 
 class RecordingReporter(Reporter):
-    """The recipe's reports, recorded as registry rows and passed on to `inner`."""
+    """The recipe's reports, recorded as registry rows (and, with a store, the run's files as
+    stored.py says) and passed on to `inner`."""
 
-    def __init__(self, inner: Reporter, project: str):
-        self.inner, self.project = inner, project
+    def __init__(self, inner: Reporter, project: str, run_dir: Path):
+        self.inner, self.project, self.run_dir = inner, project, run_dir
 
     # ---- recorded
     def created(self, run_id, config, run_dir, training: DataRecord, validation: DataRecord | None):
@@ -46,14 +48,16 @@ class RecordingReporter(Reporter):
         self.inner.created(run_id, config, run_dir, training, validation)
 
     def resumed(self, run_id):
-        store.update_run(run_id, status="running", error=None)
+        store.update_run(run_id, status="running", error=None, run_dir=str(self.run_dir))  # maybe another machine
         self.inner.resumed(run_id)
 
     def checkpoints_kept(self, run_id, checkpoints):
+        stored.upload_checkpoints(self.run_dir, checkpoints)
         store.sync_checkpoints(run_id, checkpoints)
         self.inner.checkpoints_kept(run_id, checkpoints)
 
     def finished(self, result: RunResult, weights: Path):
+        stored.upload_run(result.run_dir, weights)  # in the store before the model is listed
         store.update_run(
             result.run_id, status="succeeded", trained_tokens=result.metrics["trained_tokens"], metrics=result.metrics
         )
@@ -119,6 +123,9 @@ def train_run(
     which records nothing."""
     run_id = run_id or new_run_id()
     config = config if resume else continue_from(config, project)  # a resumed run's record is already resolved
+    existing = store.get_run(run_id) if resume else None
+    if existing is not None and not launched():  # once per machine, before its processes start
+        stored.stage_resume(existing)
     if (config.nproc > 1 or machines.nodes > 1) and not launched():
         _check_gpus(config)
         guard = general_ability(config)
@@ -128,10 +135,10 @@ def train_run(
         status = launch(list(entry), fields, config.nproc, machines, should_stop)
         return _launched_result(run_id, status) if machines.node_rank == 0 else None
     name = tuned_model_name(name_base(config), org, config.suffix, run_id)
-    existing = store.get_run(run_id) if resume else None
-    run_dir = Path(existing.run_dir) if existing else runs_dir() / run_id  # where it was, if runs_dir moved since
+    # Where it was (if runs_dir moved since), or where this machine fetched it to (stored.py).
+    run_dir = stored.local_dir(existing) if existing else runs_dir() / run_id
     # Among several processes, rank 0 records the run (and reports); the others only train.
-    recorded = RecordingReporter(reporter or Reporter(), project) if ranks().main else Reporter()
+    recorded = RecordingReporter(reporter or Reporter(), project, run_dir) if ranks().main else Reporter()
     if ranks().main:
         recorded = with_trackers(recorded, config, run_dir, run_id)
     start = None if resume else parent_adapter(config)
@@ -187,8 +194,7 @@ def _launched_result(run_id: str, status: int) -> RunResult:
 
 
 def resumable(run_id: str | None) -> bool:
-    """Whether `run_id` is a recorded run with a complete checkpoint to continue from."""
-    from tuneforge.train.loop import newest_complete_checkpoint
-
+    """Whether `run_id` is a recorded run with a complete checkpoint to continue from (here, or in
+    the store)."""
     run = store.get_run(run_id) if run_id else None
-    return bool(run and newest_complete_checkpoint(Path(run.run_dir) / "checkpoints"))
+    return bool(run and stored.has_checkpoint(run))

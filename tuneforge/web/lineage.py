@@ -7,6 +7,7 @@ from pathlib import Path
 from markdown_it import MarkdownIt
 
 from tuneforge.registry import access, jobs, store
+from tuneforge.runs import stored
 from tuneforge.train.card import split_card
 from tuneforge.web.views import when
 
@@ -44,6 +45,7 @@ def tuned_model_page(model: store.Model, owner: str, sign) -> dict:
     """A tuned model's facts, lineage, card and downloads; `sign(path)` makes a link the browser can
     follow without its key (web/links.py)."""
     run = store.get_run(model.run_id)
+    run_dir = stored.run_folder(run)  # fetched from the store where this machine did not train it
     config = run.config or {}
     job = jobs.job_for_run(run.id)
     base = f"/ui/files/runs/{run.id}"
@@ -53,7 +55,7 @@ def tuned_model_page(model: store.Model, owner: str, sign) -> dict:
         "kind": model.kind,
         "created": when(model.created_at),
         "data": [_dataset(run.train_dataset, "training"), _dataset(run.validation_dataset, "validation")],
-        "held_out": _held_out(Path(run.run_dir)),
+        "held_out": _held_out(run_dir),
         "uploaded": _uploaded(owner, job),
         "job": {"id": job.id, "status": job.status, "created": when(job.created_at)} if job else None,
         "run": {
@@ -80,11 +82,11 @@ def tuned_model_page(model: store.Model, owner: str, sign) -> dict:
         ],
         "evaluations": [evaluation_row(e, sign) for e in store.list_evaluations(run.id)],
         "feedback": feedback_counts(owner, model.name),
-        "card": card_html(Path(run.run_dir) / "README.md", sign(f"{base}/loss.png")),
+        "card": card_html(run_dir / "README.md", sign(f"{base}/loss.png")),
         "downloads": [
             {"label": label, "file": name, "href": sign(f"{base}/{name}")}
             for name, label in DOWNLOADS.items()
-            if name != "metrics.csv" or (Path(run.run_dir) / name).exists()
+            if name != "metrics.csv" or (run_dir / name).exists()
         ],
     }
 

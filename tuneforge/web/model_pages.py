@@ -12,7 +12,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from tuneforge.registry import store
+from tuneforge.registry import artifacts, store
+from tuneforge.runs import stored
 from tuneforge.serve.deps import project
 from tuneforge.serve.model_access import model_choices, model_not_found, owned_tuned_model
 from tuneforge.serve.protocol import not_found
@@ -72,7 +73,7 @@ def run_file(run_id: str, name: str, owner: str = Depends(link_project)) -> File
     """One of a run's downloads (lineage.DOWNLOADS) or its loss curve; made on first request where
     it is an export (weights zipped, GGUF), and kept in the run's `exports/` after."""
     run = _owned_run(owner, run_id)
-    run_dir = Path(run.run_dir)
+    run_dir = stored.run_folder(run)
     if name in ("README.md", "metrics.csv", "loss.png"):
         path = run_dir / name
     elif name in lineage.DOWNLOADS and run.models:
@@ -91,15 +92,16 @@ def run_file(run_id: str, name: str, owner: str = Depends(link_project)) -> File
 
 def _export(run: store.Run, name: str) -> Path:
     model = run.models[0]
-    exports = Path(run.run_dir) / "exports"
+    weights = stored.weights(run, model)
+    exports = stored.local_dir(run) / "exports"
     path = exports / name
     with _exporting:
-        if path.is_file() and path.stat().st_mtime >= Path(model.path).stat().st_mtime:
+        if path.is_file() and path.stat().st_mtime >= weights.stat().st_mtime:
             return path
-        exports.mkdir(exist_ok=True)
+        exports.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=exports) as scratch:
             if name == "weights.zip":
-                made = Path(shutil.make_archive(str(Path(scratch) / "weights"), "zip", root_dir=model.path))
+                made = Path(shutil.make_archive(str(Path(scratch) / "weights"), "zip", root_dir=weights))
             else:
                 from tuneforge.runs.models import export_gguf
 
@@ -113,7 +115,12 @@ def _export(run: store.Run, name: str) -> Path:
 def evaluation_report(evaluation_id: int, owner: str = Depends(link_project)) -> FileResponse:
     """An evaluation's HTML report, to its project only."""
     evaluation = store.get_evaluation(evaluation_id)
-    path = Path(evaluation.report_dir) / "report.html" if evaluation else None
-    if evaluation is None or evaluation.project != owner or not path.is_file():
+    if evaluation is None or evaluation.project != owner:
+        raise not_found("evaluation", str(evaluation_id))
+    try:  # the report's folder is local, or in the store (runs/evaluation.py): a copy is fetched once
+        path = artifacts.local_copy(f"{evaluation.report_dir}/report.html")
+    except FileNotFoundError:
+        raise not_found("evaluation", str(evaluation_id)) from None
+    if not path.is_file():
         raise not_found("evaluation", str(evaluation_id))
     return FileResponse(path, media_type="text/html", headers={"Content-Security-Policy": REPORT_CSP})
