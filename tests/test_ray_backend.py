@@ -145,6 +145,41 @@ def test_four_jobs_at_once_all_succeed_and_train_side_by_side(servers, server, c
     assert (servers[1].home / "runs" / first.tuneforge["run_id"] / "adapter" / "adapter_config.json").is_file()
 
 
+def test_pause_resume_and_cancel_reach_the_ray_task(server, client, tiny_model_dir, tmp_path):
+    """A pause ends the job's task at a step boundary with a checkpoint; a resume sends a new task,
+    which continues from it; a cancel ends that one."""
+    training = upload(client, tmp_path / "long.jsonl", 40)
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model_dir),
+        training_file=training.id,
+        hyperparameters={"n_epochs": 30, "batch_size": 8},
+        extra_body=TINY_LORA,
+    )
+
+    def messages() -> list[str]:
+        return [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=1000)]
+
+    def wait_for_message(text: str) -> None:
+        deadline = time.monotonic() + 120
+        while not any(text in m for m in messages()):
+            assert time.monotonic() < deadline, (text, messages())
+            time.sleep(0.2)
+
+    wait_for_message("Step 3/")
+    assert client.fine_tuning.jobs.pause(job.id).status == "paused"
+    wait_for_message("Job paused")
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    wait_for_message("Resumed from step")
+    assert sum(m.startswith("Sent to Ray") for m in messages()) == 2
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    wait_for_message("Job cancelled")
+    deadline = time.monotonic() + 30
+    while server.registry_row("select worker_pid from jobs where id = :id", id=job.id)[0] is not None:
+        assert time.monotonic() < deadline, "the dispatcher kept the cancelled job"
+        time.sleep(0.2)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
+
+
 RUN_DIR_OF_JOB = "select r.run_dir from runs r join jobs j on j.run_id = r.id where j.id = :id"
 
 

@@ -91,12 +91,14 @@ def runs_list(as_json: Annotated[bool, typer.Option("--json")] = False):
     from rich.table import Table
 
     from tuneforge.registry import store
+    from tuneforge.runs import stored
 
     runs = store.list_runs()
     rows = [
         {
             "id": r.id,
-            "status": r.status if Path(r.run_dir).exists() else f"{r.status} (directory missing)",
+            # With an object store, a run trained on another machine is fetched when it is needed.
+            "status": r.status if Path(r.run_dir).exists() or stored.enabled() else f"{r.status} (directory missing)",
             "method": r.method,
             "base_model": r.base_model,
             "trained_tokens": r.trained_tokens,

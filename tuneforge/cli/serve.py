@@ -36,6 +36,7 @@ RayAddressOption = Annotated[
     str | None,
     typer.Option(
         "--ray-address",
+        "--address",
         help="With --backend ray: the cluster (`auto`: the one `ray start` runs on this machine; `ray://HOST:10001`). "
         "Without it, a Ray cluster is started on this machine.",
     ),
