@@ -234,9 +234,11 @@ def house_style(text: str) -> bool:
     return text.strip().startswith(OPENING) and SIGNATURE in text
 
 
-def shift(held_out: int) -> None:
+def shift(held_out: int, flow: str) -> None:
+    """`flow` dpo: DPO from the base; sft-dpo: SFT on the preferred replies of the same training pairs
+    first, then DPO on top of that model (the issue's recommended flow); mixed-sft-dpo: SFT on both
+    replies of each pair first, then DPO. Each stage with its defaults."""
     from tuneforge.runs.evaluation import run_eval
-    from tuneforge.runs.models import engine as engine_for
     from tuneforge.runs.training import train_run
     from tuneforge.train.config import TrainConfig
 
@@ -246,31 +248,68 @@ def shift(held_out: int) -> None:
     train, test = scratch / "train.jsonl", scratch / "test.jsonl"
     train.write_text("".join(json.dumps(p) + "\n" for p in pairs[held_out:]))
     test.write_text("".join(json.dumps(p) + "\n" for p in pairs[:held_out]))
+    models = [("base", MODEL)]
+    start = MODEL
+    if flow != "dpo":
+        # sft-dpo: the preferred replies alone; mixed-sft-dpo: both replies of each pair, as a
+        # support log of mixed quality would hold them (DPO then has to pick the house style).
+        sides = ("preferred_output",) if flow == "sft-dpo" else ("preferred_output", "non_preferred_output")
+        chats = scratch / "sft.jsonl"
+        chats.write_text(
+            "".join(
+                json.dumps({"messages": p["input"]["messages"] + p[side]}) + "\n"
+                for p in pairs[held_out:]
+                for side in sides
+            )
+        )
+        began = time.perf_counter()
+        sft = train_run(TrainConfig(model=MODEL, data=chats))
+        print(
+            f"SFT on {len(pairs) - held_out} pairs' {' and '.join(sides)} in {time.perf_counter() - began:.0f} s: "
+            f"{sft.metrics['step']} steps, batch {sft.config.batch_size}, lr {sft.config.learning_rate:.2e}"
+        )
+        models.append(("SFT", sft.run_id))
+        start = sft.model_name
     began = time.perf_counter()
-    result = train_run(TrainConfig(model=MODEL, data=train, objective="dpo"))
+    result = train_run(TrainConfig(model=start, data=train, objective="dpo"))
     trained_seconds = time.perf_counter() - began
     m = result.metrics
     print(
-        f"trained {len(pairs) - held_out} pairs in {trained_seconds:.0f} s: {m['step']} steps, batch "
+        f"DPO on {len(pairs) - held_out} pairs in {trained_seconds:.0f} s: {m['step']} steps, batch "
         f"{result.config.batch_size}, lr {result.config.learning_rate:.2e}, beta {result.config.dpo_beta}; "
         f"validation reward accuracy {m.get('valid_reward_accuracy')}, margin {m.get('valid_rewards_margin')}"
     )
-    results = run_eval(result.run_id, test, MODEL, None, scratch / "eval", max_new_tokens=160, probes=False)
+    models.append(("SFT -> DPO" if flow != "dpo" else "DPO", result.run_id))
+    against = models[-2][1]  # what DPO started from
+    results = run_eval(result.run_id, test, against, None, scratch / "eval", max_new_tokens=160, probes=False)
     accuracy = results["comparison"]["preference_accuracy"]
     print(
-        f"held-out preference accuracy: base {accuracy['mean_a']:.2f}, tuned {accuracy['mean_b']:.2f} "
+        f"held-out preference accuracy: {models[-2][0]} {accuracy['mean_a']:.2f}, after DPO {accuracy['mean_b']:.2f} "
         f"(delta {accuracy['delta']:+.2f}, 95 % [{accuracy['ci_low']:+.2f}, {accuracy['ci_high']:+.2f}])"
     )
     prompts = [p["input"]["messages"] for p in pairs[:held_out]]
-    from tuneforge.data.examples import Message
+    for label, name in models:
+        show_answers(label, name, prompts)
 
-    for name in (MODEL, result.run_id):
-        answers = engine_for(name).generate(
-            [[Message(m["role"], m["content"]) for m in prompt] for prompt in prompts], max_new_tokens=160
-        )
-        styled = sum(house_style(a.text) for a in answers)
-        print(f"{'base' if name == MODEL else 'tuned'}: {styled}/{held_out} answers in the house style; first:")
-        print("   ", answers[0].text.replace("\n", " / ")[:240])
+
+def show_answers(label: str, name: str, prompts: list) -> None:
+    """How many of the model's greedy answers to `prompts` open, sign off, and do both as the house does."""
+    from tuneforge.data.examples import Message
+    from tuneforge.runs.models import engine as engine_for
+
+    answers = engine_for(name).generate(
+        [[Message(m["role"], m["content"]) for m in prompt] for prompt in prompts], max_new_tokens=160
+    )
+    texts = [a.text for a in answers]
+    opened = sum(t.strip().startswith(OPENING) for t in texts)
+    signed = sum(SIGNATURE in t for t in texts)
+    styled = sum(house_style(t) for t in texts)
+    words = sum(len(t.split()) for t in texts) / len(texts)
+    print(
+        f"{label}: {styled}/{len(texts)} in the house style ({opened} open with '{OPENING}', {signed} signed), "
+        f"{words:.0f} words on average; first:"
+    )
+    print("   ", texts[0].replace("\n", " / ")[:240])
 
 
 def main() -> None:
@@ -280,13 +319,19 @@ def main() -> None:
     parser.add_argument("--only", help="run the rows whose label contains this")
     parser.add_argument("--shift", action="store_true", help="train with the defaults and measure the answers")
     parser.add_argument("--held-out", type=int, default=20)
+    parser.add_argument(
+        "--flow",
+        choices=["dpo", "sft-dpo", "mixed-sft-dpo"],
+        default="dpo",
+        help="with --shift: DPO from the base, or SFT first",
+    )
     parser.add_argument("--row", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row is not None:
         worker(args.row, args.out, args.steps, args.batch_size)
     elif args.shift:
-        shift(args.held_out)
+        shift(args.held_out, args.flow)
     else:
         speed(args.steps, args.batch_size, args.only)
 
