@@ -156,3 +156,31 @@ def test_a_run_directory_goes_to_the_store_and_resumes_on_another_home(s3_store,
 
     monkeypatch.delenv("TUNEFORGE_STORAGE_URL")  # without a store: the recorded directory, nothing fetched
     assert stored.local_dir(run) == Path("/nowhere/runs/run-stored") and not stored.has_checkpoint(run)
+
+
+def test_a_store_outage_at_a_checkpoint_does_not_end_the_run(s3_store, tmp_path, monkeypatch, caplog):
+    """The run goes on with its checkpoint on disk; the next checkpoint uploads what the store lacks."""
+    from tuneforge.registry import store
+    from tuneforge.runs.training import RecordingReporter
+    from tuneforge.train.reporter import Reporter
+
+    monkeypatch.setenv("TUNEFORGE_HOME", str(tmp_path / "home"))
+    run_dir = tmp_path / "home" / "runs" / "run-outage"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    store.create_run("run-outage", {"method": "lora", "model": "m"}, run_dir, None, None)
+    reporter = RecordingReporter(Reporter(), "default", run_dir)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("TUNEFORGE_STORAGE_URL", f"file://{blocked}/store")  # every put fails
+    first = _checkpoint(run_dir, 2)
+    reporter.checkpoints_kept("run-outage", [first])
+    assert "uploading its checkpoints failed" in caplog.text
+    assert [c.step for c in store.get_run("run-outage").checkpoints] == [2]
+
+    for name, value in s3_store["env"].items():  # the store is back
+        monkeypatch.setenv(name, value)
+    reporter.checkpoints_kept("run-outage", [first, _checkpoint(run_dir, 4)])
+    bucket = s3_store["client"]
+    bucket.invalidate_cache()
+    for step in (2, 4):
+        assert bucket.exists(f"tuneforge-artifacts/team/runs/run-outage/checkpoints/step-{step}/COMPLETE")

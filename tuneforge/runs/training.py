@@ -7,6 +7,7 @@ forwards everything to the caller's reporter (a progress bar, job events). The C
 the worker's resumed jobs and the quickstart all come through here.
 """
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from tuneforge.train.config import RECORDED, ResolvedConfig, TrainConfig
 from tuneforge.train.distributed import ranks
 from tuneforge.train.reporter import DataRecord, Reporter, RunResult, TrainingInterrupted
 from tuneforge.train.sft import train_sft
+
+log = logging.getLogger("tuneforge.runs")
 
 
 class RecordingReporter(Reporter):
@@ -52,7 +55,13 @@ class RecordingReporter(Reporter):
         self.inner.resumed(run_id)
 
     def checkpoints_kept(self, run_id, checkpoints):
-        stored.upload_checkpoints(self.run_dir, checkpoints)
+        try:
+            stored.upload_checkpoints(self.run_dir, checkpoints)
+        except Exception:  # noqa: BLE001 - a store outage must not end the run: the next checkpoint
+            # uploads whatever the store lacks (stored.py compares), and the checkpoint is on disk here.
+            log.warning(
+                "run %s: uploading its checkpoints failed; the next checkpoint tries again", run_id, exc_info=True
+            )
         store.sync_checkpoints(run_id, checkpoints)
         self.inner.checkpoints_kept(run_id, checkpoints)
 
