@@ -184,3 +184,28 @@ def test_a_store_outage_at_a_checkpoint_does_not_end_the_run(s3_store, tmp_path,
     bucket.invalidate_cache()
     for step in (2, 4):
         assert bucket.exists(f"tuneforge-artifacts/team/runs/run-outage/checkpoints/step-{step}/COMPLETE")
+
+
+def test_an_upload_while_the_store_is_down_answers_503_and_keeps_nothing(s3_store, tmp_path, tiny_model_dir):
+    import json
+
+    from server_process import free_port
+
+    home = tmp_path / "home"
+    home.mkdir()
+    server = ServerProcess(home)
+    # Nothing listens there; one attempt (botocore's retries would take ~15 s to give up).
+    options = {"endpoint_url": f"http://127.0.0.1:{free_port()}", "config_kwargs": {"retries": {"max_attempts": 1}}}
+    server.env.update({**s3_store["env"], "TUNEFORGE_STORAGE_OPTIONS": json.dumps(options)})
+    server.start()
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key=server.new_key("team"), max_retries=0, timeout=60)
+        data = write_jsonl(tmp_path / "tickets.jsonl", tickets(4))
+        with pytest.raises(openai.APIStatusError) as down:
+            client.files.create(file=data.open("rb"), purpose="fine-tune")
+        assert down.value.status_code == 503 and down.value.body["code"] == "storage_unavailable"
+        assert "127.0.0.1" not in down.value.body["message"]  # where the store is stays with the operator
+        assert client.files.list().data == [] and not any((home / "files").glob("*"))
+    finally:
+        server.stop()
+    assert "upload of tickets.jsonl refused" in server.log.read_text()

@@ -26,6 +26,10 @@ class ModelNotAvailable(TuneforgeError):
     exit_code = 2
 
 
+class StorageUnavailable(TuneforgeError):
+    """The object store (TUNEFORGE_STORAGE_URL) did not take or give bytes: down, unreachable, refusing."""
+
+
 class ContextTooLong(UsageError):
     """A prompt longer than the model's context window."""
 

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import BinaryIO
 
-from tuneforge.errors import TuneforgeError, UsageError
+from tuneforge.errors import StorageUnavailable, TuneforgeError, UsageError
 from tuneforge.registry import artifacts, jobs
 from tuneforge.registry.jobs import StoredFile
 
@@ -75,7 +75,11 @@ def store_upload(project: str, filename: str | None, purpose: str, stream: Binar
     except BaseException:  # too large, or the stream failed: no bytes without a row
         target.unlink(missing_ok=True)
         raise
-    location = artifacts.publish(target, f"files/{target.name}")
+    try:
+        location = artifacts.publish(target, f"files/{target.name}")
+    except StorageUnavailable:  # no row, and no bytes left behind here either
+        target.unlink(missing_ok=True)
+        raise
     row = jobs.create_file(project, filename, purpose, location, size, digest.hexdigest(), file_id)
     if purpose != "fine-tune":
         jobs.set_file_status(file_id, "processed")

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from tuneforge.errors import UsageError
+from tuneforge.errors import StorageUnavailable, UsageError
 from tuneforge.settings import tuneforge_home
 
 
@@ -59,7 +59,13 @@ def publish(local: Path, key: str) -> str:
         return str(local)
     location = f"{url}/{key}"
     filesystem, path = _filesystem(location)
-    filesystem.put_file(str(local), path)
+    try:
+        filesystem.put_file(str(local), path)
+    except Exception as error:  # noqa: BLE001 - whatever the store's library raised: the store is the cause
+        raise StorageUnavailable(
+            f"the object store did not take {location}: {type(error).__name__}: {error}",
+            fix="Check TUNEFORGE_STORAGE_URL, its credentials and the store (`tuneforge doctor`).",
+        ) from error
     target = _cache_path(location)  # the local file becomes this machine's copy
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(local, target)

@@ -7,6 +7,7 @@ from `uploaded` to `processed`, or to `error` with the first problems (line, fie
 `status_details`, which is what `client.files.wait_for_processing` waits for.
 """
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -19,11 +20,13 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tuneforge.errors import StorageUnavailable
 from tuneforge.jobs import files as store
 from tuneforge.registry import artifacts, jobs
 from tuneforge.serve.deps import project
 from tuneforge.serve.protocol import APIError, ErrorResponse, FileDeleted, FileObject, ListPage, not_found
 
+log = logging.getLogger("tuneforge.serve")
 router = APIRouter(tags=["files"], responses={"4XX": {"model": ErrorResponse}})
 
 # The form `upload_form` reads, described for /openapi.json as FastAPI would describe File and Form parameters.
@@ -108,6 +111,13 @@ def upload(
         ) from None
     except store.UploadRefused as refused:
         raise APIError(400, refused.message, param=refused.param) from None
+    except StorageUnavailable as down:  # the operator's log says which store and why; the caller, not where
+        log.warning("upload of %s refused: %s", form.file.filename, down.message)
+        raise APIError(
+            503,
+            "The file could not be stored: this server's file store is unavailable. Try again later.",
+            code="storage_unavailable",
+        ) from None
     if row.status == "uploaded":  # a fine-tuning file: the data check runs after the answer
         background.add_task(store.check_stored_file, row.id, row.path)
     return FileObject.from_row(row)
