@@ -1,6 +1,8 @@
-"""Uploaded files in an object store (`TUNEFORGE_STORAGE_URL=s3://…`): a local S3-compatible server
-(moto's server mode) and the real s3fs client. The server keeps an upload's bytes in the bucket,
-streams them back from it, a job trains on them, and deleting the file deletes the object."""
+"""Uploaded files and run directories in an object store (`TUNEFORGE_STORAGE_URL=s3://…`): a local
+S3-compatible server (moto's server mode) and the real s3fs client. The server keeps an upload's
+bytes in the bucket, streams them back from it, a job trains on them, and deleting the file deletes
+the object; a run's checkpoints go up as saved and another home resumes and serves from them; a
+store that is down answers 503 to an upload and does not end a run at a checkpoint."""
 
 from pathlib import Path
 
@@ -102,9 +104,8 @@ def test_a_run_directory_goes_to_the_store_and_resumes_on_another_home(s3_store,
     from types import SimpleNamespace
 
     from tuneforge.runs import stored
-    from tuneforge.train import dpo, loop
+    from tuneforge.train import loop
 
-    assert (stored.COMPLETE, stored.REFERENCE) == (loop.COMPLETE_MARKER, dpo.REFERENCE_FILE)
     for name, value in s3_store["env"].items():
         monkeypatch.setenv(name, value)
     bucket = s3_store["client"]

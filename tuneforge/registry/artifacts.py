@@ -57,7 +57,7 @@ def publish(local: Path, key: str) -> str:
     url = storage_url()
     if url is None:
         return str(local)
-    location = f"{url}/{key}"
+    location = key_url(key)
     filesystem, path = _filesystem(location)
     try:
         filesystem.put_file(str(local), path)
@@ -84,19 +84,30 @@ def local_copy(location: str) -> Path:
     if not is_remote(location):
         return Path(location)
     target = _cache_path(location)
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        filesystem, path = _filesystem(location)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-        filesystem.get_file(path, str(partial))
-        partial.replace(target)
+    if not target.exists() and not _download(location, target):
+        raise FileNotFoundError(location)
     return target
+
+
+def _download(location: str, target: Path) -> bool:
+    """The object at `location` to the file `target`, written aside and renamed (a reader never sees
+    half of it); False when the store has no such object."""
+    filesystem, path = _filesystem(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        filesystem.get_file(path, str(partial))
+    except FileNotFoundError:
+        return False
+    partial.replace(target)
+    return True
 
 
 def exists(location: str) -> bool:
     if not is_remote(location):
         return Path(location).is_file()
     filesystem, path = _filesystem(location)
+    filesystem.invalidate_cache(path)  # another process may have written or removed it since
     return filesystem.exists(path)
 
 
@@ -119,6 +130,11 @@ def delete(location: str) -> None:
 
 
 # ------------------------------------------------------------------------------ whole folders
+def run_key(run_id: str, *parts: str) -> str:
+    """Where a run's files are kept under the store: `runs/<run id>/…` (runs/stored.py)."""
+    return "/".join(("runs", run_id, *parts))
+
+
 def key_url(key: str) -> str:
     """The URL of `key` under the store (which must be set)."""
     url = storage_url()
@@ -152,23 +168,13 @@ def listing(key: str) -> list[str]:
         return []
 
 
-def stored(key: str) -> bool:
-    filesystem, path = _filesystem(key_url(key))
-    filesystem.invalidate_cache(path)
-    return filesystem.exists(path)
+def key_exists(key: str) -> bool:
+    return exists(key_url(key))
 
 
 def get_file(key: str, local: Path) -> bool:
     """Fetch `key` to `local` (written aside and renamed); False when the store has no such file."""
-    filesystem, path = _filesystem(key_url(key))
-    local.parent.mkdir(parents=True, exist_ok=True)
-    partial = local.with_name(f".{local.name}.{os.getpid()}.part")
-    try:
-        filesystem.get_file(path, str(partial))
-    except FileNotFoundError:
-        return False
-    partial.replace(local)
-    return True
+    return _download(key_url(key), local)
 
 
 def get_folder(key: str, local: Path) -> bool:

@@ -218,7 +218,7 @@ def delete_run(run_id: str) -> bool:
         db.delete(run)
     shutil.rmtree(run_dir, ignore_errors=True)
     if artifacts.storage_url() is not None:  # and its copy in the store (runs/stored.py)
-        artifacts.remove_folder(f"runs/{run_id}")
+        artifacts.remove_folder(artifacts.run_key(run_id))
     return True
 
 

@@ -22,16 +22,10 @@ from tuneforge.registry import artifacts
 from tuneforge.settings import runs_dir
 
 RUN_FILES = ("config.json", "metrics.csv", "manifest.json", "README.md", "loss.png")
-COMPLETE = "COMPLETE"  # train/loop.py's COMPLETE_MARKER, without importing torch here (the pages use this)
-REFERENCE = "reference_logps.pt"  # train/dpo.py's REFERENCE_FILE, likewise
 
 
 def enabled() -> bool:
     return artifacts.storage_url() is not None
-
-
-def _key(run_id: str, *parts: str) -> str:
-    return "/".join(("runs", run_id, *parts))
 
 
 def local_dir(run) -> Path:
@@ -47,7 +41,7 @@ def local_dir(run) -> Path:
 def _put_files(run_dir: Path, names) -> None:
     for name in names:
         if (run_dir / name).is_file():
-            artifacts.put_file(run_dir / name, _key(run_dir.name, name))
+            artifacts.put_file(run_dir / name, artifacts.run_key(run_dir.name, name))
 
 
 def upload_checkpoints(run_dir: Path, kept: list[dict]) -> None:
@@ -55,25 +49,31 @@ def upload_checkpoints(run_dir: Path, kept: list[dict]) -> None:
     train/artifacts.prune_checkpoints lists them), with the files a resume reads."""
     if not enabled():
         return
+    # The markers' and files' names, from the recipe that writes them (imported here, in the training
+    # process: the pages that import this module need no torch).
+    from tuneforge.train.dpo import REFERENCE_FILE
+    from tuneforge.train.loop import COMPLETE_MARKER
+
     run_id = run_dir.name
-    in_store = set(artifacts.listing(_key(run_id, "checkpoints")))
+    in_store = set(artifacts.listing(artifacts.run_key(run_id, "checkpoints")))
     kept_names = set()
     for checkpoint in kept:
         local = Path(checkpoint["path"])
         kept_names.add(local.name)
         # One present without its marker was cut off while uploading: it goes up again, whole.
-        if local.name not in in_store or not artifacts.stored(_key(run_id, "checkpoints", local.name, COMPLETE)):
-            artifacts.put_folder(local, _key(run_id, "checkpoints", local.name), last=COMPLETE)
+        key = artifacts.run_key(run_id, "checkpoints", local.name)
+        if local.name not in in_store or not artifacts.key_exists(f"{key}/{COMPLETE_MARKER}"):
+            artifacts.put_folder(local, key, last=COMPLETE_MARKER)
     for name in in_store - kept_names:
-        artifacts.remove_folder(_key(run_id, "checkpoints", name))
-    _put_files(run_dir, ("config.json", "metrics.csv", REFERENCE))
+        artifacts.remove_folder(artifacts.run_key(run_id, "checkpoints", name))
+    _put_files(run_dir, ("config.json", "metrics.csv", REFERENCE_FILE))
 
 
 def upload_run(run_dir: Path, weights: Path) -> None:
     """A finished run: its weights and its files."""
     if not enabled():
         return
-    artifacts.put_folder(weights, _key(run_dir.name, weights.name))
+    artifacts.put_folder(weights, artifacts.run_key(run_dir.name, weights.name))
     _put_files(run_dir, RUN_FILES)
 
 
@@ -89,31 +89,29 @@ def newest_stored_checkpoint(run_id: str) -> int | None:
     """The step of the newest complete checkpoint the store has of `run_id`."""
     if not enabled():
         return None
+    from tuneforge.train.loop import COMPLETE_MARKER
+
     steps = [
         int(name.removeprefix("step-"))
-        for name in artifacts.listing(_key(run_id, "checkpoints"))
+        for name in artifacts.listing(artifacts.run_key(run_id, "checkpoints"))
         if name.startswith("step-") and name.removeprefix("step-").isdigit()
     ]
     for step in sorted(steps, reverse=True):
-        if artifacts.stored(_key(run_id, "checkpoints", f"step-{step}", COMPLETE)):
+        if artifacts.key_exists(artifacts.run_key(run_id, "checkpoints", f"step-{step}", COMPLETE_MARKER)):
             return step
     return None
 
 
-def _newest_local_checkpoint(checkpoints: Path) -> int | None:
-    steps = [
-        int(path.name.removeprefix("step-"))
-        for path in checkpoints.glob("step-*")
-        if path.name.removeprefix("step-").isdigit() and (path / COMPLETE).exists()
-    ]
-    return max(steps, default=None)
+def _newest_local_checkpoint(run_dir: Path) -> int | None:
+    from tuneforge.train.loop import newest_complete_checkpoint
+
+    newest = newest_complete_checkpoint(run_dir / "checkpoints")
+    return int(newest.name.removeprefix("step-")) if newest else None
 
 
 def has_checkpoint(run) -> bool:
     """Whether `run` can be continued here: a complete checkpoint on this machine or in the store."""
-    return _newest_local_checkpoint(local_dir(run) / "checkpoints") is not None or (
-        newest_stored_checkpoint(run.id) is not None
-    )
+    return _newest_local_checkpoint(local_dir(run)) is not None or newest_stored_checkpoint(run.id) is not None
 
 
 def stage_resume(run) -> Path:
@@ -123,15 +121,17 @@ def stage_resume(run) -> Path:
     directory = local_dir(run)
     if not enabled():
         return directory
-    local = _newest_local_checkpoint(directory / "checkpoints")
+    from tuneforge.train.dpo import REFERENCE_FILE
+
+    local = _newest_local_checkpoint(directory)
     in_store = newest_stored_checkpoint(run.id)
     if in_store is not None and (local is None or in_store > local):
         name = f"step-{in_store}"
-        artifacts.get_folder(_key(run.id, "checkpoints", name), directory / "checkpoints" / name)
-        artifacts.get_file(_key(run.id, "metrics.csv"), directory / "metrics.csv")
-    for name in ("config.json", REFERENCE):
+        artifacts.get_folder(artifacts.run_key(run.id, "checkpoints", name), directory / "checkpoints" / name)
+        artifacts.get_file(artifacts.run_key(run.id, "metrics.csv"), directory / "metrics.csv")
+    for name in ("config.json", REFERENCE_FILE):
         if not (directory / name).exists():
-            artifacts.get_file(_key(run.id, name), directory / name)
+            artifacts.get_file(artifacts.run_key(run.id, name), directory / name)
     return directory
 
 
@@ -141,7 +141,7 @@ def _folder(run, recorded: Path, *parts: str) -> Path:
         return recorded
     target = local_dir(run).joinpath(*parts)
     if not target.exists():
-        artifacts.get_folder(_key(run.id, *parts), target)
+        artifacts.get_folder(artifacts.run_key(run.id, *parts), target)
     return target
 
 
@@ -162,5 +162,5 @@ def run_folder(run) -> Path:
     if enabled() and run.status == "succeeded":
         for name in RUN_FILES:
             if not (directory / name).exists():
-                artifacts.get_file(_key(run.id, name), directory / name)
+                artifacts.get_file(artifacts.run_key(run.id, name), directory / name)
     return directory
