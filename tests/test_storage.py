@@ -186,6 +186,10 @@ def test_a_store_outage_at_a_checkpoint_does_not_end_the_run(s3_store, tmp_path,
     for step in (2, 4):
         assert bucket.exists(f"tuneforge-artifacts/team/runs/run-outage/checkpoints/step-{step}/COMPLETE")
 
+    assert store.delete_run("run-outage")  # the run goes, here and in the store
+    bucket.invalidate_cache()
+    assert not run_dir.exists() and not bucket.exists("tuneforge-artifacts/team/runs/run-outage")
+
 
 def test_an_upload_while_the_store_is_down_answers_503_and_keeps_nothing(s3_store, tmp_path, tiny_model_dir):
     import json
