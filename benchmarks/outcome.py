@@ -189,7 +189,7 @@ def _replay_once(config) -> dict | None:
     """A version with the forgetting guard's replay: its base-model answers, generated (or found
     cached) before the timed run, and how long that took. None for a version without them."""
     try:
-        from tuneforge.runs.general import replay_file
+        from tuneforge.runs.general import general_ability
     except ImportError:
         return None
     if not getattr(config, "forgetting_guard", False) or getattr(config, "replay_share", 0) <= 0:
@@ -199,7 +199,7 @@ def _replay_once(config) -> dict | None:
     cache = model_cache_dir() / "replay"
     before = set(cache.glob("*.jsonl")) if cache.exists() else set()
     began = time.perf_counter()
-    replay_file(config.model, config.device)
+    general_ability(config).replay()  # every block, so the timed run generates none
     seconds = time.perf_counter() - began
     return {"seconds": round(seconds, 1), "generated": bool(set(cache.glob("*.jsonl")) - before)}
 

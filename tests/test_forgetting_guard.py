@@ -5,6 +5,7 @@ loss has plateaued stops by default."""
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 from helpers import chat, metric_rows, write_jsonl
@@ -47,19 +48,19 @@ def test_general_loss_is_scored_at_every_validation_and_replay_is_mixed_in(tmp_p
     assert all(float(row["general_loss"]) > 0 for row in validated)
     assert [r["step"] for r in reporter.evaluations] == [int(row["step"]) for row in validated]
     assert all("general_loss" in r and "general_perplexity" in r for r in reporter.evaluations)
-    # 80 - 8 held out = 72 task examples, + round(10 % of 72) = 7 replay examples (a random model
-    # never completes an answer, so its replay set is the refusals alone: DECLINE for each)
-    assert result.metrics["replay_examples"] == 7
-    steps_per_epoch = -(-(72 + 7) // 8)
+    # 80 - 8 held out = 72 task examples, + round(20 % of 72) = 14 replay examples (a random model
+    # never completes an answer, so its replay set is the first block's 16 refusals: DECLINE for each)
+    assert result.metrics["replay_examples"] == 14
+    steps_per_epoch = -(-(72 + 14) // 8)
     assert result.metrics["step"] == 2 * steps_per_epoch
     base = float(validated[0]["general_loss"])
     assert result.metrics["base_general_loss"] == pytest.approx(base, abs=1e-5)
     change = result.metrics["general_perplexity_change"]
     assert change == pytest.approx(math.exp(result.metrics["general_loss"] - base) - 1, abs=1e-4)
     card = (result.run_dir / "README.md").read_text()
-    assert "General ability (the forgetting guard)" in card and "7 replay examples" in card
+    assert "General ability (the forgetting guard)" in card and "14 replay examples" in card
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
-    assert manifest["data"]["replay"]["examples"] == 7
+    assert manifest["data"]["replay"]["examples"] == 14
 
 
 def test_the_guard_switched_off_scores_and_replays_nothing(tmp_path, tiny_model_dir):
@@ -78,6 +79,43 @@ def test_the_guard_switched_off_scores_and_replays_nothing(tmp_path, tiny_model_
     assert any(row["valid_loss"] for row in rows) and not any(row["general_loss"] for row in rows)
     assert result.metrics["replay_examples"] == 0 and "general_loss" not in result.metrics
     assert result.metrics["step"] == -(-52 // 8)  # 60 - 8 held out, nothing added
+
+
+def test_replay_samples_only_the_blocks_a_run_needs_once(tmp_path, monkeypatch, tiny_model_dir):
+    """Each block of prompts is answered once, by sampling seeded by the batch's place in the whole set
+    (the same answers whichever blocks came first), and a run asking for few examples answers one."""
+    from tuneforge.runs import general as runs_general
+    from tuneforge.runs import models
+
+    asked = []
+
+    class Sampler:
+        def generate(self, conversations, max_new_tokens, temperature, seed):
+            asked.append((len(conversations), temperature, seed))
+            return [SimpleNamespace(text=f"Answer {seed}.", finish_reason="stop") for _ in conversations]
+
+    monkeypatch.setattr(runs_general, "model_cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(models, "engine", lambda model, device: Sampler())
+    prompts = runs_general.replay_prompts()
+    blocks = runs_general.replay_blocks()
+    assert blocks >= 3 and len(prompts) > (blocks - 1) * runs_general.REPLAY_BLOCK
+    replay = runs_general.general_ability(TrainConfig(model=str(tiny_model_dir), data="x.jsonl")).replay
+
+    first = replay(10)
+    assert len(first) == runs_general.REPLAY_BLOCK  # one block answers 10
+    assert {temperature for _, temperature, _ in asked} == {runs_general.REPLAY_TEMPERATURE} == {1.0}
+    assert [seed for _, _, seed in asked] == list(range(0, runs_general.REPLAY_BLOCK, runs_general.GENERATION_BATCH))
+    asked.clear()
+    assert len(replay(runs_general.REPLAY_BLOCK + 1)) == 2 * runs_general.REPLAY_BLOCK  # the first block is cached
+    assert asked[0][2] == runs_general.REPLAY_BLOCK and sum(n for n, _, _ in asked) == runs_general.REPLAY_BLOCK
+    everything = replay()
+    assert [e.conversation.messages[0].content for e in everything] == [p["prompt"] for p in prompts]
+    assert sum(e.declines for e in everything) == sum(p["category"] == "refusal" for p in prompts)
+    assert replay(10) == first  # read back from the cache, as sampled
+    assert len(list(tmp_path.glob("replay/*.jsonl"))) == blocks
+    # What a launcher of several processes generates first: the run's share of the file's lines.
+    data = write_jsonl(tmp_path / "questions.jsonl", questions(101))
+    assert runs_general.replay_wanted(TrainConfig(model=str(tiny_model_dir), data=data)) == 20
 
 
 def test_replay_keeps_complete_answers_and_the_base_models_refusals():
@@ -140,7 +178,7 @@ def test_replay_is_drawn_by_seed_with_half_of_it_refusals(smol_tokenizer):
     ]
     tokenizer = ChatTokenizer(smol_tokenizer, 0.0)
     task = tokenizer.encode([Conversation([Message("user", f"q{i}"), Message("assistant", "a")]) for i in range(200)])
-    general = GeneralAbility(replay=lambda: available, replay_source="test")
+    general = GeneralAbility(replay=lambda wanted: available, replay_source="test")
 
     def replayed_texts(seed):
         mixed, record = mix_replay(task, general, 0.1, tokenizer, seed)

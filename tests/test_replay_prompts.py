@@ -57,7 +57,7 @@ def _jaccard(a: str, b: str) -> float:
 
 def test_replay_prompts_are_well_formed_and_diverse():
     rows = _replay()
-    assert len(rows) >= 100
+    assert len(rows) >= 400
     for row in rows:
         assert isinstance(row, dict) and set(row) == FIELDS, row
         for field in FIELDS:
@@ -68,7 +68,7 @@ def test_replay_prompts_are_well_formed_and_diverse():
     assert len(prompts) == len(set(prompts)), "duplicate prompts"
     categories = {row["category"] for row in rows}
     assert len(categories) >= 8, categories
-    assert sum(row["category"] == "refusal" for row in rows) >= 12
+    assert sum(row["category"] == "refusal" for row in rows) >= 30
 
 
 def test_probe_sets_load_and_trigram_overlap_detects_a_copy():

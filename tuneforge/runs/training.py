@@ -17,7 +17,7 @@ from tuneforge.registry import store
 from tuneforge.registry.access import DEFAULT_PROJECT
 from tuneforge.runs import stored
 from tuneforge.runs.continuation import continue_from, name_base, parent_adapter
-from tuneforge.runs.general import general_ability
+from tuneforge.runs.general import general_ability, replay_wanted
 from tuneforge.runs.launch import Machines, launch, launched, payload, read_payload
 from tuneforge.runs.naming import new_run_id, tuned_model_name
 from tuneforge.runs.tracking import with_trackers
@@ -139,7 +139,7 @@ def train_run(
         _check_gpus(config)
         guard = general_ability(config)
         if guard and guard.replay:  # the replay answers, generated and cached before the processes read them
-            guard.replay()
+            guard.replay(replay_wanted(config))
         fields = payload(config, run_id, resume, project, org, **(launch_extra or {}))
         status = launch(list(entry), fields, config.nproc, machines, should_stop)
         return _launched_result(run_id, status) if machines.node_rank == 0 else None

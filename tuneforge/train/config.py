@@ -334,13 +334,13 @@ class TrainConfig(BaseModel):
         ),
     )
     replay_share: float = Field(
-        0.1,
+        0.2,
         ge=0.0,
         le=0.5,
         description=(
             "With forgetting_guard: replay examples added to training, as a share of the task's examples: the base "
-            "model's own answers to built-in general prompts (generated once per base model and cached), so the "
-            "tuned model keeps what it knew; none for files under 50 examples. 0: none."
+            "model's own sampled answers to built-in general prompts (generated once per base model and cached), so "
+            "the tuned model keeps what it knew; none for files under 50 examples. 0: none."
         ),
     )
 

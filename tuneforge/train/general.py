@@ -8,10 +8,10 @@ support-chat run raised the forgetting probes' perplexity by +126 %. Two parts g
   weighted loss on the references is computed at every validation beside the task's, as
   `general_loss` in metrics.csv, the events and the card: the curve shows when tuning starts to cost
   general ability, not only the evaluation afterwards.
-- `replay`: the base model's own answers to other general prompts (never the probes', or the probes
-  would measure memorisation). A share of them trains beside the task's examples, so every step also
-  pulls the model back toward what the base did on general requests: self-distillation on the
-  base's greedy answers, which needs no outside data and no second model in memory.
+- `replay`: the base model's own answers, sampled, to other general prompts (never the probes', or the
+  probes would measure memorisation). A share of them trains beside the task's examples, so every
+  step also pulls the model back toward the base's distribution on general requests:
+  self-distillation, which needs no outside data and no second model in memory.
 
 The service layer builds both (tuneforge/runs/general.py: it reads the probe set and generates and
 caches the replay answers); the recipe only tokenises and mixes them, so the training stage knows
@@ -43,11 +43,12 @@ class ReplayExample:
 @dataclass(frozen=True)
 class GeneralAbility:
     """General prompts to watch (`probes`) and to replay, both as chat examples whose last assistant
-    message is the answer. `replay` is called only when a run mixes replay in: the first call for a
-    base model generates its answers (a minute or two for the bundled model on a CPU)."""
+    message is the answer. `replay(wanted)` is called only when a run mixes replay in, and gives at
+    least `wanted` examples where it has them (all it has for None): the first call for a base model
+    generates the answers it needs (about a minute a block for the bundled model on a CPU)."""
 
     probes: list[Conversation] = field(default_factory=list)
-    replay: Callable[[], list[ReplayExample]] | None = None
+    replay: Callable[[int | None], list[ReplayExample]] | None = None
     replay_source: str = ""  # where the replay answers come from (model, cache file)
 
 
@@ -93,10 +94,11 @@ def mix_replay(
     gets none: a share of it is a replay example or two, noise rather than a guard."""
     if general is None or general.replay is None or share <= 0 or len(train_set) < REPLAY_MINIMUM_TRAINING:
         return train_set, None
-    available = general.replay()
+    wanted = max(1, round(share * len(train_set)))
+    available = general.replay(wanted)
     if not available:
         return train_set, None
-    wanted = min(len(available), max(1, round(share * len(train_set))))
+    wanted = min(len(available), wanted)
     refusals = [e for e in available if e.declines]
     answers = [e for e in available if not e.declines]
     from_refusals = min(len(refusals), max(math.ceil(REFUSAL_SHARE * wanted), wanted - len(answers)))
