@@ -8,7 +8,7 @@ import torch
 
 from tuneforge.data.examples import Message
 from tuneforge.errors import UsageError
-from tuneforge.inference.decode import BatchDecoder, HFStepper, Sampling
+from tuneforge.inference.decode import BatchDecoder, HFStepper, Sampling, draw, next_tokens
 from tuneforge.inference.engine import Engine, EnginePool
 from tuneforge.inference.fast_llama import PackedLlama, PackedStepper, quantize_rows
 from tuneforge.inference.text import TextAssembler
@@ -229,6 +229,22 @@ def test_seeded_sampling_is_reproducible(engine):
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
     assert sample(7, top_p=1.0) == sample(7, top_p=1.0)
+
+
+def test_sampling_draws_each_token_as_often_as_its_probability_and_never_a_zero_one():
+    weights = torch.tensor([0.0, 0.1, 0.0, 0.2, 0.7, 0.0])
+    counts = torch.bincount(draw(weights.repeat(200_000, 1), torch.Generator().manual_seed(0)), minlength=6)
+    assert counts[[0, 2, 5]].tolist() == [0, 0, 0]
+    # each frequency within 5 standard deviations of its probability (sd <= 0.0011 at n = 200k)
+    assert torch.allclose(counts / 200_000, weights, atol=0.0055)
+    # unnormalised weights, a vocabulary-sized row, and top-p keeping only the nucleus
+    wide = torch.zeros(4_000, 49_152)
+    wide[:, 40_000], wide[:, 7] = 3.0, 1.0
+    assert set(draw(wide, torch.Generator().manual_seed(1)).tolist()) == {7, 40_000}
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).repeat(50_000, 1)
+    nucleus = next_tokens(logits, Sampling(temperature=1.0, top_p=0.7), torch.Generator().manual_seed(2))
+    frequencies = torch.bincount(nucleus, minlength=4) / 50_000
+    assert torch.allclose(frequencies, torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.011)
 
 
 def test_bad_options_are_usage_errors(engine):

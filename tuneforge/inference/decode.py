@@ -58,9 +58,22 @@ def next_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Gener
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return order.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return order.gather(-1, draw(sorted_probs, generator).unsqueeze(-1)).squeeze(-1)
+    return draw(probs, generator)
+
+
+def draw(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(rows, vocab) non-negative weights -> (rows,) indices, each drawn with probability weight / row sum.
+
+    By inverting each row's cumulative sum at one uniform number: `torch.multinomial` took ~16 ms a
+    step for 16 rows of a 49k vocabulary on a 2-core CPU (about a 135M model's whole decode step),
+    this 0.3 ms. The first index whose cumulative sum exceeds u x total is drawn, so a zero weight,
+    which leaves the sum unchanged, is never drawn. fp32 sums shift each token's mass by at most its
+    rounding, ~1e-7 of the total (tests/test_engine.py checks frequencies)."""
+    cumulative = weights.cumsum(-1)
+    uniform = torch.rand(weights.shape[0], 1, generator=generator, dtype=cumulative.dtype)
+    chosen = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
+    return chosen.squeeze(-1).clamp_max_(weights.shape[-1] - 1)  # u x total rounding up to total
 
 
 class HFStepper:
