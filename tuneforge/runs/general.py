@@ -47,7 +47,7 @@ REPLAY_MAX_NEW_TOKENS = 160  # general answers of a few sentences; longer ones a
 REPLAY_TEMPERATURE = 1.0  # samples of the base's own distribution (see above)
 GENERATION_BATCH = 16
 REPLAY_BLOCK = 160  # prompts answered (and cached) at a time; a multiple of GENERATION_BATCH
-CACHE_FORMAT = 2  # bump when what is cached, or how it is chosen, changes
+CACHE_FORMAT = 3  # bump when what is cached, or how it is chosen, changes
 log = logging.getLogger(__name__)
 DECLINE = "I'm sorry, but I can't help with that."
 
@@ -83,9 +83,11 @@ def general_ability(config: TrainConfig) -> GeneralAbility | None:
 
 
 def replay_wanted(config: TrainConfig) -> int:
-    """At most how many replay examples `config`'s run mixes in: its share of the training file's
-    lines (a bound: held-out and blank lines train nothing). What a launcher generates before the
-    processes start, so that none of them generates a block on its own."""
+    """How many replay examples a launcher has generated before the processes start, on each machine:
+    `config`'s share of the training file's lines, as many as replay as long as the task's examples
+    would need. Should the run's token budget want more (train/general.py mix_replay), its rank 0
+    generates them while the others wait (train/sft.py); a process on another machine that
+    finds a block missing then generates it itself (the same answers: they are seeded)."""
     train, _ = locate_data(Path(config.data), None)
     with train.path.open(encoding="utf-8") as lines:
         return max(1, round(config.replay_share * sum(1 for line in lines if line.strip())))
