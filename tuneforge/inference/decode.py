@@ -67,9 +67,9 @@ def draw(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
     By inverting each row's cumulative sum at one uniform number: `torch.multinomial` took ~16 ms a
     step for 16 rows of a 49k vocabulary on a 2-core CPU (about a 135M model's whole decode step),
-    this 0.3 ms. The first index whose cumulative sum exceeds u x total is drawn, so a zero weight,
-    which leaves the sum unchanged, is never drawn. fp32 sums shift each token's mass by at most its
-    rounding, ~1e-7 of the total (tests/test_engine.py checks frequencies)."""
+    this 0.4 ms (benchmarks/sampling.py). The first index whose cumulative sum exceeds u x total is
+    drawn, so a zero weight, which leaves the sum unchanged, is never drawn. fp32 sums shift each
+    token's mass by at most its rounding, ~1e-7 of the total (tests/test_engine.py checks frequencies)."""
     cumulative = weights.cumsum(-1)
     uniform = torch.rand(weights.shape[0], 1, generator=generator, dtype=cumulative.dtype)
     chosen = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True)
