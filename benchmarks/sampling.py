@@ -12,10 +12,10 @@ the tokens differ because they use the random stream differently.
 """
 
 import argparse
-import time
 
 import torch
 
+from benchmarks.generate import timed
 from tuneforge.data.examples import Message
 from tuneforge.inference import decode
 from tuneforge.runs.models import engine
@@ -28,12 +28,7 @@ def multinomial(weights: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 
 def best_of(repeats: int, call) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timed(call) for _ in range(repeats))
 
 
 def main() -> None:
