@@ -96,6 +96,27 @@ def test_the_shared_prefix_is_laid_once(smol_tokenizer):
         assert shared.position_ids[0, start:end].tolist() == list(range(common - 1, len(example.input_ids)))
 
 
+def test_each_family_of_examples_in_a_batch_shares_its_own_prefix(learned_model_dir, smol_tokenizer):
+    """A task's examples (its system prompt), replay-like ones (the template's default system prompt)
+    and one with a prompt of its own, shuffled together as a training batch is: each family's prefix
+    is laid once, the lone example whole, and the loss and gradients are the unshared row's."""
+    task = [support_chat(i) for i in range(4)]
+    default_prompt = [support_chat(i, system=None) for i in range(10, 13)]
+    lone = support_chat(20, system="Reply in French, whatever the question.")
+    records = [task[0], default_prompt[0], lone, task[1], default_prompt[1], task[2], default_prompt[2], task[3]]
+    examples = encoded(smol_tokenizer, records, prompt_loss_weight=0.1)
+    unshared, shared = collate_padding_free(examples), collate_padding_free(examples, share_prefix=True)
+    layout = shared.shared_layout
+    families = [[examples[i] for i in (0, 3, 5, 7)], [examples[i] for i in (1, 4, 6)]]
+    assert layout.part_lengths == tuple(common_prefix_length([e.input_ids for e in f]) - 1 for f in families)
+    assert sorted(layout.segment_part) == [-1, 0, 0, 0, 0, 1, 1, 1]
+    saved = sum((len(f) - 1) * shared for f, shared in zip(families, layout.part_lengths))
+    assert shared.input_ids.shape[1] == unshared.input_ids.shape[1] - saved
+    assert shared.tokens == unshared.tokens and shared.trained_tokens == pytest.approx(unshared.trained_tokens)
+    model = varlen_model(learned_model_dir, "lora")
+    assert_same(loss_and_grads(model, unshared), loss_and_grads(model, shared))
+
+
 def test_without_a_common_prefix_the_row_is_the_plain_one(smol_tokenizer):
     # Different system prompts part after the template's few header tokens: too few to share.
     records = [support_chat(i, system=f"{i} {SYSTEM}") for i in range(4)]
@@ -155,12 +176,14 @@ def test_a_shared_prefix_row_refuses_other_attention(tiny_model_dir, smol_tokeni
 
 @pytest.mark.parametrize("path", ["cpu flash", "sdpa per segment"])
 def test_shared_prefix_attention_is_each_examples_causal_attention(path):
+    """Two groups' shared parts, their segments and an example in no group (the replay examples of a
+    task's batch share the template's default system prompt, the task's examples their own)."""
     from tuneforge.train import padding_free
+    from tuneforge.train.padding_free import RowLayout
 
     torch.manual_seed(0)
-    shared, segments = 11, [5, 1, 9, 3]
-    starts = torch.tensor(np.cumsum([0, shared] + segments), dtype=torch.int32)
-    tokens = int(starts[-1])
+    layout = RowLayout(part_lengths=(11, 4), segment_lengths=(5, 1, 9, 3, 7, 2), segment_part=(0, 0, 0, 1, 1, -1))
+    tokens = layout.tokens
     query, key, value = (torch.randn(1, heads, tokens, 16) for heads in (6, 2, 2))  # grouped-query heads
     output_grad = torch.randn(1, tokens, 6, 16)
 
@@ -171,19 +194,26 @@ def test_shared_prefix_attention_is_each_examples_causal_attention(path):
         return [output] + [t.grad for t in inputs]
 
     def each_example_alone(q, k, v):
-        """Every example with its own copy of the prefix, plain causal SDPA; the shared part's
-        output is the first example's, its gradient summed over the examples."""
-        outputs = []
-        for index, (a, b) in enumerate(zip(starts[1:-1].tolist(), starts[2:].tolist())):
-            example = [torch.cat([t[:, :, :shared], t[:, :, a:b]], dim=2) for t in (q, k, v)]
+        """Every example with its own copy of its part, plain causal SDPA; a part's output is its
+        first example's, its gradient summed over its examples."""
+        pieces = [*layout.part_lengths, *layout.segment_lengths]
+        parts = len(layout.part_lengths)
+        split = [t.split(pieces, 2) for t in (q, k, v)]
+        outputs = [None] * len(pieces)
+        for index, part in enumerate(layout.segment_part):
+            segment = [s[parts + index] for s in split]
+            example = [torch.cat([s[part], own], dim=2) for s, own in zip(split, segment)] if part >= 0 else segment
             out = F.scaled_dot_product_attention(*example, is_causal=True, scale=0.25, enable_gqa=True)
-            outputs += [out[:, :, :shared]] * (index == 0) + [out[:, :, shared:]]
+            shared = layout.part_lengths[part] if part >= 0 else 0
+            if part >= 0 and outputs[part] is None:
+                outputs[part] = out[:, :, :shared]
+            outputs[parts + index] = out[:, :, shared:]
         return torch.cat(outputs, dim=2).transpose(1, 2)
 
     if path == "cpu flash":
-        ours = run(lambda q, k, v: padding_free.shared_prefix_attention(q, k, v, starts, shared, 0.25))
+        ours = run(lambda q, k, v: padding_free.shared_prefix_attention(q, k, v, layout, 0.25))
     else:
-        ours = run(lambda q, k, v: padding_free._attention_per_segment(q, k, v, shared, segments, 0.25, 0.0))
+        ours = run(lambda q, k, v: padding_free._attention_per_segment(q, k, v, layout, 0.25, 0.0))
     reference = run(each_example_alone)
     for mine, exact in zip(ours, reference):
         torch.testing.assert_close(mine, exact, atol=1e-5, rtol=1e-5)

@@ -12,12 +12,16 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from tuneforge.data.tokenize import TokenizedExample
+
+if TYPE_CHECKING:
+    from tuneforge.train.padding_free import RowLayout
 
 COMPLETE_MARKER = "COMPLETE"  # written last: a checkpoint without it was interrupted while saving
 
@@ -39,10 +43,12 @@ class Batch:
     sequence_starts: torch.Tensor | None = (
         None  # (examples + 1,) int32 when padding-free: where each example starts, and the end
     )
-    # With a shared prefix (shared_prefix.py): the row starts with that many tokens every example
-    # shares, sequence_starts also starts at it, and the loss scores the listed predictions
-    # (row position, target token, weight), one per scored token of each example.
+    # With shared prefixes (shared_prefix.py): the row starts with that many tokens shared by groups
+    # of examples, `shared_layout` says where each group's part and each example's rest lie (and
+    # sequence_starts too), and the loss scores the listed predictions (row position, target token,
+    # weight), one per scored token of each example.
     shared_prefix: int = 0
+    shared_layout: "RowLayout | None" = None
     prediction_positions: torch.Tensor | None = None
     prediction_targets: torch.Tensor | None = None
     prediction_weights: torch.Tensor | None = None
@@ -71,7 +77,7 @@ class Batch:
         return {
             "input_ids": self.input_ids,
             "use_cache": False,
-            **model_inputs(self.position_ids, self.sequence_starts, self.shared_prefix),
+            **model_inputs(self.position_ids, self.sequence_starts, self.shared_layout),
         }
 
 

@@ -13,8 +13,10 @@ per example. Calls without boundaries (padded batches, generation) fall through 
 own SDPA function unchanged.
 
 A row whose examples share their first tokens can hold them once (shared_prefix.py); its calls carry
-`shared_prefix_length` and go to `shared_prefix_attention`.
+its `shared_layout` and go to `shared_prefix_attention`.
 """
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +37,9 @@ def varlen_sdpa_attention(
         )
     # query (1, heads, tokens, head_dim); key, value (1, kv_heads, tokens, head_dim)
     dropout_p = dropout if module.training else 0.0
-    shared = kwargs.get("shared_prefix_length")
-    if shared:  # the examples' common prefix once, then each example's rest (shared_prefix.py)
-        return shared_prefix_attention(query, key, value, boundaries, shared, scaling, dropout_p), None
+    layout = kwargs.get("shared_layout")
+    if layout is not None:  # each group's common prefix once, then each example's rest (shared_prefix.py)
+        return shared_prefix_attention(query, key, value, layout, scaling, dropout_p), None
     lengths = (boundaries[1:] - boundaries[:-1]).tolist()
     if query.device.type == "cpu" and dropout_p == 0.0:
         return _CpuVarlenAttention.apply(query, key, value, lengths, scaling), None
@@ -156,11 +158,11 @@ def _flash_attn_installed() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def model_inputs(position_ids: torch.Tensor, sequence_starts: torch.Tensor, shared_prefix: int = 0) -> dict:
+def model_inputs(position_ids: torch.Tensor, sequence_starts: torch.Tensor, layout: "RowLayout | None" = None) -> dict:
     """The keyword arguments a padding-free row passes to the model: positions restarting at 0 for
-    each example (for the rotary embeddings) and the example boundaries (for the attention). With
-    `shared_prefix`, the row starts with that many tokens every example shares, and the boundaries
-    are those of the shared part and of each example's rest (shared_prefix.py)."""
+    each example (for the rotary embeddings) and the example boundaries (for the attention). A
+    shared-prefix row (shared_prefix.py) passes its `layout` too; the boundaries are then those of
+    its shared parts and of each example's rest."""
     longest = int((sequence_starts[1:] - sequence_starts[:-1]).max())
     inputs = {
         "position_ids": position_ids,
@@ -169,46 +171,90 @@ def model_inputs(position_ids: torch.Tensor, sequence_starts: torch.Tensor, shar
         "max_length_q": longest,
         "max_length_k": longest,
     }
-    if shared_prefix:  # passed on by the model to each attention call, like the boundaries
-        inputs["shared_prefix_length"] = shared_prefix
+    if layout is not None:  # passed on by the model to each attention call, like the boundaries
+        inputs["shared_layout"] = layout
     return inputs
 
 
 # ------------------------------------------------------- shared-prefix rows (shared_prefix.py)
-def shared_prefix_attention(query, key, value, boundaries, shared: int, scale, dropout_p: float = 0.0):
+@dataclass(frozen=True)
+class RowLayout:
+    """A shared-prefix row's pieces, in row order: the groups' shared parts, then one segment per
+    example. Segment i continues part `segment_part[i]` (its example's first tokens) or, at -1,
+    stands alone (an example in no group). A group's segments lie next to each other, so that its
+    segments' queries meet its part's keys in one call."""
+
+    part_lengths: tuple[int, ...]
+    segment_lengths: tuple[int, ...]
+    segment_part: tuple[int, ...]
+
+    def __post_init__(self):
+        grouped = [part for part in self.segment_part if part >= 0]
+        if grouped != sorted(grouped) or set(grouped) != set(range(len(self.part_lengths))):
+            raise ValueError(f"each part's segments must lie together, in part order: {self.segment_part}")
+
+    @property
+    def shared_tokens(self) -> int:
+        return sum(self.part_lengths)
+
+    @property
+    def tokens(self) -> int:
+        return self.shared_tokens + sum(self.segment_lengths)
+
+    def group_spans(self) -> list[tuple[int, int, int]]:
+        """(part, start, end) per group: where its segments lie, counted from the first segment."""
+        starts = [0]
+        for length in self.segment_lengths:
+            starts.append(starts[-1] + length)
+        spans = []
+        for part in range(len(self.part_lengths)):
+            members = [i for i, p in enumerate(self.segment_part) if p == part]
+            spans.append((part, starts[members[0]], starts[members[-1] + 1]))
+        return spans
+
+
+def shared_prefix_attention(query, key, value, layout: RowLayout, scale, dropout_p: float = 0.0):
     """Attention over a shared-prefix row: query (1, heads, tokens, dim), key and value
-    (1, kv_heads, tokens, dim); `boundaries` the shared part's and segments' starts and the end.
-    Returns (1, tokens, heads, dim), the layout the output projection reads."""
-    segment_lengths = (boundaries[2:] - boundaries[1:-1]).tolist()
+    (1, kv_heads, tokens, dim), laid out as `layout` says. Returns (1, tokens, heads, dim), the
+    layout the output projection reads."""
     if query.device.type == "cpu" and dropout_p == 0.0:
-        return SharedPrefixAttention.apply(query, key, value, shared, segment_lengths, scale)
-    return _attention_per_segment(query, key, value, shared, segment_lengths, scale, dropout_p)
+        return SharedPrefixAttention.apply(query, key, value, layout, scale)
+    return _attention_per_segment(query, key, value, layout, scale, dropout_p)
 
 
 class SharedPrefixAttention(torch.autograd.Function):
     """The shared-prefix row's attention on CPU, through the fp32 flash kernels (as _CpuVarlenAttention,
-    for the same reasons): the shared part causally over itself; all segments' queries at once over
-    the shared keys (no mask); each segment causally over its own keys; the last two merged by their
-    logsumexps into what one softmax over [shared keys, own keys] gives.
+    for the same reasons): each shared part causally over itself; each group's segments' queries at
+    once over its part's keys (no mask); each segment causally over its own keys; the last two merged
+    by their logsumexps into what one softmax over [part keys, own keys] gives. A segment in no group
+    has only its own keys: its cross logsumexp is -inf, its share of the merge 0.
 
     Backward runs each call's backward with the merged output and logsumexp: the flash backward
     computes the probabilities as exp(score - logsumexp) and the softmax correction from the output,
-    so with the merged ones each part gets its exact share of the gradient. The shared keys' and
-    values' gradients sum their own part's and every segment's.
+    so with the merged ones each part gets its exact share of the gradient. A part's keys' and
+    values' gradients sum its own call's and every one of its segments'.
+
+    (Padding the pieces into one batched call per layer was tried: 11 % faster on 16 short chats
+    with a 23-token part, 34 % slower with a 200-token part and 8 x 40-token segments, the gathers'
+    copies outweighing the calls saved; benchmarks/RESULTS.md 2026-12-02 night.)
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, shared: int, segment_lengths: list[int], scale: float | None):
+    def forward(ctx, query, key, value, layout: RowLayout, scale: float | None):
         q, k, v = (t.float() for t in (query, key, value))
-        shared_q, shared_k, shared_v = (t[:, :, :shared] for t in (q, k, v))
+        shared = layout.shared_tokens
+        parts_q, parts_k, parts_v = (t[:, :, :shared].split(layout.part_lengths, 2) for t in (q, k, v))
         rest_q, rest_k, rest_v = (t[:, :, shared:] for t in (q, k, v))
-        shared_out, shared_logsumexp = _FLASH(shared_q, shared_k, shared_v, 0.0, True, scale=scale)
-        cross_out, cross_logsumexp = _FLASH(rest_q, shared_k, shared_v, 0.0, False, scale=scale)
+        parts = [_FLASH(pq, pk, pv, 0.0, True, scale=scale) for pq, pk, pv in zip(parts_q, parts_k, parts_v)]
+        rest = q.shape[2] - shared
+        cross_out = q.new_zeros(1, q.shape[1], rest, q.shape[3])
+        cross_logsumexp = q.new_full((1, q.shape[1], rest), float("-inf"))
+        for part, start, end in layout.group_spans():
+            out, logsumexp = _FLASH(rest_q[:, :, start:end], parts_k[part], parts_v[part], 0.0, False, scale=scale)
+            cross_out[:, :, start:end], cross_logsumexp[:, :, start:end] = out, logsumexp
         own = [
             _FLASH(q_part, k_part, v_part, 0.0, True, scale=scale)
-            for q_part, k_part, v_part in zip(
-                rest_q.split(segment_lengths, 2), rest_k.split(segment_lengths, 2), rest_v.split(segment_lengths, 2)
-            )
+            for q_part, k_part, v_part in zip(*(t.split(layout.segment_lengths, 2) for t in (rest_q, rest_k, rest_v)))
         ]
         own_out = torch.cat([out.transpose(1, 2) for out, _ in own], dim=1)  # (1, rest, heads, dim)
         own_logsumexp = torch.cat([logsumexp for _, logsumexp in own], dim=2)  # (1, heads, rest)
@@ -218,56 +264,74 @@ class SharedPrefixAttention(torch.autograd.Function):
             return (part_logsumexp - logsumexp).exp_().transpose(1, 2).unsqueeze(-1)
 
         rest_out = cross_out.transpose(1, 2) * share(cross_logsumexp) + own_out * share(own_logsumexp)
-        output = torch.cat([shared_out.transpose(1, 2), rest_out], dim=1).to(query.dtype)  # (1, tokens, heads, dim)
-        ctx.save_for_backward(query, key, value, output, shared_logsumexp, logsumexp)
-        ctx.shared, ctx.segment_lengths, ctx.scale = shared, segment_lengths, scale
+        parts_out = [out.transpose(1, 2) for out, _ in parts]
+        output = torch.cat([*parts_out, rest_out], dim=1).to(query.dtype)  # (1, tokens, heads, dim)
+        ctx.save_for_backward(query, key, value, output, logsumexp, *(lse for _, lse in parts))
+        ctx.layout, ctx.scale = layout, scale
         return output
 
     @staticmethod
     def backward(ctx, output_grad):
-        query, key, value, output, shared_logsumexp, logsumexp = ctx.saved_tensors
-        shared, lengths, scale = ctx.shared, ctx.segment_lengths, ctx.scale
+        query, key, value, output, logsumexp, *parts_logsumexp = ctx.saved_tensors
+        layout, scale = ctx.layout, ctx.scale
+        shared, lengths = layout.shared_tokens, layout.segment_lengths
         q, k, v = (t.float() for t in (query, key, value))
         grad, out = (t.transpose(1, 2).float() for t in (output_grad, output))  # (1, heads, tokens, dim)
-        shared_q, shared_k, shared_v, shared_grad, shared_out = (t[:, :, :shared] for t in (q, k, v, grad, out))
+        parts_q, parts_k, parts_v, parts_grad, parts_out = (
+            t[:, :, :shared].split(layout.part_lengths, 2) for t in (q, k, v, grad, out)
+        )
         rest_q, rest_k, rest_v, rest_grad, rest_out = (t[:, :, shared:] for t in (q, k, v, grad, out))
 
-        shared_dq, shared_dk, shared_dv = _FLASH_BACKWARD(
-            shared_grad, shared_q, shared_k, shared_v, shared_out, shared_logsumexp, 0.0, True, scale=scale
-        )
-        cross_dq, cross_dk, cross_dv = _FLASH_BACKWARD(
-            rest_grad, rest_q, shared_k, shared_v, rest_out, logsumexp, 0.0, False, scale=scale
-        )
+        parts = [
+            _FLASH_BACKWARD(*tensors, part_logsumexp, 0.0, True, scale=scale)
+            for *tensors, part_logsumexp in zip(parts_grad, parts_q, parts_k, parts_v, parts_out, parts_logsumexp)
+        ]
+        parts_dk, parts_dv = [dk for _, dk, _ in parts], [dv for _, _, dv in parts]
+        cross_dq = torch.zeros_like(rest_q)
+        for part, start, end in layout.group_spans():
+            dq, dk, dv = _FLASH_BACKWARD(
+                *(t[:, :, start:end] for t in (rest_grad, rest_q)),
+                parts_k[part],
+                parts_v[part],
+                rest_out[:, :, start:end],
+                logsumexp[:, :, start:end].contiguous(),
+                0.0,
+                False,
+                scale=scale,
+            )
+            cross_dq[:, :, start:end] = dq
+            parts_dk[part], parts_dv[part] = parts_dk[part] + dk, parts_dv[part] + dv
         own = [
             _FLASH_BACKWARD(g, q_part, k_part, v_part, o, part_logsumexp.contiguous(), 0.0, True, scale=scale)
             for g, q_part, k_part, v_part, o, part_logsumexp in zip(
                 *(t.split(lengths, 2) for t in (rest_grad, rest_q, rest_k, rest_v, rest_out, logsumexp))
             )
         ]
-        own_dq, own_dk, own_dv = (torch.cat(parts, dim=2) for parts in zip(*own))
-        query_grad = torch.cat([shared_dq, cross_dq + own_dq], dim=2)
-        key_grad = torch.cat([shared_dk + cross_dk, own_dk], dim=2)
-        value_grad = torch.cat([shared_dv + cross_dv, own_dv], dim=2)
-        return (
-            query_grad.to(query.dtype),
-            key_grad.to(key.dtype),
-            value_grad.to(value.dtype),
-            None,
-            None,
-            None,
-        )
+        own_dq, own_dk, own_dv = (torch.cat(pieces, dim=2) for pieces in zip(*own))
+        query_grad = torch.cat([*(dq for dq, _, _ in parts), cross_dq + own_dq], dim=2)
+        key_grad = torch.cat([*parts_dk, own_dk], dim=2)
+        value_grad = torch.cat([*parts_dv, own_dv], dim=2)
+        return query_grad.to(query.dtype), key_grad.to(key.dtype), value_grad.to(value.dtype), None, None
 
 
-def _attention_per_segment(query, key, value, shared: int, segment_lengths: list[int], scale, dropout_p: float):
-    """Any device: SDPA on the shared part (causal), then on each segment over [shared keys, own
-    keys] with a mask letting query i see the shared keys and its own keys 0..i. (SDPA's is_causal
-    aligns top-left when there are more keys than queries, which is not this.)"""
+def _attention_per_segment(query, key, value, layout: RowLayout, scale, dropout_p: float):
+    """Any device: SDPA on each shared part (causal), then on each segment over [its part's keys,
+    own keys] with a mask letting query i see the part's keys and its own keys 0..i. (SDPA's
+    is_causal aligns top-left when there are more keys than queries, which is not this.)"""
     options = {"scale": scale, "enable_gqa": True, "dropout_p": dropout_p}
-    shared_k, shared_v = key[:, :, :shared], value[:, :, :shared]
-    outputs = [F.scaled_dot_product_attention(query[:, :, :shared], shared_k, shared_v, is_causal=True, **options)]
-    for q, k, v in zip(*(t[:, :, shared:].split(segment_lengths, 2) for t in (query, key, value))):
-        length = q.shape[2]
+    pieces = [*layout.part_lengths, *layout.segment_lengths]
+    queries, keys, values = (t.split(pieces, 2) for t in (query, key, value))
+    parts = len(layout.part_lengths)
+    outputs = [
+        F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
+        for q, k, v in zip(queries[:parts], keys[:parts], values[:parts])
+    ]
+    for q, k, v, part in zip(queries[parts:], keys[parts:], values[parts:], layout.segment_part):
+        if part < 0:
+            outputs.append(F.scaled_dot_product_attention(q, k, v, is_causal=True, **options))
+            continue
+        length, shared = q.shape[2], layout.part_lengths[part]
         visible = torch.ones(length, shared + length, dtype=torch.bool, device=q.device).tril(shared)
-        keys, values = torch.cat([shared_k, k], dim=2), torch.cat([shared_v, v], dim=2)
-        outputs.append(F.scaled_dot_product_attention(q, keys, values, attn_mask=visible, **options))
+        k, v = torch.cat([keys[part], k], dim=2), torch.cat([values[part], v], dim=2)
+        outputs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=visible, **options))
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous()
