@@ -2,14 +2,16 @@
 model with and without, on support chats that all start with the same long system prompt.
 
 Run: `python -m benchmarks.shared_prefix [--steps 6] [--batch-size 8] [--precision fp32|bf16]
-[--prompt-loss-weight 0]`
+[--prompt-loss-weight 0] [--default-prompt 0]`
 
 The chats: a ~200-token system prompt (Pip's, examples/support_chat.jsonl, with the house rules
-spelled out), then one short exchange from that file. Each step's batch runs forward, backward and
-clipping twice from the same weights, unshared and shared (which goes first alternates), each
-timed on its own; one AdamW step follows. Both tok/s count the examples' tokens, i.e. the same work
-done (a shared row holds fewer tokens); the first step of each is a warm-up and not counted. The
-largest relative gap between the two losses shows they compute the same thing.
+spelled out), then one short exchange from that file; with `--default-prompt K`, K chats of each
+batch have the template's default system prompt instead (a second family, as replay examples
+are). Each step's batch runs forward, backward and clipping twice from the same weights, unshared
+and shared (which goes first alternates), each timed on its own; one AdamW step follows. Both
+tok/s count the examples' tokens, i.e. the same work done (a shared row holds fewer tokens); the
+first step of each is a warm-up and not counted. The largest relative gap between the two losses
+shows they compute the same thing.
 """
 
 import argparse
@@ -35,14 +37,21 @@ SYSTEM_PROMPT = (
 )
 
 
-def build_chats(count: int) -> list[dict]:
-    """`count` chats: the long system prompt, then one single-exchange chat of the example file each."""
+def build_chats(count: int, batch_size: int = 8, default_prompt: int = 0) -> list[dict]:
+    """`count` chats: the long system prompt, then one single-exchange chat of the example file each.
+    In every `batch_size` chats, `default_prompt` of them (spread through the batch) have no system
+    prompt, so the chat template inserts its default one, as it does in the forgetting guard's replay
+    examples: a batch then holds two families of prefixes."""
     from benchmarks.train_runners import EXAMPLES
 
     records = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
     exchanges = [r["messages"][1:] for r in records if len(r["messages"]) == 3]
+    spread = {round(j * batch_size / default_prompt) for j in range(default_prompt)} if default_prompt else set()
     return [
-        {"messages": [{"role": "system", "content": SYSTEM_PROMPT}] + exchanges[i % len(exchanges)]}
+        {
+            "messages": ([] if i % batch_size in spread else [{"role": "system", "content": SYSTEM_PROMPT}])
+            + exchanges[i % len(exchanges)]
+        }
         for i in range(count)
     ]
 
@@ -53,6 +62,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--prompt-loss-weight", type=float, default=0.0)
+    parser.add_argument(
+        "--default-prompt",
+        type=int,
+        default=0,
+        help="chats per batch without the system prompt (the template's default one): two prefix families",
+    )
     args = parser.parse_args()
 
     from benchmarks.train_runners import MODEL
@@ -65,7 +80,7 @@ def main() -> None:
     from tuneforge.train.sft import build_model
 
     steps = args.steps + 1
-    chats = build_chats(steps * args.batch_size)
+    chats = build_chats(steps * args.batch_size, args.batch_size, args.default_prompt)
     examples = ChatTokenizer(load_tokenizer(MODEL), args.prompt_loss_weight).encode(
         [parse_record(chat, 1)[1].example for chat in chats]
     )
@@ -118,7 +133,8 @@ def main() -> None:
     # steadier than the ratio of the totals.
     step_ratios = sorted(a / b for a, b in zip(seconds[False][1:], seconds[True][1:]))
     print(
-        f"\nLoRA {config.precision}, batch {args.batch_size}, prompt_loss_weight {args.prompt_loss_weight}, "
+        f"\nLoRA {config.precision}, batch {args.batch_size} ({args.default_prompt} with the default system prompt), "
+        f"prompt_loss_weight {args.prompt_loss_weight}, "
         f"{torch.get_num_threads()} threads, {args.steps} steps of ~{tokens // args.steps} example tokens:\n"
         f"  unshared {unshared:.0f} tok/s, shared prefix {shared:.0f} tok/s ({shared / unshared:.2f}x; per step "
         f"{step_ratios[0]:.2f}x to {step_ratios[-1]:.2f}x, median {step_ratios[len(step_ratios) // 2]:.2f}x), "
