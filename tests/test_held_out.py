@@ -76,10 +76,8 @@ def test_a_run_without_validation_data_validates_and_stops_early_on_the_held_out
     rows = metric_rows(result.run_dir)
     assert rows[0]["step"] == "0" and rows[0]["valid_loss"]  # validated before the first step
     assert result.stopped_early and result.metrics["step"] < 30 * 8  # stopped on the held-out loss
-    # 60 - 8 held out (10 % is 6, under the floor of 8), + the replay examples (20 % of their tokens)
-    replayed = result.metrics["replay_examples"]
-    assert replayed > 0
-    steps_per_epoch = -(-(52 + replayed) // 8)
+    # 60 - 8 held out (10 % is 6, under the floor of 8), + 10 replay examples (20 % of 52) -> 8 steps
+    steps_per_epoch = -(-(52 + 10) // 8)
     assert float(rows[1]["epoch"]) == pytest.approx(1 / steps_per_epoch, abs=1e-3)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     held = manifest["data"]["validation"]["held_out"]
@@ -100,10 +98,8 @@ def test_validation_split_0_trains_on_every_example(tmp_path, tiny_model_dir):
         )
     )
     rows = metric_rows(result.run_dir)
-    # every example trains, with the replay examples, and nothing validates
-    assert result.metrics["replay_examples"] > 0
-    assert len(rows) == -(-(60 + result.metrics["replay_examples"]) // 10)
-    assert not any(row["valid_loss"] for row in rows)
+    # every example trains: (60 + 12 replay examples) / 10 -> 8 steps, and no validation
+    assert len(rows) == 8 and not any(row["valid_loss"] for row in rows)
 
 
 def test_validation_split_beside_a_validation_file_is_a_contradiction(tmp_path):

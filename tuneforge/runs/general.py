@@ -83,11 +83,9 @@ def general_ability(config: TrainConfig) -> GeneralAbility | None:
 
 
 def replay_wanted(config: TrainConfig) -> int:
-    """How many replay examples a launcher has generated before the processes start, on each machine:
-    `config`'s share of the training file's lines, as many as replay as long as the task's examples
-    would need. Should the run's token budget want more (train/general.py mix_replay), its rank 0
-    generates them while the others wait (train/sft.py); a process on another machine that
-    finds a block missing then generates it itself (the same answers: they are seeded)."""
+    """At most how many replay examples `config`'s run mixes in: its share of the training file's
+    lines (a bound: held-out and blank lines train nothing). What a launcher generates before the
+    processes start, so that none of them generates a block on its own."""
     train, _ = locate_data(Path(config.data), None)
     with train.path.open(encoding="utf-8") as lines:
         return max(1, round(config.replay_share * sum(1 for line in lines if line.strip())))

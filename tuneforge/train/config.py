@@ -338,7 +338,7 @@ class TrainConfig(BaseModel):
         ge=0.0,
         le=0.5,
         description=(
-            "With forgetting_guard: replay examples added to training, as a share of the task's tokens: the base "
+            "With forgetting_guard: replay examples added to training, as a share of the task's examples: the base "
             "model's own sampled answers to built-in general prompts (generated once per base model and cached), so "
             "the tuned model keeps what it knew; none for files under 50 examples. 0: none."
         ),

@@ -27,7 +27,7 @@ from tuneforge.data.examples import Conversation
 from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
 
 REPLAY_MINIMUM_TRAINING = 50
-# This share of a run's replay examples, by count, are refusals (while there are enough of them).
+# At least this share of a run's replay examples are refusals (while there are enough of them).
 # Measured on the quickstart's data (benchmarks/RESULTS.md, 2026-12-01 night): of the base's 3
 # red-team refusals, no replay kept 0, a random draw (~15 % refusals) 2, a quarter 1, a half 8,
 # with the forgetting probes' ROUGE-L at or above the base's in every case (no broad over-refusal).
@@ -60,13 +60,10 @@ class Replayed:
     share: float
     available: int
     source: str
-    tokens: int  # the replay examples'
-    task_tokens: int  # the task's training examples'
 
     def describe(self) -> str:
         return (
-            f"{self.examples} replay examples ({self.tokens:,} tokens, {self.share:.0%} of the task's "
-            f"{self.task_tokens:,} training tokens; the base model's "
+            f"{self.examples} replay examples ({self.share:.0%} of the task's training examples; the base model's "
             f"own answers to built-in general prompts, {self.source}) trained beside the task's"
         )
 
@@ -90,65 +87,23 @@ def mix_replay(
     tokenizer: ChatTokenizer,
     seed: int,
 ) -> tuple[list[TokenizedExample], Replayed | None]:
-    """The training set with replay examples appended until their tokens reach `share` x the task's
-    (all there are, if fewer), taken in a `seed`ed order that keeps REFUSAL_SHARE of them refusals
-    while there are enough: the same run, resumed, mixes in the same ones. Epoch order shuffles them
-    among the task's examples. A training set under REPLAY_MINIMUM_TRAINING examples (where no
-    validation is held out either) gets none: a share of it is a replay example or two, noise rather
-    than a guard.
-
-    Why tokens, not examples: a step's time and its loss both go by tokens, and sampled general
-    answers run several times longer than a short task's examples. Counted by examples, 20 % replay
-    was ~40 % of a short-answers run's tokens (benchmarks/RESULTS.md, 2026-12-02 evening)."""
+    """The training set with round(share x its size) replay examples appended (at most as many as
+    there are, REFUSAL_SHARE of them refusals where there are enough), chosen by `seed`: the same
+    run, resumed, mixes in the same ones. Epoch order shuffles them among the task's examples. A
+    training set under REPLAY_MINIMUM_TRAINING examples (where no validation is held out either)
+    gets none: a share of it is a replay example or two, noise rather than a guard."""
     if general is None or general.replay is None or share <= 0 or len(train_set) < REPLAY_MINIMUM_TRAINING:
         return train_set, None
-    budget = share * _tokens(train_set)
-    # First ask for as many examples as replay as long as the task's would need; more while short.
-    available = general.replay(max(1, round(share * len(train_set))))
-    while True:
-        chosen = _within(_replay_order(available, tokenizer, seed), budget)
-        if _tokens(chosen) >= budget:
-            break
-        more = general.replay(len(available) + 1)
-        if len(more) <= len(available):  # every block is in: the budget takes all there are
-            break
-        available = more
-    if not chosen:
+    wanted = max(1, round(share * len(train_set)))
+    available = general.replay(wanted)
+    if not available:
         return train_set, None
-    replayed = Replayed(len(chosen), share, len(available), general.replay_source, _tokens(chosen), _tokens(train_set))
-    return train_set + chosen, replayed
-
-
-def _replay_order(available: list[ReplayExample], tokenizer: ChatTokenizer, seed: int) -> list[TokenizedExample]:
-    """`available` encoded (reply only) in a seeded order whose every prefix of k holds
-    ceil(REFUSAL_SHARE x k) refusals while they last."""
-    draw = random.Random(seed)
+    wanted = min(len(available), wanted)
     refusals = [e for e in available if e.declines]
     answers = [e for e in available if not e.declines]
-    draw.shuffle(refusals)
-    draw.shuffle(answers)
-    ordered: list[ReplayExample] = []
-    taken = 0  # refusals in `ordered`
-    while refusals or answers:
-        due = taken < math.ceil(REFUSAL_SHARE * (len(ordered) + 1))
-        if refusals and (due or not answers):
-            ordered.append(refusals.pop())
-            taken += 1
-        else:
-            ordered.append(answers.pop())
-    encoded = reply_only(tokenizer).encode([e.conversation for e in ordered])
-    return [e for e in encoded if e.trainable_tokens]
-
-
-def _within(ordered: list[TokenizedExample], budget: float) -> list[TokenizedExample]:
-    """The shortest prefix of `ordered` whose tokens reach `budget` (all of it if they never do)."""
-    total = 0
-    for count, example in enumerate(ordered, 1):
-        total += len(example.input_ids)
-        if total >= budget:
-            return ordered[:count]
-    return ordered
-
-
-def _tokens(examples: list[TokenizedExample]) -> int:
-    return sum(len(e.input_ids) for e in examples)
+    from_refusals = min(len(refusals), max(math.ceil(REFUSAL_SHARE * wanted), wanted - len(answers)))
+    draw = random.Random(seed)
+    chosen = draw.sample(refusals, from_refusals) + draw.sample(answers, wanted - from_refusals)
+    encoded = [e for e in reply_only(tokenizer).encode([c.conversation for c in chosen]) if e.trainable_tokens]
+    replayed = Replayed(len(encoded), share, len(available), general.replay_source)
+    return train_set + encoded, replayed

@@ -157,7 +157,7 @@ def _train_sft(
         device = distributed.start(device, place)
         if not place.main:
             reporter = Reporter()  # rank 0 reports for all
-            distributed.barrier()  # rank 0 fills the token and replay caches first (below), the others read them
+            distributed.barrier()  # rank 0 fills the token cache first (below), the others read it
     # ---- data: everything that can be wrong is found before the model loads
     train_file, validation_file = locate_data(config.data, config.validation_data)
     hf_tokenizer = load_tokenizer(config.model)
@@ -172,6 +172,8 @@ def _train_sft(
         if validation_file
         else []
     )
+    if place.distributed and place.main:
+        distributed.barrier()
     held_out = None
     if validation_file is None:  # validate on a seeded share of the training file (inputs.hold_out)
         train_set, validation_set, held_out = hold_out(train_set, config.validation_split, config.seed)
@@ -198,8 +200,6 @@ def _train_sft(
     train_set, replayed = mix_replay(train_set, general, resolved.replay_share, tokenizer, resolved.seed)
     if replayed:  # the epochs hold the replay too: the autos that count an epoch's steps count it
         resolved = config.resolve(**task_facts, replay_examples=replayed.examples)
-    if place.distributed and place.main:
-        distributed.barrier()  # the token cache and any replay block rank 0 generated are in place
 
     # ---- the run: a directory (and, through the reporter, whatever records it)
     run_id = run_dir.name
