@@ -236,7 +236,7 @@ class SharedPrefixAttention(torch.autograd.Function):
 
     (Padding the pieces into one batched call per layer was tried: 11 % faster on 16 short chats
     with a 23-token part, 34 % slower with a 200-token part and 8 x 40-token segments, the gathers'
-    copies outweighing the calls saved; benchmarks/RESULTS.md 2026-12-02 night.)
+    copies outweighing the calls saved; benchmarks/RESULTS.md, 2026-12-02 late evening.)
     """
 
     @staticmethod
