@@ -221,6 +221,4 @@ def test_auto_validation_comes_twice_an_epoch_with_the_replay_counted():
     task_only = config.resolve(n_train_examples=1275, context_length=8192, has_validation=True)
     with_replay = config.resolve(n_train_examples=1275, context_length=8192, has_validation=True, replay_examples=255)
     assert (task_only.eval_every_steps, with_replay.eval_every_steps) == (40, 48)
-    odd = config.resolve(n_train_examples=71 * 16, context_length=8192, has_validation=True)
-    assert odd.eval_every_steps == 36  # 71-step epochs: at 36 and at the end, not at 35, 70 and 71
     assert with_replay.learning_rate == task_only.learning_rate and with_replay.n_epochs == task_only.n_epochs

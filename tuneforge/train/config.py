@@ -269,8 +269,8 @@ class TrainConfig(BaseModel):
     eval_every_steps: int | Auto | None = Field(
         "auto",
         description=(
-            "Also validate every N steps into each epoch (always at its end); auto: twice an epoch, so early stopping "
-            "can stop within an epoch of the plateau."
+            "Also validate every N steps (always at each epoch's end); auto: twice an epoch, so early stopping can "
+            "stop within an epoch of the plateau."
         ),
     )
     max_eval_examples: int = Field(
@@ -624,7 +624,7 @@ class TrainConfig(BaseModel):
             eval_every_steps=(
                 self.eval_every_steps
                 if self.eval_every_steps != "auto"
-                else (-(-steps_per_epoch // 2) if has_validation and steps_per_epoch >= 4 else None)
+                else (max(1, steps_per_epoch // 2) if has_validation and steps_per_epoch >= 4 else None)
             ),
             dpo_beta=(self.dpo_beta if self.dpo_beta != "auto" else AUTO_DPO_BETA)
             if self.objective == "dpo"

@@ -400,9 +400,7 @@ def _train_sft(
                 "tokens_per_second": round(sums["tokens"] / (time.perf_counter() - step_started), 1),
                 "trained_tokens": int(state.trained_tokens),
             }
-            # Counted into the epoch, not from the run's start: a global count drifts against the epochs'
-            # ends and validated the same weights twice (steps 70 and 71 of 71-step epochs).
-            due = epoch_end or (resolved.eval_every_steps and state.batch_in_epoch % resolved.eval_every_steps == 0)
+            due = epoch_end or (resolved.eval_every_steps and state.step % resolved.eval_every_steps == 0)
             improved = validate(row) if validation_set and due else False
             write(row)
             reporter.step(row)
