@@ -212,13 +212,3 @@ def test_qlora_is_lora_only():
         TrainConfig(data="train.jsonl", method="full", load_in_4bit=True)
     assert error.value.errors()[0]["loc"] == ("load_in_4bit",)
     assert "only applies to LoRA" in str(error.value)
-
-
-def test_auto_validation_comes_twice_an_epoch_with_the_replay_counted():
-    """Short answers' figures: 1,275 task examples, 255 replay, batch 16. Counting only the task's,
-    mid-epoch validation came every 40 steps, 16 and 8 steps from the 96-step epochs' ends."""
-    config = TrainConfig(data="train.jsonl", batch_size=16)
-    task_only = config.resolve(n_train_examples=1275, context_length=8192, has_validation=True)
-    with_replay = config.resolve(n_train_examples=1275, context_length=8192, has_validation=True, replay_examples=255)
-    assert (task_only.eval_every_steps, with_replay.eval_every_steps) == (40, 48)
-    assert with_replay.learning_rate == task_only.learning_rate and with_replay.n_epochs == task_only.n_epochs

@@ -584,12 +584,10 @@ class TrainConfig(BaseModel):
         context_length: int | None,
         has_validation: bool = False,
         mean_tokens: float | None = None,
-        replay_examples: int = 0,
     ) -> "ResolvedConfig":
         """Every auto filled in for `n_train_examples` (the task's, before any replay) of `mean_tokens`
         tokens on average (None: unknown, the smallest auto batch) and whether the run has validation
-        data (early stopping and mid-epoch validation need it). `replay_examples`, the forgetting
-        guard's in every epoch, count in the epoch's steps (mid-epoch validation), not in the rest."""
+        data (early stopping and mid-epoch validation need it)."""
         device = resolve_device(self.device)
         n_epochs = self.n_epochs if self.n_epochs != "auto" else auto_epochs(n_train_examples)
         batch = (
@@ -600,9 +598,11 @@ class TrainConfig(BaseModel):
                 auto_batch_size(n_train_examples, mean_tokens, n_epochs, device_type(device)),
             )
         )
-        # With replay, validating at the task's half epoch fell a few steps from the epoch's end (80 and
-        # 96 of 96-step epochs on short answers): validations of nearly the same weights.
-        steps_per_epoch = -(-(n_train_examples + replay_examples) // batch)
+        # The task's examples only: with replay an epoch runs longer, so a run validates a little more
+        # than twice an epoch (short answers: steps 40, 80, 96, 120, ... of 96-step epochs). Counting
+        # the replay (every 48) made classification stop at step 192 instead of 120 (benchmarks/
+        # RESULTS.md, 2026-12-02 late evening): the extra validations pay for their time there.
+        steps_per_epoch = -(-n_train_examples // batch)
         multiplier = (
             self.learning_rate_multiplier
             if self.learning_rate_multiplier != "auto"

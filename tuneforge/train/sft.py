@@ -186,20 +186,17 @@ def _train_sft(
                 f"{HELD_OUT_MINIMUM_TRAINING} examples with validation_split > 0."
             ),
         )
-    task_facts = dict(
-        n_train_examples=len(train_set),
-        context_length=facts["context_length"],
+    resolved = config.resolve(
+        len(train_set),
+        facts["context_length"],
         has_validation=bool(validation_set),
         mean_tokens=sum(len(e.input_ids) for e in train_set) / len(train_set) if train_set else None,
     )
-    resolved = config.resolve(**task_facts)
     pad_id = tokenizer.pad_id
     # The forgetting guard: general prompts scored beside the task's validation, replay mixed in.
     general = general if resolved.forgetting_guard else None
     general_set = general_probes(general, tokenizer)
     train_set, replayed = mix_replay(train_set, general, resolved.replay_share, tokenizer, resolved.seed)
-    if replayed:  # the epochs hold the replay too: the autos that count an epoch's steps count it
-        resolved = config.resolve(**task_facts, replay_examples=replayed.examples)
 
     # ---- the run: a directory (and, through the reporter, whatever records it)
     run_id = run_dir.name
