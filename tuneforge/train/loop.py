@@ -43,15 +43,18 @@ class Batch:
     sequence_starts: torch.Tensor | None = (
         None  # (examples + 1,) int32 when padding-free: where each example starts, and the end
     )
-    # With shared prefixes (shared_prefix.py): the row starts with that many tokens shared by groups
-    # of examples, `shared_layout` says where each group's part and each example's rest lie (and
-    # sequence_starts too), and the loss scores the listed predictions (row position, target token,
-    # weight), one per scored token of each example.
-    shared_prefix: int = 0
+    # With shared prefixes (shared_prefix.py): `shared_layout` says where each group's shared part
+    # and each example's rest lie in the row (sequence_starts too), and the loss scores the listed
+    # predictions (row position, target token, weight), one per scored token of each example.
     shared_layout: "RowLayout | None" = None
     prediction_positions: torch.Tensor | None = None
     prediction_targets: torch.Tensor | None = None
     prediction_weights: torch.Tensor | None = None
+
+    @property
+    def shared_prefix(self) -> int:
+        """Tokens at the row's start that groups of its examples share (0: none)."""
+        return self.shared_layout.shared_tokens if self.shared_layout is not None else 0
 
     @property
     def trained_tokens(self) -> float:

@@ -17,6 +17,7 @@ its `shared_layout` and go to `shared_prefix_attention`.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -201,6 +202,7 @@ class RowLayout:
     def tokens(self) -> int:
         return self.shared_tokens + sum(self.segment_lengths)
 
+    @cached_property  # read by every layer's forward and backward
     def group_spans(self) -> list[tuple[int, int, int]]:
         """(part, start, end) per group: where its segments lie, counted from the first segment."""
         starts = [0]
@@ -249,7 +251,7 @@ class SharedPrefixAttention(torch.autograd.Function):
         rest = q.shape[2] - shared
         cross_out = q.new_zeros(1, q.shape[1], rest, q.shape[3])
         cross_logsumexp = q.new_full((1, q.shape[1], rest), float("-inf"))
-        for part, start, end in layout.group_spans():
+        for part, start, end in layout.group_spans:
             out, logsumexp = _FLASH(rest_q[:, :, start:end], parts_k[part], parts_v[part], 0.0, False, scale=scale)
             cross_out[:, :, start:end], cross_logsumexp[:, :, start:end] = out, logsumexp
         own = [
@@ -288,7 +290,7 @@ class SharedPrefixAttention(torch.autograd.Function):
         ]
         parts_dk, parts_dv = [dk for _, dk, _ in parts], [dv for _, _, dv in parts]
         cross_dq = torch.zeros_like(rest_q)
-        for part, start, end in layout.group_spans():
+        for part, start, end in layout.group_spans:
             dq, dk, dv = _FLASH_BACKWARD(
                 *(t[:, :, start:end] for t in (rest_grad, rest_q)),
                 parts_k[part],

@@ -135,7 +135,6 @@ def collate_shared_prefix(examples: list[TokenizedExample]) -> dict | None:
         tokens=sum(len(x) for x in ids),
         position_ids=torch.from_numpy(position_ids).unsqueeze(0),
         sequence_starts=torch.tensor(starts, dtype=torch.int32),
-        shared_prefix=layout.shared_tokens,
         shared_layout=layout,
         prediction_positions=torch.from_numpy(np.concatenate(positions)),
         prediction_targets=torch.from_numpy(np.concatenate(targets)),
