@@ -94,3 +94,26 @@ def test_fifty_concurrent_creations_and_cancels_through_two_servers(servers, tin
         model=tuned, messages=[{"role": "user", "content": "Ticket 3: my invoice problem"}], max_tokens=4
     )
     assert answer.model == tuned and answer.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_jobs_recording_one_data_file_at_once_keep_one_row(backend, postgres, tmp_path, monkeypatch):
+    """Four jobs on one upload record its dataset row together; a read-then-add once failed one of
+    them with a UniqueViolation on PostgreSQL (test_ray_backend's four jobs at once)."""
+    from tuneforge.registry import store
+
+    url = postgres.create_database("datasets_race") if backend == "postgresql" else f"sqlite:///{tmp_path}/r.db"
+    monkeypatch.setenv("TUNEFORGE_DATABASE_URL", url)
+    hashes = [f"{n:064x}" for n in range(20)]  # 20 rounds: one round races only now and then
+    for sha in hashes:
+        start = threading.Barrier(8)
+
+        def record(i: int, sha=sha, start=start) -> str:
+            start.wait()
+            return store.record_dataset(tmp_path / f"copy-{i}.jsonl", sha, "conversation", 48, None)
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(record, range(8))) == [sha] * 8
+    with store.session() as db:
+        rows = db.query(store.Dataset).all()
+    assert sorted(row.sha256 for row in rows) == hashes and {row.examples for row in rows} == {48}

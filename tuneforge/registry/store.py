@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tuneforge.registry import artifacts
@@ -123,9 +125,13 @@ class HumanRating(Base):
 
 # -------------------------------------------------------------------------------- operations
 def record_dataset(path: Path, sha256: str, kind: str | None, examples: int | None, manifest: dict | None) -> str:
+    """The file's row, added unless a row for its hash is there. Several jobs on one upload record it
+    at once: a read-then-add raced on PostgreSQL (four jobs, a UniqueViolation failing one), so the
+    insert itself skips an existing row."""
     with session() as db, db.begin():
-        if db.get(Dataset, sha256) is None:
-            db.add(Dataset(sha256=sha256, path=str(path), kind=kind, examples=examples, manifest=manifest))
+        insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+        values = dict(sha256=sha256, path=str(path), kind=kind, examples=examples, manifest=manifest, created_at=now())
+        db.execute(insert(Dataset).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
     return sha256
 
 
