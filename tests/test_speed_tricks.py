@@ -242,6 +242,22 @@ def test_chunked_loss_gives_the_plain_loss_gradients_and_accuracy(tiny_model_dir
     assert_same(reference, chunked, rtol=1e-5 if dtype is None else 2e-2)
 
 
+def test_token_accuracy_counts_the_targets_argmax_picks_and_ties_for_the_top():
+    from tuneforge.train.loop import predicted_correctly
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 1000, generator=generator)
+    targets = torch.randint(0, 1000, (64,), generator=generator)
+    targets[:20] = logits[:20].argmax(-1)  # some right, the rest mostly wrong
+    assert predicted_correctly(logits, targets) == int((logits.argmax(-1) == targets).sum()) >= 20
+    logits[0, targets[0] + 1 if targets[0] < 999 else 0] = logits[0, targets[0]]  # a tie for the top
+    logits[1, targets[1]] -= 1e-3  # just below another token's score
+    logits[1, (targets[1] + 1) % 1000] = logits[1, targets[1]] + 1e-3
+    assert predicted_correctly(logits, targets) == int((logits.argmax(-1) == targets).sum()) + int(
+        logits[0].argmax() != targets[0]
+    )
+
+
 def test_chunked_loss_leaves_an_adapted_output_layer_to_the_plain_path(tiny_model_dir, smol_tokenizer):
     batch = tiny_batch(smol_tokenizer)
     model = lora_model(tiny_model_dir, targets=["q_proj", "lm_head"])

@@ -57,8 +57,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             # softmax in fp32 whatever the matmul's dtype, in place: one fused pass, unlike logsumexp
             log_probabilities = float_buffer[:count].copy_(logits) if converts else logits
             torch._log_softmax(log_probabilities, -1, False, out=log_probabilities)
-            loss -= (log_probabilities.gather(1, chunk_targets) * chunk_weights).sum()
-            correct += (log_probabilities.argmax(-1, keepdim=True) == chunk_targets).sum()
+            target_log_probabilities = log_probabilities.gather(1, chunk_targets)
+            loss -= (target_log_probabilities * chunk_weights).sum()
+            # the maximum, not argmax: see loop.predicted_correctly
+            correct += (target_log_probabilities >= log_probabilities.amax(-1, keepdim=True)).sum()
             if hidden_needs_grad or weight_needs_grad:
                 # d(sum_i w_i CE_i) / d logits_i = w_i (softmax_i - onehot(target_i)), built in place.
                 probabilities = log_probabilities.exp_()

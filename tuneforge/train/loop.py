@@ -203,8 +203,16 @@ def weighted_token_loss(
             logits = head(hidden)  # (trained tokens, vocab)
     logits = logits.float()
     losses = F.cross_entropy(logits, targets, reduction="none")
-    correct = int((logits.argmax(-1) == targets).sum())
+    correct = predicted_correctly(logits, targets)
     return (losses * weights).sum(), correct, int(targets.numel())
+
+
+def predicted_correctly(logits: torch.Tensor, targets: torch.Tensor) -> int:
+    """How many of `targets` (tokens,) score highest in their row of `logits` (tokens, vocab).
+    Compared with the row's maximum, not found by argmax: on CPU, argmax over SmolLM2's 49 k
+    vocabulary took 15.8 ms for 256 tokens and amax 1.0 ms (~3 % of a step of long examples). A
+    target tied for the top score counts as correct, where argmax counted it only when first."""
+    return int((logits.gather(-1, targets[:, None]) >= logits.amax(-1, keepdim=True)).sum())
 
 
 @torch.no_grad()
