@@ -11,8 +11,9 @@ of transformers' layers keep more than their backward needs:
   four intermediate-wide tensors. `silu_mul` keeps gate and up and recomputes silu(gate) in
   backward, an elementwise op; the product is still kept, by down's own backward.
 
-Both give the same forward values as transformers' layers, op for op, and their backward runs the
-same ops autograd would (tests/test_speed_tricks.py compares losses and gradients). `use_lean_activations`
+The MLP gives the same forward values as transformers' layer, op for op, and its backward runs the
+same ops autograd would; the norm computes the same formula in fewer passes over memory (its
+docstring says how close). tests/test_speed_tricks.py compares losses and gradients. `use_lean_activations`
 swaps them into a model's layers in place; a model whose norm or MLP is not Llama's is left alone.
 """
 
@@ -23,29 +24,42 @@ import torch.nn.functional as F
 
 
 class _RMSNorm(torch.autograd.Function):
+    """weight x round(x * rsqrt(mean(x^2) + eps)), the rounding to x's dtype, as transformers computes
+    it, in fewer passes over the (tokens, hidden) tensors: on a CPU these passes, not the FLOPs, are
+    the norm's cost. Forward reads x once for the fp32 sum of squares (`vector_norm` accumulates in
+    fp32 without an fp32 copy of x) and writes the product in x's dtype straight from its fp32
+    computation (`out=`); backward folds the chain rule into one multiply-add. SmolLM2, bf16,
+    forward and backward: 467 tokens 1.32 -> 0.91 ms, 2,431 tokens 7.9 -> 4.4 ms (two norms a layer).
+    The sums run in another order than `mean`'s: a bf16 output differs in ~1 element in 10^5, by one
+    rounding step; gradients agree to ~1e-5 relative."""
+
     @staticmethod
     def forward(ctx, x, weight, eps: float):
-        x32 = x.float()
-        inverse_rms = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-        normed = (x32 * inverse_rms).to(x.dtype)
+        inverse_rms = _inverse_rms(x, eps)
         ctx.save_for_backward(x, weight, inverse_rms)
-        return weight * normed
+        return weight * torch.mul(x, inverse_rms, out=torch.empty_like(x))
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, inverse_rms = ctx.saved_tensors
-        x32 = x.float()
-        normed32 = x32 * inverse_rms
         weight_grad = None
         if ctx.needs_input_grad[1]:
-            weight_grad = (grad * normed32.to(x.dtype)).reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype)
+            normed = torch.mul(x, inverse_rms, out=torch.empty_like(x))
+            weight_grad = (grad * normed).reshape(-1, grad.shape[-1]).sum(0).to(weight.dtype)
         if not ctx.needs_input_grad[0]:  # the first layer's input, the frozen embeddings' output (LoRA)
             return None, weight_grad, None
-        # Autograd's chain for x -> fp32 -> x * rsqrt(mean(x^2) + eps) -> input dtype -> * weight.
-        normed_grad = (grad * weight).float()
-        rms_grad = (normed_grad * x32).sum(-1, keepdim=True) * (-0.5 * inverse_rms.pow(3))
-        x_grad = normed_grad * inverse_rms + rms_grad * (2.0 / x.shape[-1]) * x32
+        # With r = rsqrt(mean(x^2) + eps) and g = grad x weight (fp32):
+        #   d/dx = g r - x r^3 sum(g x) / hidden
+        normed_grad = torch.mul(grad, weight, out=torch.empty(grad.shape, dtype=torch.float32))
+        coefficient = (normed_grad * x).sum(-1, keepdim=True).mul_(inverse_rms.pow(3)).div_(-x.shape[-1])
+        x_grad = normed_grad.mul_(inverse_rms).addcmul_(x, coefficient)
         return x_grad.to(x.dtype), weight_grad, None
+
+
+def _inverse_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """rsqrt(mean(x^2) + eps) per token, in fp32, shape (..., 1)."""
+    squares = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
+    return squares.div_(x.shape[-1]).add_(eps).rsqrt_()
 
 
 def lean_rms_norm(module, hidden_states: torch.Tensor) -> torch.Tensor:
