@@ -10,6 +10,7 @@ from helpers import loss_and_grads, recipe_lora_model
 from tuneforge.data.formats import parse_record
 from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
 from tuneforge.train.loop import collate_padding_free, weighted_token_loss
+from tuneforge.train.distributed import Ranks
 from tuneforge.train.shared_prefix import MIN_SAVED_SHARE, MIN_SHARED_TOKENS, common_prefix_length
 
 SYSTEM = (
@@ -115,6 +116,24 @@ def test_each_family_of_examples_in_a_batch_shares_its_own_prefix(learned_model_
     assert shared.tokens == unshared.tokens and shared.trained_tokens == pytest.approx(unshared.trained_tokens)
     model = varlen_model(learned_model_dir, "lora")
     assert_same(loss_and_grads(model, unshared), loss_and_grads(model, shared))
+
+
+def test_validation_batches_share_their_prefix_and_score_as_unshared(learned_model_dir, smol_tokenizer):
+    from tuneforge.train.config import TrainConfig
+    from tuneforge.train.loop import evaluate
+    from tuneforge.train.sft import _validation_batches
+
+    examples = encoded(smol_tokenizer, [support_chat(i) for i in range(11)], prompt_loss_weight=0.1)
+    config = TrainConfig(data="x.jsonl", batch_size=4, precision="fp32").resolve(100, 512)
+    shared, _ = _validation_batches(examples, config, 0, Ranks(), "cpu")
+    unshared, _ = _validation_batches(examples, config.model_copy(update={"shared_prefix": False}), 0, Ranks(), "cpu")
+    assert [b.shared_layout is not None for b in shared] == [True, True, True]
+    assert [b.shared_layout for b in unshared] == [None, None, None]
+    assert sum(b.input_ids.numel() for b in shared) < sum(b.input_ids.numel() for b in unshared) - 8 * 40
+    model = varlen_model(learned_model_dir, "lora")
+    reference, figures = evaluate(model, unshared), evaluate(model, shared)
+    assert figures["valid_loss"] == pytest.approx(reference["valid_loss"], rel=1e-5)
+    assert figures["valid_mean_token_accuracy"] == reference["valid_mean_token_accuracy"] > 0
 
 
 def test_without_a_common_prefix_the_row_is_the_plain_one(smol_tokenizer):

@@ -252,9 +252,9 @@ def _train_sft(
         reporter.resumed(run_id)
 
     validation_batches, fillers = (
-        ([], set()) if preference else _validation_batches(validation_set, resolved, pad_id, place)
+        ([], set()) if preference else _validation_batches(validation_set, resolved, pad_id, place, device)
     )
-    general_batches, general_fillers = _validation_batches(general_set, resolved, pad_id, place)
+    general_batches, general_fillers = _validation_batches(general_set, resolved, pad_id, place, device)
     loss_module = unwrapped(wrapped)
     # DDP's forward is for training steps (it prepares the gradient reduction); FSDP2's gathers
     # the shards, which every forward needs.
@@ -521,12 +521,16 @@ def make_batch(examples, pad_id: int, padding_free: bool, share_prefix: bool = F
     return collate_padding_free(examples, share_prefix) if padding_free else collate(examples, pad_id)
 
 
-def _validation_batches(validation_set, config: ResolvedConfig, pad_id: int, place: Ranks):
+def _validation_batches(validation_set, config: ResolvedConfig, pad_id: int, place: Ranks, device: str = "cpu"):
     """This rank's validation batches, and which of them are fillers (every rank runs as many).
-    Sorted by length, so each batch pads little; the order does not change the weighted mean."""
+    Sorted by length, so each batch pads little; the order does not change the weighted mean.
+    Their shared prefixes are laid once where training's are (short answers' 75 validation
+    examples: 1.67 -> 1.31 s a validation, the general probes 0.61 -> 0.50 s)."""
     ordered = sorted(validation_set, key=lambda e: len(e.input_ids))
-    size = config.batch_size
-    batches = [make_batch(ordered[i : i + size], pad_id, config.padding_free) for i in range(0, len(ordered), size)]
+    size, share = config.batch_size, config.shared_prefix and shares_prefix_on(device)
+    batches = [
+        make_batch(ordered[i : i + size], pad_id, config.padding_free, share) for i in range(0, len(ordered), size)
+    ]
     if not place.distributed or not batches:
         return batches, frozenset()
     mine = batches[place.rank :: place.world]
