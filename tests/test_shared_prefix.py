@@ -9,8 +9,8 @@ from helpers import loss_and_grads, recipe_lora_model
 
 from tuneforge.data.formats import parse_record
 from tuneforge.data.tokenize import ChatTokenizer, TokenizedExample
-from tuneforge.train.loop import collate_padding_free, weighted_token_loss
 from tuneforge.train.distributed import Ranks
+from tuneforge.train.loop import collate_padding_free, weighted_token_loss
 from tuneforge.train.shared_prefix import MIN_SAVED_SHARE, MIN_SHARED_TOKENS, common_prefix_length
 
 SYSTEM = (
