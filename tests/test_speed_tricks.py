@@ -402,6 +402,56 @@ def test_fused_lora_gives_peft_loss_and_gradients(tiny_model_dir, smol_tokenizer
     assert sum(fused_errors.values()) <= 1.2 * sum(peft_errors.values())
 
 
+@pytest.mark.parametrize("used", ["all", "q and v only"])
+def test_sibling_lora_layers_run_as_one_and_give_each_layers_output_and_gradients(tiny_model_dir, used):
+    from peft import LoraConfig, get_peft_model
+
+    from tuneforge.train.fused_lora import fuse_lora_layers
+
+    torch.manual_seed(1)
+    model = get_peft_model(
+        load(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    )
+    fuse_lora_layers(model)
+    attention = model.base_model.model.model.layers[0].self_attn
+    members = [attention.q_proj, attention.k_proj, attention.v_proj]
+    group = attention.q_proj.siblings
+    assert group is not None and all(m.siblings is group for m in members)
+    x = torch.randn(2, 5, attention.q_proj.in_features)
+    upstream = [torch.randn(2, 5, m.out_features) for m in members]
+    kept = [0, 1, 2] if used == "all" else [0, 2]
+
+    def outputs_and_grads():
+        model.zero_grad()
+        leaf = x.clone().requires_grad_()
+        outputs = [m(leaf) for m in members]
+        torch.autograd.backward([outputs[i] for i in kept], [upstream[i] for i in kept])
+        grads = {n: p.grad.clone() for n, p in attention.named_parameters() if p.grad is not None}
+        return outputs, leaf.grad, grads
+
+    together, x_grad, grads = outputs_and_grads()
+    assert {type(o.grad_fn).__name__ for o in together} == {"_LoraSiblingsFunctionBackward"}
+    for member in members:
+        member.siblings = None
+    alone, x_grad_alone, grads_alone = outputs_and_grads()
+    assert {type(o.grad_fn).__name__ for o in alone} == {"_LoraLinearFunctionBackward"}
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x_grad, x_grad_alone, rtol=1e-5, atol=1e-6)
+    # an unused output's adapter gets no gradient through its B, and its A a zero one
+    assert {n for n, g in grads.items() if g.abs().sum() > 0} == set(grads_alone)
+    for name, grad in grads_alone.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-7)
+
+    for member in members:
+        member.siblings = group
+    other = torch.randn_like(x)
+    assert type(attention.k_proj(other).grad_fn).__name__ == "_LoraLinearFunctionBackward"  # before q: alone
+    attention.q_proj(x)
+    assert type(attention.k_proj(other).grad_fn).__name__ == "_LoraLinearFunctionBackward"  # another input: alone
+    assert type(attention.k_proj(x).grad_fn).__name__ == "_LoraSiblingsFunctionBackward"  # q's input: its share
+
+
 def test_fused_lora_leaves_dropout_disabled_and_merged_adapters_to_peft(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
 
