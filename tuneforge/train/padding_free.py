@@ -69,12 +69,15 @@ class _CpuVarlenAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, lengths: list[int], scale: float | None):
-        outputs, logsumexps = [], []
-        for q, k, v in zip(query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2)):
-            out, logsumexp = _FLASH(q.float(), k.float(), v.float(), 0.0, True, scale=scale)
-            outputs.append(out.transpose(1, 2))
+        q, k, v = (t.float() for t in (query, key, value))
+        output = _tokens_first(query)
+        logsumexps, start = [], 0
+        for q_piece, k_piece, v_piece in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2)):
+            out, logsumexp = _FLASH(q_piece, k_piece, v_piece, 0.0, True, scale=scale)
+            output[:, :, start : start + q_piece.shape[2]] = out
             logsumexps.append(logsumexp)
-        output = torch.cat(outputs, dim=1).to(query.dtype)  # (1, tokens, heads, head_dim)
+            start += q_piece.shape[2]
+        output = output.transpose(1, 2)  # (1, tokens, heads, head_dim)
         ctx.save_for_backward(query, key, value, output, *logsumexps)
         ctx.lengths, ctx.scale = lengths, scale
         return output
@@ -83,31 +86,24 @@ class _CpuVarlenAttention(torch.autograd.Function):
     def backward(ctx, output_grad):
         query, key, value, output, *logsumexps = ctx.saved_tensors
         lengths = ctx.lengths
-        grads = [
-            _FLASH_BACKWARD(
-                g.transpose(1, 2).float(),
-                q.float(),
-                k.float(),
-                v.float(),
-                o.transpose(1, 2).float(),
-                logsumexp,
-                0.0,
-                True,
-                scale=ctx.scale,
-            )
-            for q, k, v, o, g, logsumexp in zip(
-                query.split(lengths, 2),
-                key.split(lengths, 2),
-                value.split(lengths, 2),
-                output.split(lengths, 1),
-                output_grad.split(lengths, 1),
-                logsumexps,
-            )
-        ]
-        query_grad, key_grad, value_grad = (
-            torch.cat(parts, dim=2).to(tensor.dtype) for parts, tensor in zip(zip(*grads), (query, key, value))
-        )
-        return query_grad, key_grad, value_grad, None, None
+        q, k, v = (t.float() for t in (query, key, value))
+        grad, out = (t.transpose(1, 2).float() for t in (output_grad, output))
+        grads, start = [_tokens_first(t) for t in (query, key, value)], 0
+        for *pieces, logsumexp in zip(*(t.split(lengths, 2) for t in (grad, q, k, v, out)), logsumexps):
+            end = start + pieces[1].shape[2]
+            for target, piece in zip(grads, _FLASH_BACKWARD(*pieces, logsumexp, 0.0, True, scale=ctx.scale)):
+                target[:, :, start:end] = piece
+            start = end
+        return *grads, None, None
+
+
+def _tokens_first(like: torch.Tensor) -> torch.Tensor:
+    """An empty (1, heads, tokens, dim) tensor of `like`'s shape and dtype, laid out (1, tokens,
+    heads, dim): the layout the projections' outputs were viewed from, so that the output
+    projection reads the output, and autograd hands the gradients back to the projections, without
+    a copy. The attention functions write each piece's result straight into it, cast on the way,
+    instead of concatenating the pieces in fp32 and casting the whole (two passes more)."""
+    return like.new_empty(1, like.shape[2], like.shape[1], like.shape[3]).transpose(1, 2)
 
 
 _FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
@@ -247,28 +243,33 @@ class SharedPrefixAttention(torch.autograd.Function):
         shared = layout.shared_tokens
         parts_q, parts_k, parts_v = (t[:, :, :shared].split(layout.part_lengths, 2) for t in (q, k, v))
         rest_q, rest_k, rest_v = (t[:, :, shared:] for t in (q, k, v))
-        parts = [_FLASH(pq, pk, pv, 0.0, True, scale=scale) for pq, pk, pv in zip(parts_q, parts_k, parts_v)]
-        rest = q.shape[2] - shared
-        cross_out = q.new_zeros(1, q.shape[1], rest, q.shape[3])
-        cross_logsumexp = q.new_full((1, q.shape[1], rest), float("-inf"))
-        for part, start, end in layout.group_spans:
-            out, logsumexp = _FLASH(rest_q[:, :, start:end], parts_k[part], parts_v[part], 0.0, False, scale=scale)
-            cross_out[:, :, start:end], cross_logsumexp[:, :, start:end] = out, logsumexp
+        output, parts_logsumexp, start = _tokens_first(query), [], 0
+        for part_q, part_k, part_v in zip(parts_q, parts_k, parts_v):
+            out, logsumexp = _FLASH(part_q, part_k, part_v, 0.0, True, scale=scale)
+            output[:, :, start : start + part_q.shape[2]] = out
+            parts_logsumexp.append(logsumexp)
+            start += part_q.shape[2]
         own = [
-            _FLASH(q_part, k_part, v_part, 0.0, True, scale=scale)
-            for q_part, k_part, v_part in zip(*(t.split(layout.segment_lengths, 2) for t in (rest_q, rest_k, rest_v)))
+            _FLASH(q_piece, k_piece, v_piece, 0.0, True, scale=scale)
+            for q_piece, k_piece, v_piece in zip(
+                *(t.split(layout.segment_lengths, 2) for t in (rest_q, rest_k, rest_v))
+            )
         ]
-        own_out = torch.cat([out.transpose(1, 2) for out, _ in own], dim=1)  # (1, rest, heads, dim)
-        own_logsumexp = torch.cat([logsumexp for _, logsumexp in own], dim=2)  # (1, heads, rest)
-        logsumexp = torch.logaddexp(cross_logsumexp, own_logsumexp)
-
-        def share(part_logsumexp):  # each part's share of the merged softmax, per (token, head)
-            return (part_logsumexp - logsumexp).exp_().transpose(1, 2).unsqueeze(-1)
-
-        rest_out = cross_out.transpose(1, 2) * share(cross_logsumexp) + own_out * share(own_logsumexp)
-        parts_out = [out.transpose(1, 2) for out, _ in parts]
-        output = torch.cat([*parts_out, rest_out], dim=1).to(query.dtype)  # (1, tokens, heads, dim)
-        ctx.save_for_backward(query, key, value, output, logsumexp, *(lse for _, lse in parts))
+        rest_out = torch.cat([out.transpose(1, 2) for out, _ in own], dim=1)  # (1, rest, heads, dim)
+        logsumexp = torch.cat([lse for _, lse in own], dim=2)  # (1, heads, rest): own keys only, until merged
+        for part, begin, end in layout.group_spans:
+            cross_out, cross_logsumexp = _FLASH(
+                rest_q[:, :, begin:end], parts_k[part], parts_v[part], 0.0, False, scale=scale
+            )
+            own_logsumexp = logsumexp[:, :, begin:end]
+            merged = torch.logaddexp(own_logsumexp, cross_logsumexp)
+            # the part's keys' share of each (token, head)'s softmax; the own keys' is 1 minus it
+            cross_share = (cross_logsumexp - merged).exp_().transpose(1, 2).unsqueeze(-1)
+            rest_out[:, begin:end].lerp_(cross_out.transpose(1, 2), cross_share)
+            own_logsumexp.copy_(merged)
+        output = output.transpose(1, 2)  # (1, tokens, heads, dim)
+        output[:, shared:] = rest_out
+        ctx.save_for_backward(query, key, value, output, logsumexp, *parts_logsumexp)
         ctx.layout, ctx.scale = layout, scale
         return output
 
@@ -288,32 +289,38 @@ class SharedPrefixAttention(torch.autograd.Function):
             _FLASH_BACKWARD(*tensors, part_logsumexp, 0.0, True, scale=scale)
             for *tensors, part_logsumexp in zip(parts_grad, parts_q, parts_k, parts_v, parts_out, parts_logsumexp)
         ]
+        own = [
+            _FLASH_BACKWARD(g, q_piece, k_piece, v_piece, o, piece_logsumexp.contiguous(), 0.0, True, scale=scale)
+            for g, q_piece, k_piece, v_piece, o, piece_logsumexp in zip(
+                *(t.split(lengths, 2) for t in (rest_grad, rest_q, rest_k, rest_v, rest_out, logsumexp))
+            )
+        ]
+        rest_dq = torch.cat([dq for dq, _, _ in own], dim=2)
         parts_dk, parts_dv = [dk for _, dk, _ in parts], [dv for _, _, dv in parts]
-        cross_dq = torch.zeros_like(rest_q)
-        for part, start, end in layout.group_spans:
+        for part, begin, end in layout.group_spans:
             dq, dk, dv = _FLASH_BACKWARD(
-                *(t[:, :, start:end] for t in (rest_grad, rest_q)),
+                *(t[:, :, begin:end] for t in (rest_grad, rest_q)),
                 parts_k[part],
                 parts_v[part],
-                rest_out[:, :, start:end],
-                logsumexp[:, :, start:end].contiguous(),
+                rest_out[:, :, begin:end],
+                logsumexp[:, :, begin:end].contiguous(),
                 0.0,
                 False,
                 scale=scale,
             )
-            cross_dq[:, :, start:end] = dq
-            parts_dk[part], parts_dv[part] = parts_dk[part] + dk, parts_dv[part] + dv
-        own = [
-            _FLASH_BACKWARD(g, q_part, k_part, v_part, o, part_logsumexp.contiguous(), 0.0, True, scale=scale)
-            for g, q_part, k_part, v_part, o, part_logsumexp in zip(
-                *(t.split(lengths, 2) for t in (rest_grad, rest_q, rest_k, rest_v, rest_out, logsumexp))
-            )
-        ]
-        own_dq, own_dk, own_dv = (torch.cat(pieces, dim=2) for pieces in zip(*own))
-        query_grad = torch.cat([*(dq for dq, _, _ in parts), cross_dq + own_dq], dim=2)
-        key_grad = torch.cat([*parts_dk, own_dk], dim=2)
-        value_grad = torch.cat([*parts_dv, own_dv], dim=2)
-        return query_grad.to(query.dtype), key_grad.to(key.dtype), value_grad.to(value.dtype), None, None
+            rest_dq[:, :, begin:end] += dq
+            parts_dk[part] += dk
+            parts_dv[part] += dv
+        query_grad, key_grad, value_grad = (_tokens_first(t) for t in (query, key, value))
+        query_grad[:, :, shared:] = rest_dq
+        key_grad[:, :, shared:] = torch.cat([dk for _, dk, _ in own], dim=2)
+        value_grad[:, :, shared:] = torch.cat([dv for _, _, dv in own], dim=2)
+        start = 0
+        for (dq, _, _), dk, dv in zip(parts, parts_dk, parts_dv):
+            end = start + dq.shape[2]
+            query_grad[:, :, start:end], key_grad[:, :, start:end], value_grad[:, :, start:end] = dq, dk, dv
+            start = end
+        return query_grad, key_grad, value_grad, None, None
 
 
 def _attention_per_segment(query, key, value, layout: RowLayout, scale, dropout_p: float):
