@@ -35,9 +35,9 @@ class _RMSNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, eps: float):
-        inverse_rms = _inverse_rms(x, eps)
+        output, inverse_rms = _rms_norm(x, weight, eps)
         ctx.save_for_backward(x, weight, inverse_rms)
-        return weight * torch.mul(x, inverse_rms, out=torch.empty_like(x))
+        return output
 
     @staticmethod
     def backward(ctx, grad):
@@ -56,16 +56,22 @@ class _RMSNorm(torch.autograd.Function):
         return x_grad.to(x.dtype), weight_grad, None
 
 
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The norm's output, and rsqrt(mean(x^2) + eps) per token (fp32, shape (..., 1))."""
+    inverse_rms = _inverse_rms(x, eps)
+    return weight * torch.mul(x, inverse_rms, out=torch.empty_like(x)), inverse_rms
+
+
 def _inverse_rms(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """rsqrt(mean(x^2) + eps) per token, in fp32, shape (..., 1)."""
     squares = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_()
     return squares.div_(x.shape[-1]).add_(eps).rsqrt_()
 
 
 def lean_rms_norm(module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """`LlamaRMSNorm.forward`, keeping the input and one fp32 number per token for backward."""
+    """`LlamaRMSNorm.forward`, keeping the input and one fp32 number per token for backward (without
+    gradients, validation's forward passes, nothing is kept: the same passes, no autograd node)."""
     if not torch.is_grad_enabled():
-        return module.__class__.forward(module, hidden_states)
+        return _rms_norm(hidden_states, module.weight, module.variance_epsilon)[0]
     return _RMSNorm.apply(hidden_states, module.weight, module.variance_epsilon)
 
 
