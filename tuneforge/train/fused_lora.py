@@ -40,29 +40,31 @@ class _LoraLinearFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, lora_a, lora_b, scaling: float, dtype: torch.dtype):
         # x (..., in); weight (out, in); lora_a (rank, in); lora_b (out, rank); all matmuls in `dtype`
         flat = x.reshape(-1, x.shape[-1]).to(dtype)
-        down = flat @ lora_a.to(dtype).T  # (tokens, rank)
+        a, scaled_b = lora_a.to(dtype), (lora_b * scaling).to(dtype)
+        down = flat @ a.T  # (tokens, rank)
         weight_t = weight.to(dtype).T
         out = flat @ weight_t if bias is None else torch.addmm(bias.to(dtype), flat, weight_t)
-        out.addmm_(down, (lora_b * scaling).to(dtype).T)
-        # The originals, not their dtype copies: a bf16 copy of an fp32 base weight kept for every
-        # layer until backward would be the model again; recasting one in backward costs little.
-        ctx.save_for_backward(flat, down, weight, lora_a, lora_b)
-        ctx.has_bias, ctx.scaling, ctx.dtype, ctx.x_shape, ctx.x_dtype = (
+        out.addmm_(down, scaled_b.T)
+        # The base weight as it is, not its dtype copy: a bf16 copy of an fp32 base weight kept for
+        # every layer until backward would be the model again; recasting one in backward costs
+        # little. The adapter's copies are (rank x width): kept, not cast again.
+        ctx.save_for_backward(flat, down, weight, a, scaled_b)
+        ctx.has_bias, ctx.scaling, ctx.dtype, ctx.x_shape, ctx.x_dtype, ctx.adapter_dtypes = (
             bias is not None,
             scaling,
             dtype,
             x.shape,
             x.dtype,
+            (lora_a.dtype, lora_b.dtype),
         )
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, out_grad):
-        flat, down, weight, lora_a, lora_b = ctx.saved_tensors
+        flat, down, weight, a, scaled_b = ctx.saved_tensors
         dtype, scaling = ctx.dtype, ctx.scaling
         grad = out_grad.reshape(-1, out_grad.shape[-1]).to(dtype)  # (tokens, out)
-        a = lora_a.to(dtype)
-        down_grad = grad @ (lora_b * scaling).to(dtype)  # (tokens, rank)
+        down_grad = grad @ scaled_b  # (tokens, rank)
         x_grad = weight_grad = bias_grad = a_grad = b_grad = None
         if ctx.needs_input_grad[0]:
             x_grad = grad @ weight.to(dtype)
@@ -73,9 +75,9 @@ class _LoraLinearFunction(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             bias_grad = grad.sum(0).to(weight.dtype)
         if ctx.needs_input_grad[3]:
-            a_grad = (down_grad.T @ flat).to(lora_a.dtype)
+            a_grad = (down_grad.T @ flat).to(ctx.adapter_dtypes[0])
         if ctx.needs_input_grad[4]:
-            b_grad = (grad.T @ down).to(lora_b.dtype).mul_(scaling)
+            b_grad = (grad.T @ down).to(ctx.adapter_dtypes[1]).mul_(scaling)
         return x_grad, weight_grad, bias_grad, a_grad, b_grad, None, None
 
 
@@ -93,32 +95,35 @@ class _LoraSiblingsFunction(torch.autograd.Function):
         flat = x.reshape(-1, x.shape[-1]).to(dtype)
         weights, biases, lora_as, lora_bs = tensors[0::4], tensors[1::4], tensors[2::4], tensors[3::4]
         ranks = [a.shape[0] for a in lora_as]
-        down = flat @ torch.cat([a.to(dtype) for a in lora_as]).T  # (tokens, sum of ranks)
+        lora_a_all = torch.cat([a.to(dtype) for a in lora_as])  # (sum of ranks, width)
+        scaled_bs = [(lora_b * scaling).to(dtype) for lora_b, scaling in zip(lora_bs, scalings)]
+        down = flat @ lora_a_all.T  # (tokens, sum of ranks)
         outputs = []
-        for weight, bias, lora_b, scaling, layer_down in zip(weights, biases, lora_bs, scalings, down.split(ranks, 1)):
+        for weight, bias, scaled_b, layer_down in zip(weights, biases, scaled_bs, down.split(ranks, 1)):
             weight_t = weight.to(dtype).T
             out = flat @ weight_t if bias is None else torch.addmm(bias.to(dtype), flat, weight_t)
-            out.addmm_(layer_down, (lora_b * scaling).to(dtype).T)
+            out.addmm_(layer_down, scaled_b.T)
             outputs.append(out.view(*x.shape[:-1], out.shape[-1]))
-        ctx.save_for_backward(flat, down, *tensors)  # the originals, as _LoraLinearFunction keeps them
+        # as _LoraLinearFunction: the base weights as they are, the adapters' dtype copies
+        ctx.save_for_backward(flat, down, lora_a_all, *scaled_bs, *tensors)
         ctx.scalings, ctx.dtype, ctx.ranks, ctx.x_shape, ctx.x_dtype = scalings, dtype, ranks, x.shape, x.dtype
         return tuple(outputs)
 
     @staticmethod
     def backward(ctx, *out_grads):
-        flat, down, *tensors = ctx.saved_tensors
+        flat, down, lora_a_all, *saved = ctx.saved_tensors
         dtype, ranks, needs = ctx.dtype, ctx.ranks, ctx.needs_input_grad
-        weights, lora_as, lora_bs = tensors[0::4], tensors[2::4], tensors[3::4]
+        scaled_bs, tensors = saved[: len(ranks)], saved[len(ranks) :]
+        weights = tensors[0::4]
         # An output nobody used has no gradient: its layer contributes nothing.
         grads = [None if g is None else g.reshape(-1, g.shape[-1]).to(dtype) for g in out_grads]
         down_grad = torch.cat(
             [
-                flat.new_zeros(flat.shape[0], rank) if grad is None else grad @ (lora_b * scaling).to(dtype)
-                for grad, lora_b, scaling, rank in zip(grads, lora_bs, ctx.scalings, ranks)
+                flat.new_zeros(flat.shape[0], rank) if grad is None else grad @ scaled_b
+                for grad, scaled_b, rank in zip(grads, scaled_bs, ranks)
             ],
             dim=1,
         )  # (tokens, sum of ranks)
-        lora_a_all = torch.cat([a.to(dtype) for a in lora_as])
         x_grad = None
         if needs[0]:
             x_grad = down_grad @ lora_a_all
