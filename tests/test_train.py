@@ -275,6 +275,26 @@ def test_continued_pretraining_on_a_text_file(tmp_path, tiny_model_dir):
     assert losses(result.run_dir)[-1] < losses(result.run_dir)[0]
 
 
+def test_a_run_whose_patience_runs_out_at_its_last_step_did_not_stop_early(tmp_path, tiny_model_dir):
+    """The run ends there anyway: its card and result must not say it stopped early."""
+    settings = dict(
+        validation_data=learnable(tmp_path, answer="goodbye now", name="validation.jsonl"),
+        n_epochs=40,
+        eval_every_steps=1,
+        early_stopping_patience=3,
+        learning_rate_multiplier=5,
+        lora_target_modules=WITH_HEAD,
+        lr_scheduler="constant",  # the same steps whatever max_steps is
+        warmup_ratio=0.0,
+    )
+    stopped = train_run(config(tiny_model_dir, learnable(tmp_path), **settings))
+    assert stopped.stopped_early
+    last = stopped.metrics["step"]
+    ended = train_run(config(tiny_model_dir, learnable(tmp_path), max_steps=last, **settings))
+    assert ended.metrics["step"] == last and not ended.stopped_early
+    assert ended.metrics["best_step"] == stopped.metrics["best_step"] < last
+
+
 def test_early_stopping_without_validation_data_is_refused(tmp_path, tiny_model_dir):
     from tuneforge.errors import UsageError
 

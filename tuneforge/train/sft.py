@@ -413,6 +413,7 @@ def _train_sft(
             if (
                 resolved.early_stopping_patience
                 and state.evaluations_without_improvement >= resolved.early_stopping_patience
+                and state.step < total_steps  # at the last step the run ends anyway: not early
             ):
                 stopped_early = True
                 break
