@@ -127,13 +127,31 @@ def test_validation_batches_share_their_prefix_and_score_as_unshared(learned_mod
     config = TrainConfig(data="x.jsonl", batch_size=4, precision="fp32").resolve(100, 512)
     shared, _ = _validation_batches(examples, config, 0, Ranks(), "cpu")
     unshared, _ = _validation_batches(examples, config.model_copy(update={"shared_prefix": False}), 0, Ranks(), "cpu")
-    assert [b.shared_layout is not None for b in shared] == [True, True, True]
-    assert [b.shared_layout for b in unshared] == [None, None, None]
+    assert len(shared) == len(unshared) == 1  # 11 short chats: one batch of a step's token budget
+    assert shared[0].shared_layout is not None and unshared[0].shared_layout is None
     assert sum(b.input_ids.numel() for b in shared) < sum(b.input_ids.numel() for b in unshared) - 8 * 40
     model = varlen_model(learned_model_dir, "lora")
     reference, figures = evaluate(model, unshared), evaluate(model, shared)
     assert figures["valid_loss"] == pytest.approx(reference["valid_loss"], rel=1e-5)
     assert figures["valid_mean_token_accuracy"] == reference["valid_mean_token_accuracy"] > 0
+
+
+def test_validation_batches_hold_a_steps_examples_or_a_steps_tokens():
+    from tuneforge.train.config import TOKENS_PER_STEP, TrainConfig
+    from tuneforge.train.sft import _validation_batches
+
+    def examples(count, length):  # each its own first token: nothing shared, a row as long as its examples
+        return [
+            TokenizedExample([10_000 + i, *range(length - 1)], np.ones(length, dtype=np.float32), length)
+            for i in range(count)
+        ]
+
+    config = TrainConfig(data="x.jsonl", batch_size=4).resolve(100, 4096)
+    short, _ = _validation_batches(examples(100, 50), config, 0, Ranks(), "cpu")
+    per_batch = TOKENS_PER_STEP["cpu"] // 50
+    assert [b.input_ids.shape[1] for b in short] == [per_batch * 50] * (100 // per_batch) + [100 % per_batch * 50]
+    long, _ = _validation_batches(examples(10, 1500), config, 0, Ranks(), "cpu")
+    assert [b.input_ids.shape[1] for b in long] == [4 * 1500, 4 * 1500, 2 * 1500]  # the step's 4
 
 
 def test_without_a_common_prefix_the_row_is_the_plain_one(smol_tokenizer):
