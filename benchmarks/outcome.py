@@ -9,6 +9,7 @@ Run (each version in turn into one results file, then the table of both):
 
 Options: `--tasks classification,short_answers,long_chat` (default all three), `--examples N` (N
 examples for classification and short answers, N/5 for the long chats; default 1500/1500/300),
+`--seed N` (the training seed, the one setting given: how much a score moves between runs),
 `--smoke` (a tiny random model built on the fly, 60 examples a task, 3 steps: checks the plumbing in
 about a minute, measures nothing), `--train-on file` (train on one JSONL file of the prepared train and
 validation examples, alone in its folder, as a user who skipped `data prepare` would: the version's
@@ -449,6 +450,12 @@ def main() -> None:
         help="prepared: the prepared directory (its validation.jsonl validates); file: its train and validation "
         "examples as one JSONL file, alone, so the version's own held-out default decides validation",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="the run's training seed (TrainConfig.seed: data order, adapter init, replay draw); default: the "
+        "version's own. The only setting given, to see how much a score moves between runs of one version",
+    )
     parser.add_argument("--work", type=Path, help="where data, runs and evaluations go (default: a new temp dir)")
     parser.add_argument(
         "--model-cache",
@@ -522,7 +529,8 @@ def main() -> None:
             "data": train_data(data, args.train_on),
             "test": str(Path(data["dir"]) / "test.jsonl"),
             "out": str(out),
-            "config": {"model": model, "max_steps": SMOKE_STEPS} if args.smoke else {},
+            "config": ({"model": model, "max_steps": SMOKE_STEPS} if args.smoke else {})
+            | ({} if args.seed is None else {"seed": args.seed}),
             "metrics": metrics,
             "max_new_tokens": SMOKE_MAX_NEW_TOKENS if args.smoke else max_new_tokens,
             "probe_max_new_tokens": SMOKE_MAX_NEW_TOKENS if args.smoke else PROBE_MAX_NEW_TOKENS,
