@@ -9,7 +9,7 @@ from helpers import chat, loss_and_grads, recipe_lora_model
 
 from tuneforge.data.formats import parse_record
 from tuneforge.data.tokenize import ChatTokenizer
-from tuneforge.train.loop import collate, epoch_order, weighted_token_loss
+from tuneforge.train.loop import batches_per_epoch, collate, epoch_order, weighted_token_loss
 
 
 def numbered_chats(indices) -> list[dict]:
@@ -57,6 +57,23 @@ def test_length_grouped_batches_cover_each_example_once_with_less_padding():
     assert padding(grouped) < 0.1 * padding(plain)
     assert grouped == epoch_order(1000, 8, seed=1, epoch=0, lengths=lengths)  # deterministic
     assert grouped != epoch_order(1000, 8, seed=1, epoch=1, lengths=lengths)  # reshuffled each epoch
+
+
+@pytest.mark.parametrize("lengths", [None, [(i * 37) % 200 + 10 for i in range(1030)]], ids=["plain", "grouped"])
+def test_task_and_replay_examples_never_share_a_batch_and_are_each_seen_once(lengths):
+    sources = [1000, 30]  # the task's examples, then the replay's
+    batches = epoch_order(1030, 8, seed=1, epoch=0, lengths=lengths, sources=sources)
+    assert sorted(i for batch in batches for i in batch) == list(range(1030))
+    assert all(max(batch) < 1000 or min(batch) >= 1000 for batch in batches)
+    assert len(batches) == batches_per_epoch(sources, 8) == 125 + 4
+    replay_at = [n for n, batch in enumerate(batches) if batch[0] >= 1000]
+    assert replay_at[-1] - replay_at[0] > len(batches) // 2  # shuffled among the task's, not bunched at the end
+    assert batches == epoch_order(1030, 8, seed=1, epoch=0, lengths=lengths, sources=sources)
+    assert epoch_order(1030, 8, seed=1, epoch=0, lengths=lengths, sources=[1030]) == epoch_order(
+        1030, 8, seed=1, epoch=0, lengths=lengths
+    )  # one source: the order of old
+    with pytest.raises(ValueError, match="do not add up"):
+        epoch_order(1030, 8, seed=1, epoch=0, sources=[1000, 20])
 
 
 def lora_model(tiny_model_dir, targets="all-linear"):

@@ -89,7 +89,8 @@ def mix_replay(
 ) -> tuple[list[TokenizedExample], Replayed | None]:
     """The training set with round(share x its size) replay examples appended (at most as many as
     there are, REFUSAL_SHARE of them refusals where there are enough), chosen by `seed`: the same
-    run, resumed, mixes in the same ones. Epoch order shuffles them among the task's examples. A
+    run, resumed, mixes in the same ones. Epoch order puts them in batches of their own, shuffled
+    among the task's (loop.epoch_order: in a mixed batch their long answers outweighed the task's). A
     training set under REPLAY_MINIMUM_TRAINING examples (where no validation is held out either)
     gets none: a share of it is a replay example or two, noise rather than a guard."""
     if general is None or general.replay is None or share <= 0 or len(train_set) < REPLAY_MINIMUM_TRAINING:

@@ -122,26 +122,45 @@ GROUP_SPAN = 50  # batches per length-sorted group: enough to pad little, few en
 
 
 def epoch_order(
-    n_examples: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None
+    n_examples: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    lengths: list[int] | None = None,
+    sources: list[int] | None = None,
 ) -> list[list[int]]:
     """The batches of one epoch: a permutation seeded by (seed, epoch), cut into batches.
 
     With `lengths`, examples of similar length share a batch (less padding): the permutation is cut
     into groups of GROUP_SPAN batches, each group sorted by length and cut into batches, and the
-    batches shuffled again. Every example is still seen exactly once per epoch."""
+    batches shuffled again. With `sources`, the sizes of consecutive blocks of examples (the task's,
+    then the forgetting guard's replay), a batch holds one block's examples only: the loss averages
+    over a step's tokens, and in a mixed batch the replay's answers (10x a short-answer task's
+    replies) outweighed the task's examples beside them (benchmarks/RESULTS.md, 2026-12-03). Every
+    example is still seen exactly once per epoch."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n_examples, generator=generator).tolist()
-    if lengths is not None:
-        span = batch_size * GROUP_SPAN
-        order = [
-            i
-            for start in range(0, n_examples, span)
-            for i in sorted(order[start : start + span], key=lengths.__getitem__)
-        ]
-    batches = [order[i : i + batch_size] for i in range(0, n_examples, batch_size)]
-    if lengths is not None:
+    starts = [0]
+    for size in sources or [n_examples]:
+        starts.append(starts[-1] + size)
+    if starts[-1] != n_examples:
+        raise ValueError(f"sources {sources} do not add up to {n_examples} examples")
+    batches = []
+    for low, high in zip(starts, starts[1:]):
+        block = [i for i in order if low <= i < high]  # the permutation's order, one block at a time
+        if lengths is not None:
+            span = batch_size * GROUP_SPAN
+            groups = [block[start : start + span] for start in range(0, len(block), span)]
+            block = [i for group in groups for i in sorted(group, key=lengths.__getitem__)]
+        batches += [block[i : i + batch_size] for i in range(0, len(block), batch_size)]
+    if lengths is not None or len(starts) > 2:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     return batches
+
+
+def batches_per_epoch(sources: list[int], batch_size: int) -> int:
+    """How many batches `epoch_order` cuts an epoch of these blocks into."""
+    return sum(-(-size // batch_size) for size in sources if size)
 
 
 # --------------------------------------------------------------------------------------- loss

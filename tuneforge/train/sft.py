@@ -36,6 +36,7 @@ from tuneforge.train.inputs import HELD_OUT_MINIMUM_TRAINING, hold_out, load_exa
 from tuneforge.train.loop import (
     Batch,
     TrainerState,
+    batches_per_epoch,
     build_optimizer,
     build_schedule,
     collate,
@@ -197,6 +198,8 @@ def _train_sft(
     general = general if resolved.forgetting_guard else None
     general_set = general_probes(general, tokenizer)
     train_set, replayed = mix_replay(train_set, general, resolved.replay_share, tokenizer, resolved.seed)
+    # the task's examples, then the replay's: a batch holds one block's only (loop.epoch_order)
+    sources = [len(train_set) - replayed.examples, replayed.examples] if replayed else [len(train_set)]
 
     # ---- the run: a directory (and, through the reporter, whatever records it)
     run_id = run_dir.name
@@ -237,7 +240,7 @@ def _train_sft(
             model, {"train": train_set, "validation": validation_set}, resolved, pad_id, device, run_dir
         )
     wrapped = wrap((PreferenceLoss if preference else TokenLoss)(model, resolved), resolved, device, place)
-    steps_per_epoch = -(-len(train_set) // resolved.batch_size)
+    steps_per_epoch = batches_per_epoch(sources, resolved.batch_size)
     total_steps = steps_per_epoch * resolved.n_epochs
     if resolved.max_steps:
         total_steps = min(total_steps, resolved.max_steps)
@@ -349,7 +352,7 @@ def _train_sft(
         while state.epoch < resolved.n_epochs:
             if batches_epoch != state.epoch:
                 batches, batches_epoch = (
-                    epoch_order(len(train_set), resolved.batch_size, resolved.seed, state.epoch, lengths),
+                    epoch_order(len(train_set), resolved.batch_size, resolved.seed, state.epoch, lengths, sources),
                     state.epoch,
                 )
             step_started = time.perf_counter()
