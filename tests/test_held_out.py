@@ -76,8 +76,9 @@ def test_a_run_without_validation_data_validates_and_stops_early_on_the_held_out
     rows = metric_rows(result.run_dir)
     assert rows[0]["step"] == "0" and rows[0]["valid_loss"]  # validated before the first step
     assert result.stopped_early and result.metrics["step"] < 30 * 8  # stopped on the held-out loss
-    # 60 - 8 held out (10 % is 6, under the floor of 8), + 10 replay examples (20 % of 52) -> 8 steps
-    steps_per_epoch = -(-(52 + 10) // 8)
+    # 60 - 8 held out (10 % is 6, under the floor of 8), + 10 replay examples (20 % of 52) in batches
+    # of their own -> 7 + 2 steps
+    steps_per_epoch = -(-52 // 8) + -(-10 // 8)
     assert float(rows[1]["epoch"]) == pytest.approx(1 / steps_per_epoch, abs=1e-3)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     held = manifest["data"]["validation"]["held_out"]
