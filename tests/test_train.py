@@ -295,6 +295,28 @@ def test_a_run_whose_patience_runs_out_at_its_last_step_did_not_stop_early(tmp_p
     assert ended.metrics["best_step"] == stopped.metrics["best_step"] < last
 
 
+def validated_steps(every, epoch_steps, total_steps):
+    from tuneforge.train.loop import validation_due
+
+    validated, last = [], 0
+    for step in range(1, total_steps + 1):
+        if validation_due(step, every, -step % epoch_steps, total_steps - step, last):
+            validated.append(last := step)
+    return validated
+
+
+def test_validation_skips_a_scheduled_step_a_quarter_interval_from_another():
+    # Short answers with replay: 96-step epochs, every 40 steps. 200 came 8 steps after the epoch
+    # end's 192, 280 8 steps before 288's: both measured the same weights and cost patience.
+    assert validated_steps(40, 96, 288) == [40, 80, 96, 120, 160, 192, 240, 288]
+    assert validated_steps(1, 5, 10) == list(range(1, 11))  # every step means every step
+    assert validated_steps(2, 5, 10) == [2, 4, 5, 6, 8, 10]
+    # A run cut short by max_steps before the epoch's end keeps the validation that end would have
+    # replaced, and a scheduled step near no other stays.
+    assert validated_steps(40, 48, 45) == [40]
+    assert validated_steps(40, 200, 120) == [40, 80, 120]
+
+
 def test_early_stopping_without_validation_data_is_refused(tmp_path, tiny_model_dir):
     from tuneforge.errors import UsageError
 

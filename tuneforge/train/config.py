@@ -269,8 +269,8 @@ class TrainConfig(BaseModel):
     eval_every_steps: int | Auto | None = Field(
         "auto",
         description=(
-            "Also validate every N steps (always at each epoch's end); auto: twice an epoch, so early stopping can "
-            "stop within an epoch of the plateau."
+            "Also validate every N steps (always at each epoch's end; not within N/4 steps of another validation); "
+            "auto: twice an epoch, so early stopping can stop within an epoch of the plateau."
         ),
     )
     max_eval_examples: int = Field(

@@ -163,6 +163,21 @@ def batches_per_epoch(sources: list[int], batch_size: int) -> int:
     return sum(-(-size // batch_size) for size in sources if size)
 
 
+def validation_due(step: int, every: int | None, to_epoch_end: int, to_run_end: int, last_validated: int) -> bool:
+    """Whether to validate after `step`: at each epoch's end (`to_epoch_end` 0), and every `every`
+    steps between, except within a quarter interval of another validation (the last one, or the epoch
+    end's ahead, when the run gets there: `to_run_end` steps are left). A validation so close after
+    another measures almost the same weights yet costs its time and, with no gain, a unit of early
+    stopping's patience: short answers validated at steps 192 and 200, 280 and 288 (benchmarks/
+    RESULTS.md, 2026-12-03 morning)."""
+    if to_epoch_end == 0:
+        return True
+    if not every or step % every:
+        return False
+    near = every // 4
+    return step - last_validated > near and not (to_epoch_end <= near and to_epoch_end <= to_run_end)
+
+
 # --------------------------------------------------------------------------------------- loss
 def autocast(dtype: torch.dtype | None, device: str = "cpu"):
     """bf16 autocast for the matmuls (weights stay fp32); a no-op context when dtype is None."""
@@ -313,6 +328,7 @@ class TrainerState:
     best_step: int | None = None
     evaluations_without_improvement: int = 0
     base_general_loss: float | None = None  # the forgetting guard's general prompts, before tuning
+    last_validated: int = 0  # the step of the latest validation (0: the base model, or none yet)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)

@@ -47,6 +47,7 @@ from tuneforge.train.loop import (
     newest_complete_checkpoint,
     save_checkpoint,
     seed_everything,
+    validation_due,
 )
 from tuneforge.train.modeling import (
     TokenLoss,
@@ -307,6 +308,7 @@ def _train_sft(
             if state.base_general_loss is None:
                 state.base_general_loss = general_scores["valid_loss"]
         reshard(wrapped)
+        state.last_validated = state.step
         row.update({name: round(value, 6) for name, value in last_evaluation.items()})
         reporter.evaluation(row)
         if state.step == 0:
@@ -400,7 +402,13 @@ def _train_sft(
                 "tokens_per_second": round(sums["tokens"] / (time.perf_counter() - step_started), 1),
                 "trained_tokens": int(state.trained_tokens),
             }
-            due = epoch_end or (resolved.eval_every_steps and state.step % resolved.eval_every_steps == 0)
+            due = validation_due(
+                state.step,
+                resolved.eval_every_steps,
+                0 if epoch_end else len(batches) - state.batch_in_epoch,
+                total_steps - state.step,
+                state.last_validated,
+            )
             improved = validate(row) if validation_set and due else False
             write(row)
             reporter.step(row)
